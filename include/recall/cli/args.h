@@ -1,0 +1,40 @@
+// Command-line parsing for recall's subcommands: named options (--key VALUE or --key=VALUE),
+// flags, positionals, and generated --help text. Unknown options are errors.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+namespace recall {
+
+class ArgParser {
+ public:
+  ArgParser(std::string command, std::string summary);
+
+  // An option taking a value; required options have no default and must be given.
+  ArgParser& option(const std::string& name, const std::string& value_name, const std::string& help,
+                    const std::string& default_value = "", bool required = false);
+  ArgParser& flag(const std::string& name, const std::string& help);
+  ArgParser& positional(const std::string& name, const std::string& help, bool required = true);
+
+  // Parses argv (argv[0] is the subcommand). Returns false when --help was given (help printed).
+  bool parse(int argc, char** argv);
+
+  bool has(const std::string& name) const;         // given on the command line
+  std::string get(const std::string& name) const;  // value or default
+  bool flag_set(const std::string& name) const;
+  std::string help() const;
+
+ private:
+  struct Spec {
+    std::string name, value_name, help, default_value;
+    bool is_flag = false, required = false, positional = false;
+  };
+  const Spec* find(const std::string& name) const;
+  std::string command_, summary_;
+  std::vector<Spec> specs_;
+  std::map<std::string, std::string> values_;
+};
+
+}  // namespace recall

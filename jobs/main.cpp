@@ -1,0 +1,53 @@
+// recall: representation-aware merging of fine-tuned LLMs. Dispatches git-style subcommands;
+// every error ends here, once, as one message and a non-zero exit.
+#include <cstring>
+#include <iostream>
+
+#include "jobs.h"
+#include "recall/util/error.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* summary;
+};
+
+constexpr Command kCommands[] = {
+    {"inspect", recall::jobs::inspect, "validate a model directory or .safetensors file and summarize it"},
+    {"convert", recall::jobs::convert, "convert a llama2.c checkpoint to a Hugging Face directory"},
+};
+
+void print_usage(std::ostream& os) {
+  os << "usage: recall <command> [options]\n\n"
+        "recall merges fine-tuned language models layer by layer, weighted by how similar their\n"
+        "hidden representations are (RECALL).\n\ncommands:\n";
+  for (const Command& c : kCommands) {
+    std::string name = c.name;
+    os << "  " << name << std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') << c.summary << "\n";
+  }
+  os << "\nrun 'recall <command> --help' for the options of a command.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
+      !std::strcmp(argv[1], "help")) {
+    print_usage(std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  for (const Command& c : kCommands) {
+    if (std::strcmp(argv[1], c.name) != 0) continue;
+    try {
+      return c.run(argc - 1, argv + 1);
+    } catch (const std::exception& e) {
+      std::cerr << "recall " << c.name << ": error: " << e.what() << "\n";
+      return 1;
+    }
+  }
+  std::cerr << "recall: unknown command '" << argv[1] << "'\n\n";
+  print_usage(std::cerr);
+  return 2;
+}

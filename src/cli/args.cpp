@@ -1,0 +1,117 @@
+// Command-line parsing for recall's subcommands.
+#include "recall/cli/args.h"
+
+#include <iostream>
+#include <sstream>
+
+#include "recall/util/error.h"
+
+namespace recall {
+
+ArgParser::ArgParser(std::string command, std::string summary)
+    : command_(std::move(command)), summary_(std::move(summary)) {}
+
+ArgParser& ArgParser::option(const std::string& name, const std::string& value_name,
+                             const std::string& help, const std::string& default_value,
+                             bool required) {
+  specs_.push_back({name, value_name, help, default_value, false, required, false});
+  return *this;
+}
+
+ArgParser& ArgParser::flag(const std::string& name, const std::string& help) {
+  specs_.push_back({name, "", help, "", true, false, false});
+  return *this;
+}
+
+ArgParser& ArgParser::positional(const std::string& name, const std::string& help, bool required) {
+  specs_.push_back({name, "", help, "", false, required, true});
+  return *this;
+}
+
+const ArgParser::Spec* ArgParser::find(const std::string& name) const {
+  for (const Spec& s : specs_)
+    if (s.name == name) return &s;
+  return nullptr;
+}
+
+bool ArgParser::parse(int argc, char** argv) {
+  std::vector<const Spec*> positionals;
+  for (const Spec& s : specs_)
+    if (s.positional) positionals.push_back(&s);
+  size_t next_positional = 0;
+  const std::string hint = "; see 'recall " + command_ + " --help'";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::cout << help();
+      return false;
+    }
+    if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
+      std::string key = a.substr(2), value;
+      bool has_inline = false;
+      if (auto eq = key.find('='); eq != std::string::npos) {
+        value = key.substr(eq + 1);
+        key = key.substr(0, eq);
+        has_inline = true;
+      }
+      const Spec* s = find(key);
+      if (!s || s->positional) fail("recall ", command_, ": unknown option '--", key, "'", hint);
+      if (s->is_flag) {
+        if (has_inline) fail("recall ", command_, ": flag '--", key, "' takes no value", hint);
+        values_[key] = "1";
+        continue;
+      }
+      if (!has_inline) {
+        if (i + 1 >= argc) fail("recall ", command_, ": option '--", key, "' needs a value (", s->value_name, ")", hint);
+        value = argv[++i];
+      }
+      values_[key] = value;
+      continue;
+    }
+    if (next_positional >= positionals.size())
+      fail("recall ", command_, ": unexpected argument '", a, "'", hint);
+    values_[positionals[next_positional++]->name] = a;
+  }
+  for (const Spec& s : specs_)
+    if (s.required && !values_.count(s.name))
+      fail("recall ", command_, ": missing ", s.positional ? "argument " + s.name : "option --" + s.name, hint);
+  return true;
+}
+
+bool ArgParser::has(const std::string& name) const { return values_.count(name) > 0; }
+
+std::string ArgParser::get(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it != values_.end()) return it->second;
+  const Spec* s = find(name);
+  return s ? s->default_value : "";
+}
+
+bool ArgParser::flag_set(const std::string& name) const { return values_.count(name) > 0; }
+
+std::string ArgParser::help() const {
+  std::ostringstream os;
+  os << "usage: recall " << command_;
+  for (const Spec& s : specs_)
+    if (s.positional) os << (s.required ? " " : " [") << s.name << (s.required ? "" : "]");
+  os << " [options]\n\n" << summary_ << "\n";
+  bool header = false;
+  for (const Spec& s : specs_) {
+    if (s.positional) continue;
+    if (!header) os << "\noptions:\n", header = true;
+    std::string left = "  --" + s.name + (s.is_flag ? "" : " " + s.value_name);
+    os << left;
+    if (left.size() < 28) os << std::string(28 - left.size(), ' ');
+    else os << "\n" << std::string(28, ' ');
+    os << s.help;
+    if (s.required) os << " (required)";
+    else if (!s.default_value.empty()) os << " (default: " << s.default_value << ")";
+    os << "\n";
+  }
+  for (const Spec& s : specs_)
+    if (s.positional) os << "\n  " << s.name << ": " << s.help << "\n";
+  os << "  -h, --help                print this help\n";
+  return os.str();
+}
+
+}  // namespace recall

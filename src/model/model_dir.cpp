@@ -1,0 +1,86 @@
+// Opening and validating a Hugging Face model directory.
+#include "recall/model/model_dir.h"
+
+#include <set>
+#include <sstream>
+
+#include "recall/util/error.h"
+#include "recall/util/fs.h"
+
+namespace recall {
+
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::ostringstream os;
+  os << "[";
+  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
+  os << "]";
+  return os.str();
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+std::vector<std::string> validate_model_tensors(const ModelConfig& config,
+                                                const Checkpoint& checkpoint,
+                                                std::vector<std::string>* ignored) {
+  std::vector<std::string> problems;
+  std::set<std::string> expected;
+  for (const TensorSlot& slot : expected_tensors(config)) {
+    expected.insert(slot.name);
+    const Checkpoint::Entry* e = checkpoint.find(slot.name);
+    if (!e) {
+      problems.push_back("missing tensor '" + slot.name + "' (expected shape " +
+                         shape_str(slot.shape) + ")");
+      continue;
+    }
+    if (e->info->shape != slot.shape)
+      problems.push_back("tensor '" + slot.name + "' has wrong shape; expected " +
+                         shape_str(slot.shape) + ", got " + shape_str(e->info->shape));
+    if (!is_float(e->info->dtype))
+      problems.push_back("tensor '" + slot.name + "' has dtype " +
+                         std::string(dtype_name(e->info->dtype)) + "; weights must be floating point");
+  }
+  for (const auto& [name, e] : checkpoint.entries()) {
+    if (expected.count(name)) continue;
+    // Old checkpoints carry rotary buffers; tied models sometimes also store lm_head.
+    if (ends_with(name, "rotary_emb.inv_freq") ||
+        (config.tie_word_embeddings && name == "lm_head.weight")) {
+      if (ignored) ignored->push_back(name);
+      continue;
+    }
+    auto parsed = parse_tensor_name(name);
+    if (parsed && parsed->second >= config.num_hidden_layers)
+      problems.push_back("unexpected tensor '" + name + "': block " + std::to_string(parsed->second) +
+                         " but config.json has num_hidden_layers = " +
+                         std::to_string(config.num_hidden_layers));
+    else
+      problems.push_back("unexpected tensor '" + name + "' (not part of a " +
+                         arch_name(config.arch) + " model with this config)");
+  }
+  return problems;
+}
+
+ModelDir open_model_dir(const std::string& path) {
+  if (!is_directory(path)) fail("'", path, "' is not a model directory");
+  ModelConfig config = load_model_config(path);
+  Checkpoint checkpoint = Checkpoint::open(path);
+  std::vector<std::string> ignored;
+  auto problems = validate_model_tensors(config, checkpoint, &ignored);
+  if (!problems.empty()) {
+    std::ostringstream os;
+    os << "'" << path << "' is not a valid " << arch_name(config.arch) << " model ("
+       << problems.size() << " problem" << (problems.size() > 1 ? "s" : "") << "):";
+    for (const auto& p : problems) os << "\n  - " << p;
+    throw Error(os.str());
+  }
+  ModelDir m{path, std::move(config), std::move(checkpoint), {}, std::move(ignored)};
+  m.slots = expected_tensors(m.config);
+  return m;
+}
+
+}  // namespace recall

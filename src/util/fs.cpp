@@ -1,0 +1,111 @@
+// File-system helpers: whole-file reads, atomic writes and checked POSIX I/O.
+#include "recall/util/fs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "recall/util/error.h"
+
+namespace recall {
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot open '", path, "': ", std::strerror(errno));
+  std::ostringstream os;
+  os << in.rdbuf();
+  if (in.bad()) fail("cannot read '", path, "'");
+  return os.str();
+}
+
+void write_file_atomic(const std::string& path, const std::string& content) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create '", tmp, "': ", std::strerror(errno));
+  try {
+    pwrite_exact(fd, content.data(), content.size(), 0, tmp);
+    if (::fsync(fd) != 0) fail("cannot sync '", tmp, "': ", std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("cannot rename '", tmp, "' to '", path, "': ", std::strerror(err));
+  }
+}
+
+bool path_exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+uint64_t file_size_of(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail("cannot stat '", path, "': ", std::strerror(errno));
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::string join_path(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  if (a.back() == '/') return a + b;
+  return a + "/" + b;
+}
+
+void pread_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::string& path) {
+  auto* p = static_cast<char*>(dst);
+  while (n > 0) {
+    // Linux transfers at most 0x7ffff000 bytes per call.
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1ull << 30));
+    const ssize_t got = ::pread(fd, p, chunk, static_cast<off_t>(offset));
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      fail("cannot read '", path, "' at byte ", offset, ": ", std::strerror(errno));
+    }
+    if (got == 0) fail("'", path, "' is truncated: expected ", n, " more bytes at byte ", offset);
+    p += got;
+    n -= static_cast<uint64_t>(got);
+    offset += static_cast<uint64_t>(got);
+  }
+}
+
+void pwrite_exact(int fd, const void* src, uint64_t n, uint64_t offset, const std::string& path) {
+  const auto* p = static_cast<const char*>(src);
+  while (n > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1ull << 30));
+    const ssize_t put = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
+    if (put < 0) {
+      if (errno == EINTR) continue;
+      fail("cannot write '", path, "' at byte ", offset, ": ", std::strerror(errno));
+    }
+    p += put;
+    n -= static_cast<uint64_t>(put);
+    offset += static_cast<uint64_t>(put);
+  }
+}
+
+void make_directories(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) fail("cannot create directory '", dir, "': ", ec.message());
+}
+
+void copy_file(const std::string& from, const std::string& to) {
+  write_file_atomic(to, read_text_file(from));
+}
+
+}  // namespace recall
