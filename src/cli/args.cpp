@@ -18,6 +18,12 @@ ArgParser& ArgParser::option(const std::string& name, const std::string& value_n
   return *this;
 }
 
+ArgParser& ArgParser::repeated(const std::string& name, const std::string& value_name,
+                               const std::string& help) {
+  specs_.push_back({name, value_name, help, "", false, false, false, true});
+  return *this;
+}
+
 ArgParser& ArgParser::flag(const std::string& name, const std::string& help) {
   specs_.push_back({name, "", help, "", true, false, false});
   return *this;
@@ -58,19 +64,20 @@ bool ArgParser::parse(int argc, char** argv) {
       if (!s || s->positional) fail("recall ", command_, ": unknown option '--", key, "'", hint);
       if (s->is_flag) {
         if (has_inline) fail("recall ", command_, ": flag '--", key, "' takes no value", hint);
-        values_[key] = "1";
+        values_[key] = {"1"};
         continue;
       }
       if (!has_inline) {
         if (i + 1 >= argc) fail("recall ", command_, ": option '--", key, "' needs a value (", s->value_name, ")", hint);
         value = argv[++i];
       }
-      values_[key] = value;
+      if (s->repeated) values_[key].push_back(value);
+      else values_[key] = {value};
       continue;
     }
     if (next_positional >= positionals.size())
       fail("recall ", command_, ": unexpected argument '", a, "'", hint);
-    values_[positionals[next_positional++]->name] = a;
+    values_[positionals[next_positional++]->name] = {a};
   }
   for (const Spec& s : specs_)
     if (s.required && !values_.count(s.name))
@@ -82,9 +89,14 @@ bool ArgParser::has(const std::string& name) const { return values_.count(name) 
 
 std::string ArgParser::get(const std::string& name) const {
   auto it = values_.find(name);
-  if (it != values_.end()) return it->second;
+  if (it != values_.end()) return it->second.back();
   const Spec* s = find(name);
   return s ? s->default_value : "";
+}
+
+std::vector<std::string> ArgParser::get_all(const std::string& name) const {
+  auto it = values_.find(name);
+  return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
 bool ArgParser::flag_set(const std::string& name) const { return values_.count(name) > 0; }
@@ -105,6 +117,7 @@ std::string ArgParser::help() const {
     else os << "\n" << std::string(28, ' ');
     os << s.help;
     if (s.required) os << " (required)";
+    else if (s.repeated) os << " (repeatable)";
     else if (!s.default_value.empty()) os << " (default: " << s.default_value << ")";
     os << "\n";
   }

@@ -68,13 +68,14 @@ int64_t h5_type_for(DType dtype) {
   fail("HDF5: no type for dtype ", dtype_name(dtype));
 }
 
-H5Writer::H5Writer(const std::string& path, MPI_Comm comm) : path_(path), comm_(comm) {
+H5Writer::H5Writer(const std::string& path, MPI_Comm comm, Mode mode) : path_(path), comm_(comm) {
   Handle fapl{H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose};
   H5_CHECK(H5Pset_fapl_mpio(fapl.id, comm, MPI_INFO_NULL));
   H5_CHECK(H5Pset_all_coll_metadata_ops(fapl.id, true));
   H5_CHECK(H5Pset_coll_metadata_write(fapl.id, true));
-  file_ = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id);
-  if (file_ < 0) fail("cannot create HDF5 file '", path, "'");
+  file_ = mode == Mode::Create ? H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.id)
+                               : H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.id);
+  if (file_ < 0) fail("cannot ", mode == Mode::Create ? "create" : "open", " HDF5 file '", path, "'");
   dxpl_ = H5_CHECK(H5Pcreate(H5P_DATASET_XFER));
   H5_CHECK(H5Pset_dxpl_mpio(dxpl_, H5FD_MPIO_COLLECTIVE));
 }

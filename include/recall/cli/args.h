@@ -15,6 +15,8 @@ class ArgParser {
   // An option taking a value; required options have no default and must be given.
   ArgParser& option(const std::string& name, const std::string& value_name, const std::string& help,
                     const std::string& default_value = "", bool required = false);
+  // An option that may be given several times (get_all returns every value in order).
+  ArgParser& repeated(const std::string& name, const std::string& value_name, const std::string& help);
   ArgParser& flag(const std::string& name, const std::string& help);
   ArgParser& positional(const std::string& name, const std::string& help, bool required = true);
 
@@ -22,19 +24,20 @@ class ArgParser {
   bool parse(int argc, char** argv);
 
   bool has(const std::string& name) const;         // given on the command line
-  std::string get(const std::string& name) const;  // value or default
+  std::string get(const std::string& name) const;  // value (the last one given) or default
+  std::vector<std::string> get_all(const std::string& name) const;
   bool flag_set(const std::string& name) const;
   std::string help() const;
 
  private:
   struct Spec {
     std::string name, value_name, help, default_value;
-    bool is_flag = false, required = false, positional = false;
+    bool is_flag = false, required = false, positional = false, repeated = false;
   };
   const Spec* find(const std::string& name) const;
   std::string command_, summary_;
   std::vector<Spec> specs_;
-  std::map<std::string, std::string> values_;
+  std::map<std::string, std::vector<std::string>> values_;
 };
 
 }  // namespace recall

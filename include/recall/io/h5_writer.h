@@ -17,8 +17,9 @@ namespace recall {
 
 class H5Writer {
  public:
-  // Collective. Creates (truncates) `path`.
-  H5Writer(const std::string& path, MPI_Comm comm);
+  enum class Mode { Create, Append };
+  // Collective. Create truncates `path`; Append opens an existing file for writing.
+  H5Writer(const std::string& path, MPI_Comm comm, Mode mode = Mode::Create);
   ~H5Writer();  // closes without throwing; call close() to see errors
   H5Writer(const H5Writer&) = delete;
   H5Writer& operator=(const H5Writer&) = delete;

@@ -1,0 +1,39 @@
+// Hugging Face export of a merged checkpoint and integrity checks:
+// - export_hf: merged.h5 -> hf/ (safetensors shards + index + config.json + tokenizer files); the
+//   shards are written in parallel, one rank per shard, each tensor hashed (XXH3-64) as it goes.
+// - verify_output: every checksum of a committed output (merged.h5 and hf/) against manifest.json.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace recall {
+
+struct ExportResult {
+  std::map<std::string, uint64_t> checksums;  // tensor name -> XXH3-64 of its bytes (all ranks)
+  std::vector<std::string> shard_files;
+  uint64_t bytes_written = 0;                 // by this rank
+};
+
+// Collective over comm. Reads /tensors/* of h5_path (serially, after the writer closed it) and
+// writes the shards into hf_dir (which must exist), plus the index when there are several shards.
+// `tensor_order` gives the order of tensors in the shards (HF canonical order).
+ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const std::string& hf_dir,
+                              const std::vector<std::string>& tensor_order, uint64_t shard_bytes);
+
+// config.json of the export: the reference's config with its dtype fields set to `dtype_name`
+// ("bfloat16", ...). Both "torch_dtype" (transformers 4) and "dtype" (transformers 5) are set.
+std::string export_config_json(const std::string& reference_config_json, const std::string& dtype_name);
+
+// Copies tokenizer and generation files that exist in model_dir into out_dir.
+std::vector<std::string> copy_tokenizer_files(const std::string& model_dir, const std::string& out_dir);
+
+// Checks every checksum of an output directory (or of a single merged.h5 or .safetensors file
+// against the checksums stored beside it); returns the problems (empty = verified).
+std::vector<std::string> verify_output(const std::string& path, bool verbose);
+
+}  // namespace recall

@@ -1,0 +1,61 @@
+// Representation extraction on the model x stage grid: samples flow through each model's stages
+// in micro-batches (hidden states sent from stage to stage over MPI, so stages overlap across
+// micro-batches); every cell keeps the mask-aware mean of each of its blocks' outputs; the pooled
+// representations are then all-gathered so that every rank holds all of them in model order.
+// Also the first phase of RECALL: the reference model embeds the task data and k-means picks the
+// typical samples. Torch stays inside the .cpp.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "recall/config/merge_config.h"
+#include "recall/dist/grid.h"
+#include "recall/pipeline/preflight.h"
+
+namespace recall {
+
+// Token ids of the data file's samples (text tokenized with the reference model's tokenizer),
+// truncated to min(max_length, max_position_embeddings); at most max_samples (0 = all).
+std::vector<std::vector<int64_t>> load_task_samples(const MergeConfig& config, const MergeInputs& inputs);
+
+struct ExtractOptions {
+  std::string device = "cpu";        // cpu | cuda
+  std::string compute_dtype = "float32";
+  int64_t micro_batch = 8;
+};
+
+// Pooled representations [M][L+1][K][H] (index 0 = embedding output hidden.0, l+1 = block l),
+// float32, identical on every rank.
+struct Representations {
+  int64_t models = 0, layers = 0, samples = 0, hidden = 0;  // layers = L + 1
+  std::vector<float> values;
+  const float* at(int64_t model, int64_t layer) const {
+    return values.data() + ((model * layers + layer) * samples) * hidden;
+  }
+};
+
+// Runs `samples` through every model on the grid and all-gathers the pooled representations of
+// every hidden state (collective over `comm`, whose size is grid.world()). With `only_model` >= 0
+// only that model runs (its representations; other models' entries stay zero).
+Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
+                                         const std::vector<std::vector<int64_t>>& samples,
+                                         const ExtractOptions& options, int only_model = -1);
+
+struct TypicalSelection {
+  std::vector<int64_t> sample_ids;  // 0-based indices into the task samples (data lines), one per cluster
+  int64_t layer = 0;                // hidden-state index clustered
+  int64_t iterations = 0;
+  double inertia = 0;
+};
+
+// k-means over the reference model's pooled `layer` (hidden-state index; -1 = last block) of all
+// task samples; the same selection on every rank.
+TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
+                                        const MergeConfig& config,
+                                        const std::vector<std::vector<int64_t>>& task_samples);
+
+}  // namespace recall

@@ -1,0 +1,44 @@
+// The merge phase: every tensor of the output, merged by the configured method and written into
+// merged.h5 collectively. Element-wise methods (recall, linear, task_arithmetic) split each
+// tensor's rows among all ranks (a pure function of rows and world size) and each rank reads only
+// its rows of every input, so every input byte is read once; methods that need the whole tensor
+// (ties, dare_*, slerp) give each tensor to one rank. Arithmetic is in fixed model order, so the
+// bytes do not depend on the number of ranks.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "recall/config/merge_config.h"
+#include "recall/io/dtype.h"
+#include "recall/io/h5_writer.h"
+#include "recall/pipeline/preflight.h"
+
+namespace recall {
+
+struct MergeStats {
+  uint64_t bytes_read = 0;     // by this rank
+  uint64_t bytes_written = 0;  // by this rank
+  double seconds = 0;
+};
+
+DType output_dtype(const MergeConfig& config);  // from output.dtype
+
+// Rows [begin, end) of `rows` that rank `rank` of `world` merges.
+std::pair<uint64_t, uint64_t> row_range(uint64_t rows, int rank, int world);
+
+// Whether the method works on whole tensors (one rank per tensor) rather than row ranges.
+bool whole_tensor_method(const std::string& method);
+
+// Merge weights of every slot of inputs.slots (M entries each): for recall, the block's weights
+// (non-block tensors by the policy); for linear, params.weight (default 1); unused otherwise.
+std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const MergeInputs& inputs,
+                                              const std::vector<std::vector<double>>& block_weights);
+
+// Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes.
+MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
+                         const std::vector<std::vector<double>>& weights);
+
+}  // namespace recall

@@ -1,0 +1,41 @@
+// What a merge reports: report.json (weights, similarities, timings, bytes, memory), report.svg
+// (a heatmap of the per-block weights and the similarity curves, readable in any browser) and the
+// Hugging Face model card hf/README.md.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace recall {
+
+struct MergeReport {
+  std::string method;
+  std::vector<std::string> models;         // names, config order
+  std::string reference;
+  std::vector<int64_t> typical_samples;    // 0-based line numbers of the data file
+  struct Block {
+    int64_t index = 0;
+    double sigma2 = 0;
+    std::vector<double> similarity, weights;  // per model
+  };
+  std::vector<Block> blocks;                // empty for baselines
+  std::vector<double> non_block_weights;    // embedding's weights (per model)
+  std::map<std::string, std::vector<double>> non_block_by_tensor;  // every non-block tensor
+  std::vector<std::pair<std::string, double>> timings;  // phase -> seconds, in order
+  uint64_t bytes_read = 0, bytes_written = 0;
+  std::vector<uint64_t> peak_rss_bytes;     // per rank
+  int world = 1;
+  std::string output_dtype;
+};
+
+std::string report_json(const MergeReport& r);
+std::string report_svg(const MergeReport& r);
+std::string model_card(const MergeReport& r, const std::string& resolved_config_yaml,
+                       const std::vector<std::string>& model_paths);
+
+// This process's peak resident set size in bytes (getrusage).
+uint64_t peak_rss_bytes();
+
+}  // namespace recall

@@ -1,0 +1,25 @@
+// recall verify DIR|FILE: checks every checksum of a committed merge output (merged.h5 and hf/
+// against manifest.json), or of one merged.h5 against its own attributes. Exit 0 only if all match.
+#include <iostream>
+
+#include "jobs.h"
+#include "recall/cli/args.h"
+#include "recall/pipeline/export.h"
+
+namespace recall::jobs {
+
+int verify(int argc, char** argv) {
+  ArgParser args("verify", "Checks every tensor checksum (XXH3-64) of a merge output directory or a merged.h5.");
+  args.positional("PATH", "output directory (with manifest.json) or merged.h5").flag("verbose", "list every tensor");
+  if (!args.parse(argc, argv)) return 0;
+  const auto problems = verify_output(args.get("PATH"), args.flag_set("verbose"));
+  if (problems.empty()) {
+    std::cout << "verified: " << args.get("PATH") << "\n";
+    return 0;
+  }
+  for (const auto& p : problems) std::cerr << "recall verify: " << p << "\n";
+  std::cerr << "recall verify: " << problems.size() << " problem(s); " << args.get("PATH") << " is NOT verified\n";
+  return 1;
+}
+
+}  // namespace recall::jobs

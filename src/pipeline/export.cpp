@@ -1,0 +1,170 @@
+// HF export of merged.h5 and verification of checksums.
+#include "recall/pipeline/export.h"
+
+#include <nlohmann/json.hpp>
+
+#include "recall/io/checkpoint.h"
+#include "recall/io/h5_reader.h"
+#include "recall/io/safetensors.h"
+#include "recall/util/checksum.h"
+#include "recall/util/error.h"
+#include "recall/util/fs.h"
+
+namespace recall {
+
+using nlohmann::json;
+
+namespace {
+
+void mpi_check(int rc, const char* what) {
+  if (rc != MPI_SUCCESS) fail("MPI error in ", what);
+}
+
+}  // namespace
+
+ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const std::string& hf_dir,
+                              const std::vector<std::string>& tensor_order, uint64_t shard_bytes) {
+  int rank = 0, world = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &world);
+  ExportResult result;
+  std::vector<TensorSpec> specs;
+  {
+    H5Reader h5(h5_path);
+    for (const std::string& name : tensor_order) {
+      H5DatasetInfo i = h5.info("/tensors/" + name);
+      specs.push_back({name, i.dtype, i.shape});
+    }
+  }
+  const auto shards = plan_shards(specs, shard_bytes);
+  for (size_t s = 0; s < shards.size(); ++s) result.shard_files.push_back(shard_file_name(s, shards.size()));
+
+  // One rank per shard, round robin; the file is read serially by each writer.
+  std::string mine;  // "name\thash\n" records of this rank
+  {
+    H5Reader h5(h5_path);
+    std::vector<uint8_t> buf;
+    for (size_t s = 0; s < shards.size(); ++s) {
+      if (static_cast<int>(s % static_cast<size_t>(world)) != rank) continue;
+      std::vector<TensorSpec> shard_specs;
+      for (size_t i : shards[s]) shard_specs.push_back(specs[i]);
+      SafetensorsWriter w(join_path(hf_dir, result.shard_files[s]), shard_specs);
+      for (size_t i : shards[s]) {
+        buf.resize(specs[i].nbytes());
+        h5.read("/tensors/" + specs[i].name, buf.data());
+        const uint64_t h = xxh3_64(buf.data(), buf.size());
+        w.write(specs[i].name, buf.data(), buf.size());
+        mine += specs[i].name + "\t" + checksum_hex(h) + "\n";
+        result.bytes_written += buf.size();
+      }
+      w.commit();
+    }
+  }
+  if (rank == 0 && shards.size() > 1) write_safetensors_index(hf_dir, specs, shards);
+
+  // Every rank learns every checksum.
+  int n = static_cast<int>(mine.size());
+  std::vector<int> counts(world), displs(world);
+  mpi_check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm), "all-gathering checksum sizes");
+  int total = 0;
+  for (int r = 0; r < world; ++r) displs[r] = total, total += counts[r];
+  std::string all(total, '\0');
+  mpi_check(MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), displs.data(), MPI_CHAR, comm),
+            "all-gathering checksums");
+  size_t pos = 0;
+  while (pos < all.size()) {
+    const size_t tab = all.find('\t', pos), nl = all.find('\n', tab);
+    result.checksums[all.substr(pos, tab - pos)] = std::stoull(all.substr(tab + 1, nl - tab - 1), nullptr, 16);
+    pos = nl + 1;
+  }
+  return result;
+}
+
+std::string export_config_json(const std::string& reference_config_json, const std::string& dtype_name) {
+  json cfg = json::parse(reference_config_json);
+  cfg["torch_dtype"] = dtype_name;
+  cfg["dtype"] = dtype_name;
+  return cfg.dump(2) + "\n";
+}
+
+std::vector<std::string> copy_tokenizer_files(const std::string& model_dir, const std::string& out_dir) {
+  std::vector<std::string> copied;
+  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json",
+                        "chat_template.jinja"}) {
+    const std::string src = join_path(model_dir, f);
+    if (path_exists(src)) {
+      copy_file(src, join_path(out_dir, f));
+      copied.push_back(f);
+    }
+  }
+  return copied;
+}
+
+std::vector<std::string> verify_output(const std::string& path, bool verbose) {
+  std::vector<std::string> problems;
+  auto check = [&](const std::string& what, const std::string& expected, uint64_t got) {
+    if (checksum_hex(got) != expected)
+      problems.push_back(what + ": checksum mismatch; expected " + expected + ", got " + checksum_hex(got));
+    else if (verbose)
+      std::printf("ok  %s  %s\n", expected.c_str(), what.c_str());
+  };
+  if (!is_directory(path)) {
+    // A single merged.h5: its own per-dataset attributes.
+    H5Reader h5(path);
+    for (const std::string& name : h5.list("/tensors")) {
+      auto expected = h5.attribute("/tensors/" + name, "xxh3_64");
+      if (!expected) {
+        problems.push_back(path + ": dataset '/tensors/" + name + "' has no xxh3_64 attribute");
+        continue;
+      }
+      auto bytes = h5.read("/tensors/" + name);
+      check(path + ":/tensors/" + name, *expected, xxh3_64(bytes.data(), bytes.size()));
+    }
+    if (h5.list("/tensors").empty()) problems.push_back(path + ": no tensors under /tensors");
+    return problems;
+  }
+  const std::string manifest_path = join_path(path, "manifest.json");
+  if (!path_exists(manifest_path)) {
+    problems.push_back(path + ": no manifest.json; the output was never committed (interrupted job?)");
+    return problems;
+  }
+  json manifest;
+  try {
+    manifest = json::parse(read_text_file(manifest_path));
+  } catch (const std::exception& e) {
+    problems.push_back(manifest_path + ": not valid JSON: " + e.what());
+    return problems;
+  }
+  if (!manifest.contains("tensors") || !manifest["tensors"].is_array()) {
+    problems.push_back(manifest_path + ": missing 'tensors'");
+    return problems;
+  }
+  try {
+    H5Reader h5(join_path(path, "merged.h5"));
+    Checkpoint hf = Checkpoint::open(join_path(path, "hf"));
+    for (const json& t : manifest["tensors"]) {
+      const std::string name = t.at("name"), expected = t.at("xxh3_64");
+      auto bytes = h5.read("/tensors/" + name);
+      check("merged.h5:/tensors/" + name, expected, xxh3_64(bytes.data(), bytes.size()));
+      auto attr = h5.attribute("/tensors/" + name, "xxh3_64");
+      if (!attr || *attr != expected)
+        problems.push_back("merged.h5:/tensors/" + name + ": xxh3_64 attribute " + (attr ? *attr : "missing") +
+                           " differs from the manifest's " + expected);
+      const Checkpoint::Entry* e = hf.find(name);
+      if (!e) {
+        problems.push_back("hf/: missing tensor '" + name + "'");
+        continue;
+      }
+      check("hf/" + name, expected, xxh3_64(e->file->data(*e->info), e->info->nbytes()));
+    }
+    if (hf.entries().size() != manifest["tensors"].size())
+      problems.push_back("hf/ holds " + std::to_string(hf.entries().size()) + " tensors; the manifest lists " +
+                         std::to_string(manifest["tensors"].size()));
+  } catch (const std::exception& e) {
+    problems.push_back(e.what());
+  }
+  return problems;
+}
+
+}  // namespace recall

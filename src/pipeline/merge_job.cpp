@@ -1,0 +1,358 @@
+// The merge job: phases in order, each agreed on by every rank before the next starts.
+#include "recall/pipeline/merge_job.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "recall/dist/failure.h"
+#include "recall/dist/grid.h"
+#include "recall/io/h5_writer.h"
+#include "recall/merge/similarity.h"
+#include "recall/merge/weights.h"
+#include "recall/pipeline/export.h"
+#include "recall/pipeline/extract.h"
+#include "recall/pipeline/merge_tensors.h"
+#include "recall/pipeline/preflight.h"
+#include "recall/pipeline/report.h"
+#include "recall/util/checksum.h"
+#include "recall/util/error.h"
+#include "recall/util/format.h"
+#include "recall/util/fs.h"
+
+namespace recall {
+
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+// Bytes of input rows each rank buffers per input while merging (see merge_tensors.cpp).
+constexpr uint64_t kMergeChunkBytes = 64ull << 20;
+
+class Log {
+ public:
+  Log(int rank, bool quiet) : on_(rank == 0 && !quiet), t0_(std::chrono::steady_clock::now()) {}
+  template <typename... Parts>
+  void operator()(Parts&&... parts) const {
+    if (!on_) return;
+    std::ostringstream os;
+    const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    char stamp[32];
+    std::snprintf(stamp, sizeof stamp, "[recall %8.2fs] ", t);
+    os << stamp;
+    (os << ... << parts);
+    std::cout << os.str() << std::endl;
+  }
+
+ private:
+  bool on_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+dist::GridSpec grid_spec(const MergeInputs& in) {
+  const ModelConfig& cfg = in.models[in.reference].config;
+  dist::GridSpec spec;
+  spec.models = static_cast<int>(in.models.size());
+  spec.block_bytes.assign(cfg.num_hidden_layers, 0);
+  for (const TensorSlot& s : in.slots) {
+    const uint64_t n = in.models[in.reference].checkpoint.at(s.name).info->nbytes();
+    if (s.block >= 0) spec.block_bytes[s.block] += n;
+    else if (s.role == Role::Embed) spec.first_stage_extra_bytes += n;
+    else spec.last_stage_extra_bytes += n;
+  }
+  return spec;
+}
+
+// The memory plan of one rank, in bytes, and its text.
+struct MemoryPlan {
+  uint64_t weights = 0, activations = 0, merge_buffers = 0;
+  uint64_t total() const { return weights + activations + merge_buffers; }
+};
+
+MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::Grid* grid, int rank) {
+  MemoryPlan p;
+  const ModelConfig& cfg = in.models[in.reference].config;
+  const size_t M = in.models.size();
+  if (grid) {
+    // Extraction holds one model's cells at a time, converted to float32 compute.
+    uint64_t widest = 0;
+    for (const dist::Cell& cell : grid->cells_of(rank)) {
+      const auto& st = grid->stage(cell.stage);
+      uint64_t b = st.bytes;
+      widest = std::max(widest, b);
+    }
+    p.weights = widest * 2;  // bf16 on disk -> f32 in memory (f32 inputs: an upper bound)
+    const uint64_t tokens = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length;
+    // Hidden states, attention scores (SDPA fused on CPU is smaller) and the MLP's activations.
+    p.activations = tokens * 4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) +
+                    static_cast<uint64_t>(c.parallel.micro_batch) * cfg.num_attention_heads * c.max_length *
+                        c.max_length * 4;
+  }
+  uint64_t largest = 0;
+  for (const TensorSlot& s : in.slots) largest = std::max(largest, in.models[0].checkpoint.at(s.name).info->nbytes());
+  if (whole_tensor_method(c.method))
+    p.merge_buffers = (M + 1) * largest * 2;
+  else
+    p.merge_buffers = (M + 1) * std::min<uint64_t>(largest, kMergeChunkBytes);
+  return p;
+}
+
+std::vector<RepMatrix> block_reps(const Representations& reps, int64_t layer) {
+  std::vector<RepMatrix> out;
+  for (int64_t m = 0; m < reps.models; ++m) {
+    RepMatrix r;
+    r.rows = reps.samples;
+    r.cols = reps.hidden;
+    const float* p = reps.at(m, layer);
+    r.values.assign(p, p + reps.samples * reps.hidden);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace
+
+MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
+  const int rank = ctx.rank(), world = ctx.world();
+  MPI_Comm comm = ctx.world_mpi(), control = ctx.control_mpi();
+  const std::string where = ctx.where();
+  Log log(rank, opt.quiet);
+  auto step = [&](const std::string& name, auto&& fn) {
+    return dist::run_collectively(control, where, name, std::forward<decltype(fn)>(fn));
+  };
+  MergeReport report;
+  auto timed = [&](const std::string& phase, auto&& fn) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto result = step(phase, std::forward<decltype(fn)>(fn));
+    report.timings.emplace_back(phase, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    return result;
+  };
+
+  // ---- config and preflight -----------------------------------------------------------------
+  MergeConfig cfg = step("config", [&] { return load_merge_config(opt.config_path, opt.overrides); });
+  const std::string resolved_yaml = to_yaml(cfg);
+  if (rank == 0) log(ctx.versions());
+  log("resolved config:\n", resolved_yaml);
+  MergeInputs in = timed("preflight", [&] { return preflight(cfg); });
+  const ModelConfig& arch = in.models[in.reference].config;
+  uint64_t input_bytes = 0;
+  for (const ModelDir& m : in.models) input_bytes += m.checkpoint.total_bytes();
+  log("preflight ok: ", in.models.size(), " ", arch_name(arch.arch), " models, ", arch.num_hidden_layers, " blocks, ",
+      in.slots.size(), " tensors each, ", format_bytes(input_bytes), " to read; ", world, " rank(s)");
+
+  // ---- grid and memory plan -----------------------------------------------------------------
+  std::optional<dist::Grid> grid;
+  if (cfg.method == "recall") {
+    grid = step("plan", [&] {
+      dist::GridSpec spec = grid_spec(in);
+      spec.stages = static_cast<int>(cfg.parallel.stages);
+      return dist::Grid(spec, world);
+    });
+    log("plan:\n", grid->plan());
+  }
+  const MemoryPlan mine = memory_plan(cfg, in, grid ? &*grid : nullptr, rank);
+  {
+    uint64_t worst = 0, local = mine.total();
+    MPI_Allreduce(&local, &worst, 1, MPI_UINT64_T, MPI_MAX, comm);
+    log("memory plan per rank (largest): weights ", format_bytes(mine.weights), ", activations ",
+        format_bytes(mine.activations), ", merge buffers ", format_bytes(mine.merge_buffers), "; total up to ",
+        format_bytes(worst), cfg.memory_budget ? " of budget " + format_bytes(cfg.memory_budget) : std::string());
+    step("memory plan", [&] {
+      if (cfg.memory_budget && local > cfg.memory_budget)
+        fail("the memory plan needs ", format_bytes(local), " on this rank but memory_budget is ",
+             format_bytes(cfg.memory_budget), " (weights ", format_bytes(mine.weights), ", activations ",
+             format_bytes(mine.activations), ", merge buffers ", format_bytes(mine.merge_buffers),
+             ")\n---> HINT: more parallel.stages or more ranks lower the weights; a smaller "
+             "parallel.micro_batch or max_length lowers the activations");
+    });
+  }
+  if (opt.preflight_only) return cfg;
+
+  // ---- RECALL: typical samples, representations, similarity, weights --------------------------
+  std::vector<std::vector<double>> block_w;
+  if (cfg.method == "recall") {
+    std::vector<std::vector<int64_t>> task = timed("tokenize", [&] { return load_task_samples(cfg, in); });
+    log("data: ", task.size(), " samples from ", cfg.data);
+    TypicalSelection sel = timed("typical samples", [&] {
+      return select_typical_samples(*grid, comm, in, cfg, task);
+    });
+    report.typical_samples = sel.sample_ids;
+    log("typical samples: K=", sel.sample_ids.size(), " by k-means on hidden.", sel.layer, " of '", cfg.reference,
+        "' (", sel.iterations, " iterations)");
+    std::vector<std::vector<int64_t>> typical;
+    for (int64_t i : sel.sample_ids) typical.push_back(task[i]);
+    Representations reps = timed("representations", [&] {
+      ExtractOptions eo;
+      eo.device = cfg.parallel.device;
+      eo.micro_batch = cfg.parallel.micro_batch;
+      return extract_representations(*grid, comm, in, typical, eo);
+    });
+    SimilarityOptions so;
+    so.kind = parse_similarity_kind(cfg.kernel.kind);
+    so.median_factor = cfg.kernel.bandwidth_factor;
+    so.gamma = cfg.kernel.gamma;
+    so.cka_threshold = cfg.kernel.cka_threshold;
+    std::vector<std::vector<double>> sim;
+    timed("similarity", [&] {
+      for (int64_t l = 0; l < arch.num_hidden_layers; ++l) {
+        BlockSimilarity bs = with_context("block " + std::to_string(l), [&] {
+          return block_similarity(block_reps(reps, l + 1), static_cast<int64_t>(in.reference), so);
+        });
+        sim.push_back(bs.similarity);
+        report.blocks.push_back({l, bs.sigma2, bs.similarity, {}});
+      }
+      if (cfg.recall.granularity == "global")
+        block_w.assign(sim.size(), global_weights(sim, cfg.recall.temperature));
+      else
+        block_w = block_weights(sim, cfg.recall.temperature);
+      for (size_t l = 0; l < block_w.size(); ++l) report.blocks[l].weights = block_w[l];
+      return 0;
+    });
+    for (const auto& b : report.blocks) {
+      std::ostringstream os;
+      os << "block " << b.index << ": sigma2 " << b.sigma2 << "  similarity/weight";
+      for (size_t m = 0; m < in.models.size(); ++m)
+        os << "  " << cfg.models[m].name << " " << b.similarity[m] << "/" << b.weights[m];
+      log(os.str());
+    }
+  }
+  const std::vector<std::vector<double>> weights = slot_weights(cfg, in, block_w);
+  for (size_t t = 0; t < in.slots.size(); ++t)
+    if (in.slots[t].block < 0) {
+      report.non_block_by_tensor[in.slots[t].name] = weights[t];
+      if (in.slots[t].role == Role::Embed) report.non_block_weights = weights[t];
+    }
+
+  // ---- output: written under a temporary name, committed at the end ---------------------------
+  const std::string final_dir = cfg.output.dir;
+  const std::string tmp_dir = final_dir + ".partial";
+  const std::string h5_path = join_path(tmp_dir, "merged.h5"), hf_dir = join_path(tmp_dir, "hf");
+  step("prepare output", [&] {
+    if (rank == 0) {
+      std::error_code ec;
+      std::filesystem::remove_all(tmp_dir, ec);
+      if (ec) fail("cannot remove the leftover '", tmp_dir, "': ", ec.message());
+      make_directories(hf_dir);
+    }
+    return 0;
+  });
+  MPI_Barrier(comm);
+
+  const DType out_dtype = output_dtype(cfg);
+  MergeStats ms;
+  timed("merge", [&] {
+    H5Writer h5(h5_path, comm);
+    ms = merge_into_h5(h5, comm, cfg, in, weights);
+    // What produced these tensors, for people and tools that read merged.h5 alone.
+    h5.create_group("/recall");
+    const size_t L = report.blocks.size(), M = in.models.size();
+    if (L > 0) {
+      std::vector<double> s(L * M), w(L * M), sig(L);
+      for (size_t l = 0; l < L; ++l) {
+        sig[l] = report.blocks[l].sigma2;
+        for (size_t m = 0; m < M; ++m) s[l * M + m] = report.blocks[l].similarity[m], w[l * M + m] = report.blocks[l].weights[m];
+      }
+      const std::vector<int64_t> lm = {static_cast<int64_t>(L), static_cast<int64_t>(M)};
+      h5.write_small("/recall/similarity", DType::F64, lm, s.data());
+      h5.write_small("/recall/weights", DType::F64, lm, w.data());
+      h5.write_small("/recall/sigma2", DType::F64, {static_cast<int64_t>(L)}, sig.data());
+      h5.write_small("/recall/typical_samples", DType::I64, {static_cast<int64_t>(report.typical_samples.size())},
+                     report.typical_samples.data());
+    }
+    ojson models = ojson::array();
+    for (size_t m = 0; m < M; ++m)
+      models.push_back({{"name", cfg.models[m].name}, {"path", cfg.models[m].path},
+                        {"bytes", in.models[m].checkpoint.total_bytes()}});
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    ojson provenance = {{"tool", "recall"}, {"version", RECALL_VERSION}, {"git_revision", RECALL_GIT_REVISION},
+                        {"time_utc", utc_now()}, {"host", host}, {"world_size", world}, {"inputs", models}};
+    h5.set_attribute("/", "architecture_config", arch.raw_json);
+    h5.set_attribute("/", "merge_config", resolved_yaml);
+    h5.set_attribute("/", "provenance", provenance.dump());
+    h5.set_attribute("/", "method", cfg.method);
+    h5.set_attribute("/", "models", models.dump());
+    h5.close();
+    return 0;
+  });
+  log("merge: ", format_bytes(ms.bytes_read), " read and ", format_bytes(ms.bytes_written), " written by rank 0 in ",
+      report.timings.back().second, " s");
+
+  std::vector<std::string> order;
+  for (const TensorSlot& s : in.slots) order.push_back(s.name);
+  ExportResult ex = timed("export", [&] { return export_hf_shards(comm, h5_path, hf_dir, order, cfg.output.shard_bytes); });
+  timed("checksums", [&] {
+    H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
+    for (const std::string& name : order) h5.set_attribute("/tensors/" + name, "xxh3_64", checksum_hex(ex.checksums.at(name)));
+    h5.close();
+    return 0;
+  });
+  log("export: ", ex.shard_files.size(), " shard(s) in hf/");
+
+  // ---- totals, report, manifest (last), commit --------------------------------------------------
+  uint64_t local[2] = {ms.bytes_read, ms.bytes_written + ex.bytes_written}, total[2] = {0, 0};
+  MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, comm);
+  report.bytes_read = total[0];
+  report.bytes_written = total[1];
+  uint64_t rss = peak_rss_bytes();
+  report.peak_rss_bytes.resize(world);
+  MPI_Allgather(&rss, 1, MPI_UINT64_T, report.peak_rss_bytes.data(), 1, MPI_UINT64_T, comm);
+  report.method = cfg.method;
+  report.reference = cfg.reference;
+  report.world = world;
+  report.output_dtype = cfg.output.dtype;
+  for (const auto& m : cfg.models) report.models.push_back(m.name);
+
+  step("commit", [&] {
+    if (rank != 0) return 0;
+    std::vector<std::string> paths;
+    for (const auto& m : cfg.models) paths.push_back(m.path);
+    write_file_atomic(join_path(hf_dir, "config.json"), export_config_json(arch.raw_json, cfg.output.dtype));
+    copy_tokenizer_files(in.models[in.reference].path, hf_dir);
+    write_file_atomic(join_path(hf_dir, "README.md"), model_card(report, resolved_yaml, paths));
+    write_file_atomic(join_path(tmp_dir, "config.resolved.yaml"), resolved_yaml);
+    write_file_atomic(join_path(tmp_dir, "report.json"), report_json(report));
+    write_file_atomic(join_path(tmp_dir, "report.svg"), report_svg(report));
+    ojson tensors = ojson::array();
+    for (const TensorSlot& s : in.slots)
+      tensors.push_back({{"name", s.name}, {"dtype", std::string(dtype_name(out_dtype))}, {"shape", s.shape},
+                         {"xxh3_64", checksum_hex(ex.checksums.at(s.name))}});
+    ojson inputs = ojson::array();
+    for (size_t m = 0; m < in.models.size(); ++m)
+      inputs.push_back({{"name", cfg.models[m].name}, {"path", cfg.models[m].path},
+                        {"tensor_bytes", in.models[m].checkpoint.total_bytes()}});
+    ojson manifest = {{"format", "recall-merge-1"}, {"checksum", "xxh3_64"}, {"method", cfg.method},
+                      {"tensors", tensors}, {"inputs", inputs}, {"hf_shards", ex.shard_files},
+                      {"config", resolved_yaml}, {"created_utc", utc_now()}};
+    write_file_atomic(join_path(tmp_dir, "manifest.json"), manifest.dump(2) + "\n");
+    // Commit: the finished directory takes the final name in one rename.
+    std::error_code ec;
+    const std::string old = final_dir + ".old";
+    if (path_exists(final_dir)) {
+      std::filesystem::remove_all(old, ec);
+      std::filesystem::rename(final_dir, old, ec);
+      if (ec) fail("cannot move the previous '", final_dir, "' aside: ", ec.message());
+    }
+    std::filesystem::rename(tmp_dir, final_dir, ec);
+    if (ec) fail("cannot commit '", tmp_dir, "' as '", final_dir, "': ", ec.message());
+    std::filesystem::remove_all(old, ec);
+    return 0;
+  });
+  log("done: ", final_dir, " (merged.h5, hf/, report.json, report.svg, manifest.json)");
+  return cfg;
+}
+
+}  // namespace recall

@@ -1,0 +1,154 @@
+// The merge phase: per-tensor weights, row split, merge kernels, collective HDF5 writes.
+#include "recall/pipeline/merge_tensors.h"
+
+#include <chrono>
+
+#include "recall/merge/methods.h"
+#include "recall/merge/weights.h"
+#include "recall/util/error.h"
+
+namespace recall {
+
+namespace {
+
+// Bytes of one input's rows read per step; bounds memory at (M + 1) x this per rank.
+constexpr uint64_t kChunkBytes = 64ull << 20;
+
+uint64_t rows_of(const std::vector<int64_t>& shape) { return shape.empty() ? 1 : static_cast<uint64_t>(shape[0]); }
+
+uint64_t row_elems(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (size_t i = 1; i < shape.size(); ++i) n *= static_cast<uint64_t>(shape[i]);
+  return n;
+}
+
+}  // namespace
+
+DType output_dtype(const MergeConfig& c) {
+  if (c.output.dtype == "bfloat16") return DType::BF16;
+  if (c.output.dtype == "float16") return DType::F16;
+  if (c.output.dtype == "float32") return DType::F32;
+  fail("output.dtype '", c.output.dtype, "' is not one of bfloat16, float16, float32");
+}
+
+std::pair<uint64_t, uint64_t> row_range(uint64_t rows, int rank, int world) {
+  const uint64_t w = static_cast<uint64_t>(world), r = static_cast<uint64_t>(rank);
+  return {rows * r / w, rows * (r + 1) / w};
+}
+
+bool whole_tensor_method(const std::string& m) {
+  return m == "ties" || m == "dare_linear" || m == "dare_ties" || m == "slerp";
+}
+
+std::vector<std::vector<double>> slot_weights(const MergeConfig& c, const MergeInputs& in,
+                                              const std::vector<std::vector<double>>& block_weights) {
+  const size_t M = in.models.size();
+  std::vector<std::vector<double>> out;
+  for (const TensorSlot& slot : in.slots) {
+    if (c.method == "recall") {
+      out.push_back(tensor_weights(parse_non_block_policy(c.recall.non_block), slot.role, slot.block,
+                                   block_weights, static_cast<int64_t>(in.reference)));
+    } else {
+      out.push_back(c.params.weight.empty() ? std::vector<double>(M, 1.0) : c.params.weight);
+    }
+  }
+  return out;
+}
+
+MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
+                         const std::vector<std::vector<double>>& weights) {
+  const auto t0 = std::chrono::steady_clock::now();
+  int rank = 0, world = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &world);
+  const DType out_dtype = output_dtype(c);
+  const size_t M = in.models.size();
+  const MergeMethod method = parse_merge_method(c.method);
+  const bool whole = whole_tensor_method(c.method);
+  MergeStats stats;
+
+  h5.create_group("/tensors");
+  for (const TensorSlot& slot : in.slots) h5.create_dataset("/tensors/" + slot.name, out_dtype, slot.shape);
+
+  // Task-vector methods: the base and the other models in config order.
+  std::vector<size_t> task_models;
+  std::vector<double> task_weights;
+  for (size_t m = 0; m < M; ++m)
+    if (!in.base || m != *in.base) {
+      task_models.push_back(m);
+      task_weights.push_back(c.params.weight.empty() ? 1.0 : c.params.weight[m]);
+    }
+
+  std::vector<std::vector<uint8_t>> inputs(M);
+  std::vector<uint8_t> out;
+  for (size_t t = 0; t < in.slots.size(); ++t) {
+    const TensorSlot& slot = in.slots[t];
+    const uint64_t rows = rows_of(slot.shape), elems = row_elems(slot.shape);
+    // This rank's rows, and the chunking every rank agrees on (same number of collective writes).
+    uint64_t begin, end;
+    if (whole) {
+      const bool mine = static_cast<int>(t % static_cast<size_t>(world)) == rank;
+      begin = 0;
+      end = mine ? rows : 0;
+    } else {
+      std::tie(begin, end) = row_range(rows, rank, world);
+    }
+    const uint64_t max_rows = whole ? rows : (rows + world - 1) / world;
+    uint64_t widest_row = 0;
+    for (size_t m = 0; m < M; ++m)
+      widest_row = std::max<uint64_t>(widest_row, elems * dtype_size(in.models[m].checkpoint.at(slot.name).info->dtype));
+    const uint64_t rows_per_chunk =
+        whole ? std::max<uint64_t>(rows, 1) : std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(widest_row, 1));
+    const uint64_t chunks = std::max<uint64_t>(1, (max_rows + rows_per_chunk - 1) / rows_per_chunk);
+
+    for (uint64_t ch = 0; ch < chunks; ++ch) {
+      const uint64_t r0 = std::min(end, begin + ch * rows_per_chunk);
+      const uint64_t r1 = std::min(end, r0 + rows_per_chunk);
+      const uint64_t n_rows = r1 - r0, numel = n_rows * elems;
+      out.resize(numel * dtype_size(out_dtype));
+      if (numel > 0) {
+        std::vector<TensorView> views(M);
+        for (size_t m = 0; m < M; ++m) {
+          const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
+          const uint64_t row_bytes = elems * dtype_size(e.info->dtype);
+          inputs[m].resize(n_rows * row_bytes);
+          with_context("reading '" + slot.name + "' of model '" + c.models[m].name + "'", [&] {
+            e.file->read(*e.info, r0 * row_bytes, n_rows * row_bytes, inputs[m].data());
+          });
+          stats.bytes_read += n_rows * row_bytes;
+          views[m] = TensorView{e.info->dtype, inputs[m].data()};
+        }
+        with_context("merging '" + slot.name + "'", [&] {
+          switch (method) {
+            case MergeMethod::Recall:
+              merge_weighted(views, weights[t], false, numel, out_dtype, out.data());
+              break;
+            case MergeMethod::Linear:
+              merge_weighted(views, weights[t], c.params.normalize, numel, out_dtype, out.data());
+              break;
+            case MergeMethod::Slerp:
+              merge_slerp(views[0], views[1], c.params.t, numel, out_dtype, out.data());
+              break;
+            default: {
+              TaskVectorOptions opt = task_vector_defaults(method);
+              opt.lambda = c.params.lambda;
+              opt.weights = task_weights;
+              opt.densities.assign(task_models.size(), c.params.density);
+              opt.seed = dare_tensor_seed(c.params.seed, slot.name);
+              std::vector<TensorView> tv;
+              for (size_t m : task_models) tv.push_back(views[m]);
+              merge_task_vectors(views[*in.base], tv, numel, opt, out_dtype, out.data());
+            }
+          }
+        });
+      }
+      h5.write_rows("/tensors/" + slot.name, r0, n_rows, out.data());
+      stats.bytes_written += numel * dtype_size(out_dtype);
+    }
+    for (auto& v : inputs) std::vector<uint8_t>().swap(v);
+  }
+  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return stats;
+}
+
+}  // namespace recall
