@@ -1,0 +1,57 @@
+// Typical samples (DESIGN.md §3.1): k-means++ seeding with a fixed, portable RNG, Lloyd
+// iterations, and the real sample nearest each centroid. Pure functions on an N x H row-major
+// matrix of sample embeddings (mask-aware token means, computed by the caller).
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace recall {
+
+// The portable uniform double in [0, 1) used everywhere recall draws a random number from
+// std::mt19937_64: the top 53 bits of one 64-bit output times 2^-53. (std::uniform_real_distribution
+// is implementation-defined, so its draws differ between standard libraries.)
+class PortableRng {
+ public:
+  explicit PortableRng(uint64_t seed) : engine_(seed) {}
+  uint64_t next_u64() { return engine_(); }
+  double uniform() { return static_cast<double>(engine_() >> 11) * 0x1.0p-53; }  // [0, 1)
+
+ private:
+  std::mt19937_64 engine_;  // its output sequence is fixed by the C++ standard
+};
+
+struct KMeansOptions {
+  int64_t clusters = 32;        // K
+  uint64_t seed = 0;            // k-means++ seed
+  int64_t max_iterations = 100; // Lloyd iterations; stops earlier when no assignment changes
+};
+
+struct KMeansResult {
+  std::vector<double> centroids;      // K x H, row-major
+  std::vector<int64_t> assignment;    // N: cluster of each sample
+  std::vector<int64_t> sample_of_cluster;  // K: the real sample nearest each centroid (distinct)
+  int64_t iterations = 0;             // Lloyd iterations run
+  bool converged = false;             // stopped because no assignment changed
+  double inertia = 0;                 // sum of squared distances to the assigned centroid
+};
+
+// Squared Euclidean distance of two H-vectors, summed in index order.
+double squared_distance(const double* a, const double* b, int64_t h);
+
+// k-means++ seeding: K distinct sample indices. The first is floor(u * N); each next one is drawn
+// with probability proportional to D(x)^2, the squared distance to the nearest chosen seed (the
+// first index whose running sum of D^2 exceeds u * sum D^2). When every remaining D^2 is 0 (fewer
+// distinct points than K), the lowest unchosen index is taken.
+std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int64_t h,
+                                    int64_t k, PortableRng& rng);
+
+// Full clustering of x (n x h). Errors: K < 1, K > N, size mismatch, non-finite values.
+// Lloyd: assign each sample to the nearest centroid (ties: lowest cluster index); recompute means;
+// an empty cluster is re-seeded with the sample farthest from its own centroid (ties: lowest
+// index), taken out of its old cluster. Then, in cluster order, each centroid takes the nearest
+// sample not yet taken (ties: lowest sample index), so the K samples are distinct.
+KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt);
+
+}  // namespace recall
