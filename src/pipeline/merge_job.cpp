@@ -256,6 +256,11 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   timed("merge", [&] {
     H5Writer h5(h5_path, comm);
     ms = merge_into_h5(h5, comm, cfg, in, weights);
+    if (ms.aborted) {
+      h5.close();
+      if (!ms.error.empty()) throw Error(ms.error);
+      return 0;  // another rank failed; the agreement reports its error
+    }
     // What produced these tensors, for people and tools that read merged.h5 alone.
     h5.create_group("/recall");
     const size_t L = report.blocks.size(), M = in.models.size();

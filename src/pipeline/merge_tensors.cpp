@@ -2,6 +2,8 @@
 #include "recall/pipeline/merge_tensors.h"
 
 #include <chrono>
+#include <cmath>
+#include <cstring>
 
 #include "recall/merge/methods.h"
 #include "recall/merge/weights.h"
@@ -13,6 +15,48 @@ namespace {
 
 // Bytes of one input's rows read per step; bounds memory at (M + 1) x this per rank.
 constexpr uint64_t kChunkBytes = 64ull << 20;
+
+// Index of the first NaN or infinity among n elements of a float dtype, or -1. Checked on the
+// bytes the merge reads anyway, so a corrupt input is named instead of silently propagated.
+int64_t first_non_finite(DType t, const uint8_t* p, uint64_t n) {
+  auto scan16 = [&](uint16_t exp_mask) -> int64_t {
+    for (uint64_t i = 0; i < n; ++i) {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * i, 2);
+      if ((v & exp_mask) == exp_mask) return static_cast<int64_t>(i);
+    }
+    return -1;
+  };
+  switch (t) {
+    case DType::BF16: return scan16(0x7f80);
+    case DType::F16: return scan16(0x7c00);
+    case DType::F32:
+      for (uint64_t i = 0; i < n; ++i) {
+        uint32_t v;
+        std::memcpy(&v, p + 4 * i, 4);
+        if ((v & 0x7f800000u) == 0x7f800000u) return static_cast<int64_t>(i);
+      }
+      return -1;
+    default: {
+      std::vector<float> f(n);
+      decode_to_float(t, p, n, f.data());
+      for (uint64_t i = 0; i < n; ++i)
+        if (!std::isfinite(f[i])) return static_cast<int64_t>(i);
+      return -1;
+    }
+  }
+}
+
+std::string position(const std::vector<int64_t>& shape, uint64_t flat) {
+  std::vector<uint64_t> idx(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    idx[d] = flat % static_cast<uint64_t>(shape[d]);
+    flat /= static_cast<uint64_t>(shape[d]);
+  }
+  std::string s = "[";
+  for (size_t d = 0; d < idx.size(); ++d) s += (d ? ", " : "") + std::to_string(idx[d]);
+  return s + "]";
+}
 
 uint64_t rows_of(const std::vector<int64_t>& shape) { return shape.empty() ? 1 : static_cast<uint64_t>(shape[0]); }
 
@@ -106,41 +150,63 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
       const uint64_t r1 = std::min(end, r0 + rows_per_chunk);
       const uint64_t n_rows = r1 - r0, numel = n_rows * elems;
       out.resize(numel * dtype_size(out_dtype));
-      if (numel > 0) {
-        std::vector<TensorView> views(M);
-        for (size_t m = 0; m < M; ++m) {
-          const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
-          const uint64_t row_bytes = elems * dtype_size(e.info->dtype);
-          inputs[m].resize(n_rows * row_bytes);
-          with_context("reading '" + slot.name + "' of model '" + c.models[m].name + "'", [&] {
-            e.file->read(*e.info, r0 * row_bytes, n_rows * row_bytes, inputs[m].data());
-          });
-          stats.bytes_read += n_rows * row_bytes;
-          views[m] = TensorView{e.info->dtype, inputs[m].data()};
-        }
-        with_context("merging '" + slot.name + "'", [&] {
-          switch (method) {
-            case MergeMethod::Recall:
-              merge_weighted(views, weights[t], false, numel, out_dtype, out.data());
-              break;
-            case MergeMethod::Linear:
-              merge_weighted(views, weights[t], c.params.normalize, numel, out_dtype, out.data());
-              break;
-            case MergeMethod::Slerp:
-              merge_slerp(views[0], views[1], c.params.t, numel, out_dtype, out.data());
-              break;
-            default: {
-              TaskVectorOptions opt = task_vector_defaults(method);
-              opt.lambda = c.params.lambda;
-              opt.weights = task_weights;
-              opt.densities.assign(task_models.size(), c.params.density);
-              opt.seed = dare_tensor_seed(c.params.seed, slot.name);
-              std::vector<TensorView> tv;
-              for (size_t m : task_models) tv.push_back(views[m]);
-              merge_task_vectors(views[*in.base], tv, numel, opt, out_dtype, out.data());
-            }
+      // A failure on one rank must not leave the others waiting in the collective write: every
+      // rank learns of it here, the loop stops everywhere, and the caller closes the file together.
+      std::string error;
+      try {
+        if (numel > 0) {
+          std::vector<TensorView> views(M);
+          for (size_t m = 0; m < M; ++m) {
+            const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
+            const uint64_t row_bytes = elems * dtype_size(e.info->dtype);
+            inputs[m].resize(n_rows * row_bytes);
+            with_context("reading '" + slot.name + "' of model '" + c.models[m].name + "'", [&] {
+              e.file->read(*e.info, r0 * row_bytes, n_rows * row_bytes, inputs[m].data());
+            });
+            stats.bytes_read += n_rows * row_bytes;
+            if (int64_t bad = first_non_finite(e.info->dtype, inputs[m].data(), numel); bad >= 0)
+              fail("model '", c.models[m].name, "' (", c.models[m].path, "): tensor '", slot.name,
+                   "' holds NaN or infinity at ", position(slot.shape, r0 * elems + static_cast<uint64_t>(bad)));
+            views[m] = TensorView{e.info->dtype, inputs[m].data()};
           }
-        });
+          with_context("merging '" + slot.name + "'", [&] {
+            switch (method) {
+              case MergeMethod::Recall:
+                merge_weighted(views, weights[t], false, numel, out_dtype, out.data());
+                break;
+              case MergeMethod::Linear:
+                merge_weighted(views, weights[t], c.params.normalize, numel, out_dtype, out.data());
+                break;
+              case MergeMethod::Slerp:
+                merge_slerp(views[0], views[1], c.params.t, numel, out_dtype, out.data());
+                break;
+              default: {
+                TaskVectorOptions opt = task_vector_defaults(method);
+                opt.lambda = c.params.lambda;
+                opt.weights = task_weights;
+                opt.densities.assign(task_models.size(), c.params.density);
+                opt.seed = dare_tensor_seed(c.params.seed, slot.name);
+                std::vector<TensorView> tv;
+                for (size_t m : task_models) tv.push_back(views[m]);
+                merge_task_vectors(views[*in.base], tv, numel, opt, out_dtype, out.data());
+              }
+            }
+          });
+        }
+        if (int64_t bad = numel ? first_non_finite(out_dtype, out.data(), numel) : -1; bad >= 0)
+          fail("merged tensor '", slot.name, "' is NaN or infinite at ",
+               position(slot.shape, r0 * elems + static_cast<uint64_t>(bad)), " (overflow in ", c.output.dtype,
+               "? check params.lambda and the weights)");
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      int failed = error.empty() ? 0 : 1, any_failed = 0;
+      if (MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS)
+        fail("MPI_Allreduce failed while merging '", slot.name, "'");
+      if (any_failed) {
+        stats.aborted = true;
+        stats.error = error;
+        return stats;
       }
       h5.write_rows("/tensors/" + slot.name, r0, n_rows, out.data());
       stats.bytes_written += numel * dtype_size(out_dtype);

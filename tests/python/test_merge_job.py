@@ -185,6 +185,10 @@ def main():
     del sd["model.layers.2.mlp.down_proj.weight"]
     save_file(sd, f"{tmp}/missing/model.safetensors", metadata={"format": "pt"})
     open(f"{tmp}/empty.jsonl", "w").close()
+    shutil.copytree(f"{tmp}/b", f"{tmp}/nan")
+    sd = load_file(f"{tmp}/nan/model.safetensors")
+    sd["model.layers.3.self_attn.o_proj.weight"][5, 7] = float("nan")
+    save_file(sd, f"{tmp}/nan/model.safetensors", metadata={"format": "pt"})
     os.makedirs(f"{tmp}/exists")
     cases = [
         ("vocabulary mismatch", [("a", f"{tmp}/a"), ("v", f"{tmp}/vocab")], f"{tmp}/o1", "method: linear",
@@ -196,6 +200,8 @@ def main():
         ("empty data", models, f"{tmp}/o4", f"method: recall\ndata: {tmp}/empty.jsonl", "holds no samples"),
         ("K larger than the data", models, f"{tmp}/o5", f"method: recall\ndata: {tmp}/data.jsonl\ntypical: {{clusters: 64}}",
          "typical.clusters is 64 but"),
+        ("NaN in an input", [("a", f"{tmp}/a"), ("n", f"{tmp}/nan")], f"{tmp}/o6", "method: linear",
+         "tensor 'model.layers.3.self_attn.o_proj.weight' holds NaN or infinity at [5, 7]"),
         ("output exists", models, f"{tmp}/exists", "method: linear", "already exists; set output.overwrite"),
         ("output inside an input", models, f"{tmp}/a/merged", "method: linear", "overlaps input model 'a'"),
     ]
@@ -207,7 +213,11 @@ def main():
         expect(p.returncode != 0 and needle in msg, f"bad input '{what}': non-zero exit and message contains '{needle}'")
         expect(msg.count("recall: error") <= 1, f"bad input '{what}': the error is printed once")
         if what != "output exists":
-            expect(not os.path.exists(o) and not os.path.exists(o + ".partial"), f"bad input '{what}': nothing written")
+            expect(not os.path.exists(o), f"bad input '{what}': nothing committed")
+            if what != "NaN in an input":  # found while merging: a .partial without manifest may remain
+                expect(not os.path.exists(o + ".partial"), f"bad input '{what}': nothing written")
+            else:
+                expect(run(["verify", o + ".partial"], check=False).returncode != 0, "verify rejects the .partial")
     shutil.rmtree(tmp)
     print(f"{len(failures)} failed")
     return 1 if failures else 0

@@ -9,6 +9,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "recall/config/merge_config.h"
@@ -22,6 +23,8 @@ struct MergeStats {
   uint64_t bytes_read = 0;     // by this rank
   uint64_t bytes_written = 0;  // by this rank
   double seconds = 0;
+  bool aborted = false;  // some rank failed; every rank stopped at the same collective point
+  std::string error;     // this rank's error ("" when another rank failed)
 };
 
 DType output_dtype(const MergeConfig& config);  // from output.dtype
@@ -37,7 +40,8 @@ bool whole_tensor_method(const std::string& method);
 std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const MergeInputs& inputs,
                                               const std::vector<std::vector<double>>& block_weights);
 
-// Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes.
+// Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes. On a
+// failure on any rank every rank returns with `aborted` set (the file must still be closed by all).
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                          const std::vector<std::vector<double>>& weights);
 
