@@ -133,7 +133,8 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t buffe
   for (const TensorInfo& t : h.tensors) {
     if (t.end > buffer_size)
       fail(where, ": tensor '", t.name, "': data_offsets [", t.begin, ", ", t.end,
-           "] run past the end of the data buffer (", buffer_size, " bytes)");
+           "] run past the end of the data buffer (", buffer_size,
+           " bytes): the file is truncated or the offsets are corrupt");
     if (t.begin < cursor)
       fail(where, ": tensor '", t.name, "' overlaps the previous tensor: begins at ", t.begin,
            ", previous ends at ", cursor);
@@ -192,12 +193,22 @@ const TensorInfo& SafetensorsFile::at(std::string_view name) const {
 }
 
 const uint8_t* SafetensorsFile::data(const TensorInfo& t) const {
-  if (!map_) {
+  // Several threads may ask for data at once: the first mapping to be published wins and the
+  // others are unmapped, so every caller sees the same pointer without a data race.
+  const uint8_t* m = __atomic_load_n(&map_, __ATOMIC_ACQUIRE);
+  if (!m) {
     void* p = ::mmap(nullptr, file_size_, PROT_READ, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) fail("cannot map '", path_, "': ", std::strerror(errno));
-    map_ = static_cast<const uint8_t*>(p);
+    const uint8_t* expected = nullptr;
+    if (__atomic_compare_exchange_n(&map_, &expected, static_cast<const uint8_t*>(p), false,
+                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      m = static_cast<const uint8_t*>(p);
+    } else {
+      ::munmap(p, file_size_);
+      m = expected;
+    }
   }
-  return map_ + data_start_ + t.begin;
+  return m + data_start_ + t.begin;
 }
 
 void SafetensorsFile::read(const TensorInfo& t, uint64_t offset, uint64_t n, void* dst) const {

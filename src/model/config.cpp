@@ -26,6 +26,9 @@ constexpr const char* kSupportedArchs =
     "llama (LlamaForCausalLM), mistral (MistralForCausalLM), qwen2 (Qwen2ForCausalLM), "
     "qwen3 (Qwen3ForCausalLM)";
 constexpr const char* kSupportedRope = "default, linear, llama3";
+// 2^24: far above any real model (vocabularies reach ~256K, hidden sizes ~16K), and small enough
+// that vocab x hidden x 8 bytes fits in 64 bits.
+constexpr int64_t kMaxDimension = int64_t{1} << 24;
 
 // Typed field access with messages that name the file, the field, what was expected and found.
 class Fields {
@@ -48,6 +51,17 @@ class Fields {
   }
   int64_t positive_or(const char* key, int64_t fallback) const {
     return has(key) ? positive(key) : fallback;
+  }
+  // A tensor dimension: positive and at most kMaxDimension, so that shapes, element counts and
+  // byte counts computed from the config cannot overflow 64 bits.
+  int64_t dimension(const char* key) const {
+    const int64_t v = positive(key);
+    if (v > kMaxDimension)
+      fail(where_, ": field '", key, "' = ", v, " exceeds the largest supported size ", kMaxDimension);
+    return v;
+  }
+  int64_t dimension_or(const char* key, int64_t fallback) const {
+    return has(key) ? dimension(key) : fallback;
   }
   double number_or(const char* key, double fallback) const {
     if (!has(key)) return fallback;
@@ -157,12 +171,12 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
   c.raw_json = text;
   c.arch = detect_arch(root, where, &c.model_type, &c.architecture);
   Fields f(root, where);
-  c.hidden_size = f.positive("hidden_size");
-  c.intermediate_size = f.positive("intermediate_size");
-  c.num_hidden_layers = f.positive("num_hidden_layers");
-  c.num_attention_heads = f.positive("num_attention_heads");
-  c.vocab_size = f.positive("vocab_size");
-  c.num_key_value_heads = f.positive_or("num_key_value_heads", c.num_attention_heads);
+  c.hidden_size = f.dimension("hidden_size");
+  c.intermediate_size = f.dimension("intermediate_size");
+  c.num_hidden_layers = f.dimension("num_hidden_layers");
+  c.num_attention_heads = f.dimension("num_attention_heads");
+  c.vocab_size = f.dimension("vocab_size");
+  c.num_key_value_heads = f.dimension_or("num_key_value_heads", c.num_attention_heads);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail(where, ": num_attention_heads (", c.num_attention_heads,
          ") must be a multiple of num_key_value_heads (", c.num_key_value_heads, ")");
@@ -172,12 +186,12 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
       c.arch == Arch::Llama ? 2048 : c.arch == Arch::Mistral ? 4096 * 32 : 32768;
   c.max_position_embeddings = f.positive_or("max_position_embeddings", default_max_pos);
   if (c.arch == Arch::Qwen3) {
-    c.head_dim = f.positive_or("head_dim", 128);
+    c.head_dim = f.dimension_or("head_dim", 128);
   } else {
     if (!f.has("head_dim") && c.hidden_size % c.num_attention_heads != 0)
       fail(where, ": hidden_size (", c.hidden_size, ") is not a multiple of num_attention_heads (",
            c.num_attention_heads, ") and no 'head_dim' is given");
-    c.head_dim = f.positive_or("head_dim", c.hidden_size / c.num_attention_heads);
+    c.head_dim = f.dimension_or("head_dim", c.hidden_size / c.num_attention_heads);
   }
   if (c.head_dim % 2 != 0) fail(where, ": head_dim must be even for rotary embeddings, got ", c.head_dim);
   c.rms_norm_eps = f.number_or("rms_norm_eps", 1e-6);

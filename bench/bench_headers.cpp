@@ -1,0 +1,167 @@
+// bench_headers: how long reading and validating the headers of a 70B-shaped checkpoint takes.
+// Builds a Llama-3-70B-shaped model directory (hidden 8192, 80 blocks, 64 heads, 8 KV heads, MLP
+// 28672, vocab 128256, bf16: 723 tensors, ~141 GB) as SPARSE files (each shard's header written,
+// then ftruncate to its full size) in ~30 shards of at most 5 GB with model.safetensors.index.json
+// and config.json, in a temporary directory; times Checkpoint::open + validate_model_tensors and
+// open_model_dir over several runs; prints the times, the target (< 1 s) and the ratio; cleans up.
+//   usage: bench_headers [--runs N] [--dir PARENT]      (PARENT defaults to $TMPDIR or /tmp)
+#include <fcntl.h>
+#include <ftw.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "recall/io/checkpoint.h"
+#include "recall/io/safetensors.h"
+#include "recall/model/config.h"
+#include "recall/model/model_dir.h"
+#include "recall/model/tensor_names.h"
+#include "recall/util/error.h"
+#include "recall/util/format.h"
+#include "recall/util/fs.h"
+
+namespace {
+
+using namespace recall;
+using Clock = std::chrono::steady_clock;
+
+constexpr double kTargetSeconds = 1.0;
+constexpr uint64_t kShardBytes = 5'000'000'000;  // what transformers' save_pretrained uses ("5GB")
+
+const char* kConfig = R"({
+  "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": false,
+  "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 8192,
+  "intermediate_size": 28672, "max_position_embeddings": 8192, "mlp_bias": false,
+  "num_attention_heads": 64, "num_hidden_layers": 80, "num_key_value_heads": 8,
+  "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false,
+  "torch_dtype": "bfloat16", "vocab_size": 128256
+})";
+
+// Writes a safetensors file whose header describes `specs` and whose data region is a hole.
+void write_sparse_shard(const std::string& path, const std::vector<TensorSpec>& specs) {
+  nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
+  uint64_t cursor = 0;
+  for (const TensorSpec& s : specs) {
+    header[s.name] = {{"dtype", std::string(dtype_name(s.dtype))},
+                      {"shape", s.shape},
+                      {"data_offsets", {cursor, cursor + s.nbytes()}}};
+    cursor += s.nbytes();
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  bytes += text;
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create '", path, "': ", std::strerror(errno));
+  pwrite_exact(fd, bytes.data(), bytes.size(), 0, path);
+  if (::ftruncate(fd, static_cast<off_t>(bytes.size() + cursor)) != 0)
+    fail("cannot size '", path, "': ", std::strerror(errno));
+  ::close(fd);
+}
+
+void remove_tree(const std::string& dir) {
+  ::nftw(dir.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
+         16, FTW_DEPTH | FTW_PHYS);
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Stats {
+  double best, median, worst;
+};
+
+Stats stats(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v.front(), v[v.size() / 2], v.back()};
+}
+
+int run(int runs, const std::string& parent) {
+  std::string pattern = parent + "/recall-bench-headers-XXXXXX";
+  if (!::mkdtemp(pattern.data())) fail("cannot create a directory under '", parent, "': ", std::strerror(errno));
+  const std::string dir = pattern;
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() { remove_tree(dir); }
+  } cleanup{dir};
+
+  // ---- build the sparse checkpoint ----
+  const auto t_build = Clock::now();
+  write_file_atomic(join_path(dir, "config.json"), kConfig);
+  const ModelConfig config = load_model_config(dir);
+  std::vector<TensorSpec> specs;
+  for (const TensorSlot& s : expected_tensors(config)) specs.push_back({s.name, DType::BF16, s.shape});
+  const auto shards = plan_shards(specs, kShardBytes);
+  uint64_t total = 0;
+  for (size_t s = 0; s < shards.size(); ++s) {
+    std::vector<TensorSpec> shard_specs;
+    for (size_t i : shards[s]) shard_specs.push_back(specs[i]), total += specs[i].nbytes();
+    write_sparse_shard(join_path(dir, shard_file_name(s, shards.size())), shard_specs);
+  }
+  write_safetensors_index(dir, specs, shards);
+  std::printf("built %s: %zu tensors in %zu sparse shards, %s (%.2f s)\n", dir.c_str(), specs.size(),
+              shards.size(), format_bytes(total).c_str(), seconds_since(t_build));
+
+  // ---- time the header reads and validation ----
+  std::vector<double> open_validate, open_dir;
+  for (int r = 0; r < runs; ++r) {
+    auto t0 = Clock::now();
+    {
+      const ModelConfig c = load_model_config(dir);
+      const Checkpoint ckpt = Checkpoint::open(dir);
+      const auto problems = validate_model_tensors(c, ckpt);
+      if (!problems.empty()) fail("the benchmark checkpoint is invalid: ", problems.front());
+      if (ckpt.entries().size() != specs.size() || ckpt.total_bytes() != total)
+        fail("the benchmark checkpoint reads back ", ckpt.entries().size(), " tensors");
+    }
+    open_validate.push_back(seconds_since(t0));
+    t0 = Clock::now();
+    {
+      const ModelDir m = open_model_dir(dir);
+      if (m.slots.size() != specs.size()) fail("open_model_dir found ", m.slots.size(), " slots");
+    }
+    open_dir.push_back(seconds_since(t0));
+  }
+  const Stats a = stats(open_validate), b = stats(open_dir);
+  std::printf("config + Checkpoint::open + validate_model_tensors (%d runs): best %.1f ms, median %.1f ms, worst %.1f ms\n",
+              runs, a.best * 1e3, a.median * 1e3, a.worst * 1e3);
+  std::printf("open_model_dir (%d runs):                                 best %.1f ms, median %.1f ms, worst %.1f ms\n",
+              runs, b.best * 1e3, b.median * 1e3, b.worst * 1e3);
+  std::printf("target: < %.0f ms; ratio target / median = %.1fx (open + validate), %.1fx (open_model_dir)\n",
+              kTargetSeconds * 1e3, kTargetSeconds / a.median, kTargetSeconds / b.median);
+  const bool ok = a.median < kTargetSeconds && b.median < kTargetSeconds;
+  std::printf("%s\n", ok ? "PASS: under the target" : "FAIL: over the target");
+  return ok ? 0 : 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int runs = 7;
+  const char* tmp = std::getenv("TMPDIR");
+  std::string parent = tmp && *tmp ? tmp : "/tmp";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) runs = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--dir" && i + 1 < argc) parent = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: bench_headers [--runs N] [--dir PARENT]\n");
+      return 2;
+    }
+  }
+  try {
+    return run(runs, parent);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_headers: error: %s\n", e.what());
+    return 1;
+  }
+}
