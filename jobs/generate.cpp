@@ -1,0 +1,100 @@
+// recall generate: greedy or sampled continuation of a prompt (text or token ids).
+#include <iostream>
+#include <sstream>
+
+#include "jobs.h"
+#include "recall/cli/args.h"
+#include "recall/engine/generate.h"
+#include "recall/util/error.h"
+
+namespace recall::jobs {
+
+namespace {
+
+double number(const ArgParser& args, const std::string& name) {
+  const std::string v = args.get(name);
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (v.empty() || used != v.size()) fail("--", name, " must be a number, got '", v, "'");
+  return x;
+}
+
+int64_t integer(const ArgParser& args, const std::string& name, int64_t min) {
+  const std::string v = args.get(name);
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (v.empty() || used != v.size() || x < min)
+    fail("--", name, " must be an integer >= ", min, ", got '", v, "'");
+  return x;
+}
+
+// "1,403 407" -> {1, 403, 407}
+std::vector<int64_t> parse_ids(const std::string& text) {
+  std::string s = text;
+  for (char& ch : s)
+    if (ch == ',') ch = ' ';
+  std::istringstream in(s);
+  std::vector<int64_t> ids;
+  std::string word;
+  while (in >> word) {
+    size_t used = 0;
+    long long x = 0;
+    try {
+      x = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != word.size()) fail("--tokens: '", word, "' is not a token id (expected e.g. \"1,403,407\")");
+    ids.push_back(x);
+  }
+  if (ids.empty()) fail("--tokens: no token ids given");
+  return ids;
+}
+
+}  // namespace
+
+int generate(int argc, char** argv) {
+  ArgParser args("generate", "Continues a prompt greedily (temperature 0) or by seeded nucleus sampling.");
+  args.option("model", "DIR", "Hugging Face model directory", "", true)
+      .option("prompt", "TEXT", "prompt text (BOS + SentencePiece tokens)")
+      .option("tokens", "IDS", "prompt token ids, comma or space separated")
+      .option("max-new", "N", "new tokens to generate at most", "32")
+      .option("temperature", "T", "0 = greedy", "0")
+      .option("top-p", "P", "nucleus sampling threshold", "1")
+      .option("seed", "N", "sampling seed", "0")
+      .option("dtype", "DTYPE", "compute dtype: float32, bfloat16 or float16", "float32")
+      .option("device", "DEVICE", "cpu, cuda or cuda:N", "cpu")
+      .flag("ignore-eos", "keep generating after an EOS token");
+  if (!args.parse(argc, argv)) return 0;
+  engine::GenerateOptions o;
+  o.model_dir = args.get("model");
+  o.prompt = args.get("prompt");
+  if (args.has("tokens")) o.prompt_ids = parse_ids(args.get("tokens"));
+  o.sampling.max_new = integer(args, "max-new", 0);
+  o.sampling.temperature = number(args, "temperature");
+  o.sampling.top_p = number(args, "top-p");
+  o.sampling.seed = static_cast<uint64_t>(integer(args, "seed", 0));
+  o.stop_at_eos = !args.flag_set("ignore-eos");
+  o.dtype = args.get("dtype");
+  o.device = args.get("device");
+  const engine::GenerateResult r = engine::run_generate(o);
+  std::cout << "prompt:";
+  for (int64_t id : r.prompt_ids) std::cout << " " << id;
+  std::cout << "\ntokens:";
+  for (int64_t id : r.new_ids) std::cout << " " << id;
+  std::cout << "\n";
+  if (r.has_text) std::cout << "text: " << r.text << "\n";
+  return 0;
+}
+
+}  // namespace recall::jobs
