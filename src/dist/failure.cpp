@@ -1,0 +1,184 @@
+// Failure agreement over a private communicator: status records to rank 0, one verdict back,
+// everything non-blocking and polled under a deadline so that a silent rank becomes a timeout.
+#include "recall/dist/failure.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <thread>
+
+#include "recall/dist/mpi_check.h"
+
+namespace recall::dist {
+
+namespace {
+
+constexpr int kRecordTag = 7001;
+constexpr int kVerdictTag = 7002;
+constexpr size_t kText = 3000;     // bytes of one rank's message (longer ones are cut)
+constexpr int kMaxListed = 64;     // not-answering ranks named in a verdict
+
+struct Record {
+  int32_t failed = 0;
+  char text[kText] = {0};  // "<where>: <cause>"
+};
+
+struct WireVerdict {
+  int32_t status = 0;
+  int32_t first_failed_rank = -1;
+  int32_t failed_ranks = 0;
+  int32_t not_answering_count = 0;
+  int32_t not_answering[kMaxListed] = {0};
+  char message[kText + 512] = {0};
+};
+
+void copy_text(char* dst, size_t cap, const std::string& s) {
+  const size_t n = std::min(cap - 1, s.size());
+  std::memcpy(dst, s.data(), n);
+  dst[n] = '\0';
+}
+
+using Clock = std::chrono::steady_clock;
+
+// Polls until all requests complete or the deadline passes; returns false on timeout. `done[i]`
+// tells which completed.
+bool poll_until(std::vector<MPI_Request>& reqs, Clock::time_point deadline, std::vector<int>& done) {
+  done.assign(reqs.size(), 0);
+  for (long polls = 0;; ++polls) {
+    bool all = true;
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      if (!done[i]) {
+        int flag = 0;
+        MPI_CHECK(MPI_Test(&reqs[i], &flag, MPI_STATUS_IGNORE));
+        done[i] = flag;
+        all = all && flag;
+      }
+    }
+    if (all) return true;
+    if (Clock::now() > deadline) return false;
+    if (polls > 1000) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
+Verdict from_wire(const WireVerdict& w) {
+  Verdict v;
+  v.status = static_cast<Verdict::Status>(w.status);
+  v.first_failed_rank = w.first_failed_rank;
+  v.failed_ranks = w.failed_ranks;
+  v.not_answering.assign(w.not_answering, w.not_answering + std::min(w.not_answering_count, kMaxListed));
+  v.message = w.message;
+  return v;
+}
+
+[[noreturn]] void abort_job(const std::string& message) {
+  std::fprintf(stderr, "recall: error: %s; aborting the job\n", message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, 3);
+  std::abort();  // MPI_Abort does not return; keeps the compiler's [[noreturn]] promise
+}
+
+}  // namespace
+
+Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
+              const std::string& error, const AgreementOptions& options) {
+  int rank = 0, size = 1;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  Record mine;
+  mine.failed = error.empty() ? 0 : 1;
+  copy_text(mine.text, kText, where + (error.empty() ? "" : " failed: " + error));
+  const auto start = Clock::now();
+  const auto timeout = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(options.timeout_s));
+  WireVerdict wire;
+
+  if (rank != 0) {
+    std::vector<MPI_Request> reqs(2);
+    MPI_CHECK(MPI_Isend(&mine, sizeof mine, MPI_BYTE, 0, kRecordTag, comm, &reqs[0]));
+    MPI_CHECK(MPI_Irecv(&wire, sizeof wire, MPI_BYTE, 0, kVerdictTag, comm, &reqs[1]));
+    // Rank 0 decides `timeout` after it arrives; it may itself arrive late, hence the margin.
+    std::vector<int> done;
+    if (!poll_until(reqs, start + 2 * timeout + std::chrono::seconds(5), done)) {
+      std::ostringstream os;
+      os << "step '" << step << "': " << where << ": rank 0 gave no verdict within "
+         << 2 * options.timeout_s + 5 << " s (rank 0 crashed, hung, or never reached this step)";
+      if (options.abort_on_timeout) abort_job(os.str());
+      MPI_CHECK(MPI_Waitall(2, reqs.data(), MPI_STATUSES_IGNORE));
+    }
+    return from_wire(wire);
+  }
+
+  // Rank 0: collect every record under the deadline.
+  std::vector<Record> records(size);
+  records[0] = mine;
+  std::vector<MPI_Request> reqs;
+  for (int p = 1; p < size; ++p) {
+    reqs.emplace_back();
+    MPI_CHECK(MPI_Irecv(&records[p], sizeof(Record), MPI_BYTE, p, kRecordTag, comm, &reqs.back()));
+  }
+  std::vector<int> done;
+  const bool all_answered = poll_until(reqs, start + timeout, done);
+
+  std::vector<int> missing;
+  for (int p = 1; p < size; ++p)
+    if (!done[p - 1]) missing.push_back(p);
+  int first_failed = -1, failed = 0;
+  for (int p = 0; p < size; ++p) {
+    const bool answered = p == 0 || done[p - 1];
+    if (answered && records[p].failed) {
+      ++failed;
+      if (first_failed < 0) first_failed = p;
+    }
+  }
+  std::ostringstream msg;
+  if (!all_answered) {
+    wire.status = static_cast<int32_t>(Verdict::Status::Timeout);
+    msg << "step '" << step << "': no answer within " << options.timeout_s << " s from rank";
+    msg << (missing.size() > 1 ? "s" : "");
+    for (size_t i = 0; i < missing.size() && i < static_cast<size_t>(kMaxListed); ++i)
+      msg << (i ? ", " : " ") << missing[i];
+    msg << " (crashed, hung, or never reached this step)";
+    if (first_failed >= 0) msg << "; meanwhile " << records[first_failed].text;
+  } else if (first_failed >= 0) {
+    wire.status = static_cast<int32_t>(Verdict::Status::Failed);
+    msg << "step '" << step << "': " << records[first_failed].text;
+    if (size > 1) msg << " (" << failed << " of " << size << " ranks failed)";
+  }
+  wire.first_failed_rank = first_failed;
+  wire.failed_ranks = failed;
+  wire.not_answering_count = static_cast<int32_t>(missing.size());
+  for (size_t i = 0; i < missing.size() && i < static_cast<size_t>(kMaxListed); ++i)
+    wire.not_answering[i] = missing[i];
+  copy_text(wire.message, sizeof wire.message, msg.str());
+
+  if (!all_answered && options.abort_on_timeout) abort_job(wire.message);
+
+  // The verdict goes point to point, so a silent rank cannot keep it from the others.
+  std::vector<MPI_Request> sends;
+  for (int p = 1; p < size; ++p) {
+    sends.emplace_back();
+    MPI_CHECK(MPI_Isend(&wire, sizeof wire, MPI_BYTE, p, kVerdictTag, comm, &sends.back()));
+  }
+  if (!all_answered) {
+    // Only without abort (tests): the late ranks still arrive; complete their records.
+    MPI_CHECK(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
+  }
+  MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
+  return from_wire(wire);
+}
+
+CollectiveError::CollectiveError(const Verdict& v) : Error(v.message), verdict_(v) {}
+
+int report_failure(MPI_Comm comm, const CollectiveError& e) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  if (rank == 0) {
+    std::fprintf(stderr, "recall: error: %s\n", e.what());
+    std::fflush(stderr);
+  }
+  return 1;
+}
+
+}  // namespace recall::dist
