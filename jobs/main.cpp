@@ -1,5 +1,6 @@
 // recall: representation-aware merging of fine-tuned LLMs. Dispatches git-style subcommands;
 // every error ends here, once, as one message and a non-zero exit.
+#include <csignal>
 #include <cstring>
 #include <iostream>
 
@@ -15,8 +16,17 @@ struct Command {
 };
 
 constexpr Command kCommands[] = {
+    {"merge", recall::jobs::merge, "merge models with RECALL or a baseline (under mpirun/srun for many ranks)"},
+    {"preflight", recall::jobs::preflight, "check a merge config and print the plan, reading headers only"},
+    {"verify", recall::jobs::verify, "check every checksum of a merge output"},
+    {"export", recall::jobs::export_h5, "write a Hugging Face directory from a merged.h5"},
     {"inspect", recall::jobs::inspect, "validate a model directory or .safetensors file and summarize it"},
     {"convert", recall::jobs::convert, "convert a llama2.c checkpoint to a Hugging Face directory"},
+    {"hidden-states", recall::jobs::hidden_states, "run a model over samples and write every block's hidden states"},
+    {"generate", recall::jobs::generate, "continue a prompt with a model (greedy or sampled)"},
+    {"eval", recall::jobs::eval, "loss, perplexity and accuracy of a model on JSONL samples"},
+    {"finetune", recall::jobs::finetune, "fine-tune a model on JSONL samples (AdamW) and write an HF directory"},
+    {"sweep", recall::jobs::sweep, "plan, run and report sweeps of merge settings (local or Slurm arrays)"},
 };
 
 void print_usage(std::ostream& os) {
@@ -33,6 +43,8 @@ void print_usage(std::ostream& os) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) must surface as a write error naming the file, not a signal.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     print_usage(std::cout);

@@ -22,6 +22,7 @@ int run(int argc, char** argv, bool preflight_only) {
                              "several ranks; the output appears in output.dir only when every rank succeeded.");
   args.option("config", "FILE", "merge config (YAML)", "", true)
       .repeated("set", "KEY=VALUE", "override a config key, e.g. --set typical.clusters=16")
+      .flag("fresh", "restart from scratch instead of resuming an interrupted job with the same config")
       .flag("verbose", "more detail in the log")
       .flag("quiet", "only errors");
   if (!args.parse(argc, argv)) return 0;
@@ -31,6 +32,7 @@ int run(int argc, char** argv, bool preflight_only) {
   opt.verbose = args.flag_set("verbose");
   opt.quiet = args.flag_set("quiet");
   opt.preflight_only = preflight_only;
+  opt.fresh = args.flag_set("fresh");
   dist::Context ctx(&argc, &argv);
   try {
     run_merge_job(ctx, opt);

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what recall needs and is missing, idempotently: Debian packages (compiler tools, Open
-# MPI, parallel HDF5, yaml-cpp, SentencePiece, nlohmann-json, xxHash, GoogleTest, clang for the
-# fuzzers) and a Python environment with pinned torch (whose libtorch is our C++ libtorch),
-# transformers, safetensors, h5py, numpy, mergekit and peft, kept outside the checkout in
-# $RECALL_CACHE (default ~/.cache/recall) so repeated runs reuse it.
+# MPI, parallel HDF5, yaml-cpp, SentencePiece, nlohmann-json, xxHash, PCRE2 and utf8proc for the
+# tokenizer, GoogleTest, clang for the fuzzers) and a Python environment with pinned torch
+# (whose libtorch is our C++ libtorch), transformers, safetensors, h5py, numpy, mergekit and peft,
+# kept outside the checkout in $RECALL_CACHE (default ~/.cache/recall) so repeated runs reuse it.
 # Sourced by scripts/test.sh and scripts/demo.sh; exports RECALL_PYTHON.
 set -euo pipefail
 
@@ -17,7 +17,7 @@ log() { printf '[setup] %s\n' "$*"; }
 apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev libyaml-cpp-dev libsentencepiece-dev
-  nlohmann-json3-dev libxxhash-dev libgtest-dev clang libclang-rt-14-dev python3-venv
+  nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev libgtest-dev clang libclang-rt-14-dev python3-venv
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -51,6 +51,9 @@ export RECALL_PYTHON="$venv/bin/python"
 # Open MPI refuses to run as root unless told; oversubscription lets tests use more ranks than cores.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
+
+# ccache keyed on paths relative to the checkout, so a fresh clone elsewhere reuses the cache.
+export CCACHE_BASEDIR="$RECALL_ROOT"
 
 # Configure and build (Release) into $RECALL_ROOT/build.
 recall_build() {

@@ -96,6 +96,18 @@ void H5Writer::close() {
   }
 }
 
+bool H5Writer::exists(const std::string& path) const { return H5Lexists(file_, path.c_str(), H5P_DEFAULT) > 0; }
+
+void H5Writer::drop_attribute(const std::string& object, const std::string& name) {
+  if (H5Aexists_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT) > 0 &&
+      H5Adelete_by_name(file_, object.c_str(), name.c_str(), H5P_DEFAULT) < 0)
+    fail(path_, ": cannot replace attribute '", name, "' of '", object, "'");
+}
+
+void H5Writer::flush() {
+  if (H5Fflush(file_, H5F_SCOPE_GLOBAL) < 0) fail("cannot flush HDF5 file '", path_, "'");
+}
+
 void H5Writer::create_group(const std::string& path) {
   hid_t g = H5Gcreate2(file_, path.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
   if (g < 0) fail(path_, ": cannot create group '", path, "'");
@@ -162,6 +174,7 @@ void H5Writer::write_rows(const std::string& path, uint64_t row_begin, uint64_t 
 }
 
 void H5Writer::set_attribute(const std::string& object, const std::string& name, const std::string& value) {
+  drop_attribute(object, name);
   Handle type{H5_CHECK(H5Tcopy(H5T_C_S1)), H5Tclose};
   H5_CHECK(H5Tset_size(type.id, std::max<size_t>(value.size(), 1)));
   H5_CHECK(H5Tset_cset(type.id, H5T_CSET_UTF8));
@@ -175,6 +188,7 @@ void H5Writer::set_attribute(const std::string& object, const std::string& name,
 }
 
 void H5Writer::set_attribute(const std::string& object, const std::string& name, uint64_t value) {
+  drop_attribute(object, name);
   Handle space{H5_CHECK(H5Screate(H5S_SCALAR)), H5Sclose};
   Handle attr{H5Acreate_by_name(file_, object.c_str(), name.c_str(), H5T_STD_U64LE, space.id,
                                 H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};
@@ -183,6 +197,7 @@ void H5Writer::set_attribute(const std::string& object, const std::string& name,
 }
 
 void H5Writer::set_attribute(const std::string& object, const std::string& name, double value) {
+  drop_attribute(object, name);
   Handle space{H5_CHECK(H5Screate(H5S_SCALAR)), H5Sclose};
   Handle attr{H5Acreate_by_name(file_, object.c_str(), name.c_str(), H5T_IEEE_F64LE, space.id,
                                 H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Aclose};

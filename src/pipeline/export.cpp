@@ -39,9 +39,11 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
   const auto shards = plan_shards(specs, shard_bytes);
   for (size_t s = 0; s < shards.size(); ++s) result.shard_files.push_back(shard_file_name(s, shards.size()));
 
-  // One rank per shard, round robin; the file is read serially by each writer.
+  // One rank per shard, round robin; the file is read serially by each writer. A failure (a
+  // full disk, say) is shared before the next collective so that no rank waits for a dead peer.
   std::string mine;  // "name\thash\n" records of this rank
-  {
+  std::string error;
+  try {
     H5Reader h5(h5_path);
     std::vector<uint8_t> buf;
     for (size_t s = 0; s < shards.size(); ++s) {
@@ -59,8 +61,17 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
       }
       w.commit();
     }
+    if (rank == 0 && shards.size() > 1) write_safetensors_index(hf_dir, specs, shards);
+  } catch (const std::exception& e) {
+    error = e.what();
   }
-  if (rank == 0 && shards.size() > 1) write_safetensors_index(hf_dir, specs, shards);
+  int failed = error.empty() ? 0 : 1, any_failed = 0;
+  mpi_check(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm), "sharing export status");
+  if (failed) throw Error(error);
+  if (any_failed) {
+    result.aborted = true;  // another rank failed; the caller's agreement reports its error
+    return result;
+  }
 
   // Every rank learns every checksum.
   int n = static_cast<int>(mine.size());

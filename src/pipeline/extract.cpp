@@ -10,6 +10,7 @@
 #include "recall/text/samples.h"
 #include "recall/text/tokenizer.h"
 #include "recall/util/error.h"
+#include "recall/util/fault.h"
 #include "recall/util/fs.h"
 
 namespace recall {
@@ -116,6 +117,7 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
         auto& slot = pooled[l + 1 - first_layer];
         slot = slot.defined() ? at::cat({slot, p}) : p;
       }
+      fault_point("extract", rank, b0 / mb + 1);
       if (next >= 0) {
         at::Tensor host = h.to(at::kCPU).contiguous();
         mpi_check(MPI_Send(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, next, m, comm),

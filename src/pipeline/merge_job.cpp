@@ -6,8 +6,9 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
-#include <filesystem>
 #include <iostream>
+#include <memory>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -23,6 +24,7 @@
 #include "recall/pipeline/report.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
+#include "recall/util/fault.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
 
@@ -123,6 +125,46 @@ std::vector<RepMatrix> block_reps(const Representations& reps, int64_t layer) {
   return out;
 }
 
+// What must be equal for a rerun to reuse an interrupted job's work: the resolved config (output
+// overwrite aside) and the identity of every input shard (path, size, modification time).
+std::string job_key(MergeConfig cfg, const MergeInputs& in) {
+  cfg.output.overwrite = false;
+  std::string text = to_yaml(cfg);
+  for (const ModelDir& m : in.models)
+    for (const auto& f : m.checkpoint.files()) {
+      const int64_t mtime = modification_time_ns(f->path());
+      text += f->path() + "\t" + std::to_string(f->file_size()) + "\t" + std::to_string(mtime) + "\n";
+    }
+  return checksum_hex(xxh3_64(text.data(), text.size())) + "\n";
+}
+
+std::string recall_state_json(const MergeReport& r) {
+  ojson blocks = ojson::array();
+  for (const auto& b : r.blocks)
+    blocks.push_back({{"index", b.index}, {"sigma2", b.sigma2}, {"similarity", b.similarity}, {"weights", b.weights}});
+  return ojson({{"typical_samples", r.typical_samples}, {"blocks", blocks}}).dump() + "\n";
+}
+
+void load_recall_state(const std::string& text, MergeReport* r, std::vector<std::vector<double>>* block_w) {
+  const auto j = nlohmann::json::parse(text);
+  r->typical_samples = j.at("typical_samples").get<std::vector<int64_t>>();
+  r->blocks.clear();
+  block_w->clear();
+  for (const auto& b : j.at("blocks")) {
+    r->blocks.push_back({b.at("index").get<int64_t>(), b.at("sigma2").get<double>(),
+                         b.at("similarity").get<std::vector<double>>(), b.at("weights").get<std::vector<double>>()});
+    block_w->push_back(r->blocks.back().weights);
+  }
+}
+
+void append_line(const std::string& path, const std::string& line) {
+  std::FILE* f = std::fopen(path.c_str(), "a");
+  if (!f) fail("cannot append to '", path, "'");
+  const bool ok = std::fputs((line + "\n").c_str(), f) >= 0 && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  std::fclose(f);
+  if (!ok) fail("cannot append to '", path, "' (disk full?)");
+}
+
 }  // namespace
 
 MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
@@ -181,9 +223,37 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   }
   if (opt.preflight_only) return cfg;
 
+  // ---- output: written under <dir>.partial, committed at the end; a rerun resumes -------------
+  const std::string final_dir = cfg.output.dir;
+  const std::string tmp_dir = final_dir + ".partial";
+  const std::string h5_path = join_path(tmp_dir, "merged.h5"), hf_dir = join_path(tmp_dir, "hf");
+  const std::string key_path = join_path(tmp_dir, "job.key"), state_path = join_path(tmp_dir, "recall_state.json"),
+                    progress_path = join_path(tmp_dir, "progress.txt");
+  const std::string key = job_key(cfg, in);
+  int resume = step("prepare output", [&] {
+    int same = 0;
+    if (rank == 0) {
+      same = !opt.fresh && path_exists(key_path) && read_text_file(key_path) == key;
+      if (!same) {
+        remove_tree(tmp_dir);
+        make_directories(hf_dir);
+        write_file_atomic(key_path, key);
+      }
+    }
+    return same;
+  });
+  MPI_Bcast(&resume, 1, MPI_INT, 0, comm);
+  if (resume) log("resuming the interrupted job in ", tmp_dir, " (same config and inputs; --fresh restarts)");
+
   // ---- RECALL: typical samples, representations, similarity, weights --------------------------
   std::vector<std::vector<double>> block_w;
-  if (cfg.method == "recall") {
+  if (cfg.method == "recall" && resume && path_exists(state_path)) {
+    step("load saved weights", [&] {
+      load_recall_state(read_text_file(state_path), &report, &block_w);
+      return 0;
+    });
+    log("resuming: typical samples and per-block weights from ", state_path);
+  } else if (cfg.method == "recall") {
     std::vector<std::vector<int64_t>> task = timed("tokenize", [&] { return load_task_samples(cfg, in); });
     log("data: ", task.size(), " samples from ", cfg.data);
     TypicalSelection sel = timed("typical samples", [&] {
@@ -229,6 +299,8 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
       log(os.str());
     }
   }
+  if (cfg.method == "recall" && rank == 0 && !path_exists(state_path))
+    write_file_atomic(state_path, recall_state_json(report));
   const std::vector<std::vector<double>> weights = slot_weights(cfg, in, block_w);
   for (size_t t = 0; t < in.slots.size(); ++t)
     if (in.slots[t].block < 0) {
@@ -236,35 +308,44 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
       if (in.slots[t].role == Role::Embed) report.non_block_weights = weights[t];
     }
 
-  // ---- output: written under a temporary name, committed at the end ---------------------------
-  const std::string final_dir = cfg.output.dir;
-  const std::string tmp_dir = final_dir + ".partial";
-  const std::string h5_path = join_path(tmp_dir, "merged.h5"), hf_dir = join_path(tmp_dir, "hf");
-  step("prepare output", [&] {
-    if (rank == 0) {
-      std::error_code ec;
-      std::filesystem::remove_all(tmp_dir, ec);
-      if (ec) fail("cannot remove the leftover '", tmp_dir, "': ", ec.message());
-      make_directories(hf_dir);
-    }
-    return 0;
-  });
-  MPI_Barrier(comm);
-
   const DType out_dtype = output_dtype(cfg);
   MergeStats ms;
   timed("merge", [&] {
-    H5Writer h5(h5_path, comm);
-    ms = merge_into_h5(h5, comm, cfg, in, weights);
+    std::set<std::string> done;
+    if (resume && path_exists(progress_path) && path_exists(h5_path)) {
+      std::istringstream lines(read_text_file(progress_path));
+      for (std::string line; std::getline(lines, line);)
+        if (!line.empty()) done.insert(line);
+    }
+    std::unique_ptr<H5Writer> writer;
+    if (!done.empty()) {
+      try {
+        writer = std::make_unique<H5Writer>(h5_path, comm, H5Writer::Mode::Append);
+      } catch (const std::exception&) {
+        done.clear();  // the same unreadable file on every rank: start the merge over
+      }
+    }
+    if (!writer) {
+      if (rank == 0) write_file_atomic(progress_path, "");
+      writer = std::make_unique<H5Writer>(h5_path, comm);
+    } else {
+      log("resuming: ", done.size(), " of ", in.slots.size(), " tensors already merged");
+    }
+    H5Writer& h5 = *writer;
+    int64_t merged_now = 0;
+    ms = merge_into_h5(h5, comm, cfg, in, weights, !done.empty(), done, [&](const std::string& name) {
+      if (rank == 0) append_line(progress_path, name);
+      fault_point("merge", rank, ++merged_now);
+    });
     if (ms.aborted) {
       h5.close();
       if (!ms.error.empty()) throw Error(ms.error);
       return 0;  // another rank failed; the agreement reports its error
     }
     // What produced these tensors, for people and tools that read merged.h5 alone.
-    h5.create_group("/recall");
     const size_t L = report.blocks.size(), M = in.models.size();
-    if (L > 0) {
+    if (!h5.exists("/recall")) h5.create_group("/recall");
+    if (L > 0 && !h5.exists("/recall/weights")) {
       std::vector<double> s(L * M), w(L * M), sig(L);
       for (size_t l = 0; l < L; ++l) {
         sig[l] = report.blocks[l].sigma2;
@@ -299,6 +380,7 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   std::vector<std::string> order;
   for (const TensorSlot& s : in.slots) order.push_back(s.name);
   ExportResult ex = timed("export", [&] { return export_hf_shards(comm, h5_path, hf_dir, order, cfg.output.shard_bytes); });
+  if (ex.aborted) fail("internal error: export aborted without a failing rank");
   timed("checksums", [&] {
     H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
     for (const std::string& name : order) h5.set_attribute("/tensors/" + name, "xxh3_64", checksum_hex(ex.checksums.at(name)));
@@ -344,16 +426,13 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
                       {"config", resolved_yaml}, {"created_utc", utc_now()}};
     write_file_atomic(join_path(tmp_dir, "manifest.json"), manifest.dump(2) + "\n");
     // Commit: the finished directory takes the final name in one rename.
-    std::error_code ec;
     const std::string old = final_dir + ".old";
     if (path_exists(final_dir)) {
-      std::filesystem::remove_all(old, ec);
-      std::filesystem::rename(final_dir, old, ec);
-      if (ec) fail("cannot move the previous '", final_dir, "' aside: ", ec.message());
+      remove_tree(old);
+      rename_path(final_dir, old);
     }
-    std::filesystem::rename(tmp_dir, final_dir, ec);
-    if (ec) fail("cannot commit '", tmp_dir, "' as '", final_dir, "': ", ec.message());
-    std::filesystem::remove_all(old, ec);
+    rename_path(tmp_dir, final_dir);
+    remove_tree(old);
     return 0;
   });
   log("done: ", final_dir, " (merged.h5, hf/, report.json, report.svg, manifest.json)");

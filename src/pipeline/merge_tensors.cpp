@@ -100,7 +100,9 @@ std::vector<std::vector<double>> slot_weights(const MergeConfig& c, const MergeI
 }
 
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
-                         const std::vector<std::vector<double>>& weights) {
+                         const std::vector<std::vector<double>>& weights, bool resume,
+                         const std::set<std::string>& done,
+                         const std::function<void(const std::string&)>& on_tensor_done) {
   const auto t0 = std::chrono::steady_clock::now();
   int rank = 0, world = 1;
   MPI_Comm_rank(comm, &rank);
@@ -111,8 +113,10 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
   const bool whole = whole_tensor_method(c.method);
   MergeStats stats;
 
-  h5.create_group("/tensors");
-  for (const TensorSlot& slot : in.slots) h5.create_dataset("/tensors/" + slot.name, out_dtype, slot.shape);
+  if (!resume) {
+    h5.create_group("/tensors");
+    for (const TensorSlot& slot : in.slots) h5.create_dataset("/tensors/" + slot.name, out_dtype, slot.shape);
+  }
 
   // Task-vector methods: the base and the other models in config order.
   std::vector<size_t> task_models;
@@ -127,6 +131,7 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
   std::vector<uint8_t> out;
   for (size_t t = 0; t < in.slots.size(); ++t) {
     const TensorSlot& slot = in.slots[t];
+    if (done.count(slot.name)) continue;  // same decision on every rank: `done` is broadcast
     const uint64_t rows = rows_of(slot.shape), elems = row_elems(slot.shape);
     // This rank's rows, and the chunking every rank agrees on (same number of collective writes).
     uint64_t begin, end;
@@ -208,10 +213,26 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
         stats.error = error;
         return stats;
       }
-      h5.write_rows("/tensors/" + slot.name, r0, n_rows, out.data());
+      try {
+        h5.write_rows("/tensors/" + slot.name, r0, n_rows, out.data());
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      failed = error.empty() ? 0 : 1;
+      if (MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS)
+        fail("MPI_Allreduce failed while writing '", slot.name, "'");
+      if (any_failed) {
+        stats.aborted = true;
+        stats.error = error;
+        return stats;
+      }
       stats.bytes_written += numel * dtype_size(out_dtype);
     }
     for (auto& v : inputs) std::vector<uint8_t>().swap(v);
+    if (on_tensor_done) {
+      h5.flush();
+      on_tensor_done(slot.name);
+    }
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;

@@ -1,7 +1,6 @@
 // Preflight of a merge: compatibility of the inputs, data and output checks, from headers only.
 #include "recall/pipeline/preflight.h"
 
-#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -12,11 +11,7 @@ namespace recall {
 
 namespace {
 
-std::string canonical(const std::string& p) {
-  std::error_code ec;
-  auto c = std::filesystem::weakly_canonical(std::filesystem::absolute(p), ec);
-  return ec ? p : c.string();
-}
+std::string canonical(const std::string& p) { return resolved_path(p); }
 
 // True when `inner` is `outer` or lies inside it.
 bool contains(const std::string& outer, const std::string& inner) {

@@ -2,6 +2,9 @@
 #include "recall/util/fs.h"
 
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -102,6 +105,47 @@ void make_directories(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) fail("cannot create directory '", dir, "': ", ec.message());
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return;  // nothing there
+  auto remove_one = [](const char* p, const struct stat*, int, struct FTW*) -> int { return ::remove(p) ? -1 : 0; };
+  if (::nftw(path.c_str(), remove_one, 64, FTW_DEPTH | FTW_PHYS) != 0)
+    fail("cannot remove '", path, "': ", std::strerror(errno));
+}
+
+void rename_path(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    fail("cannot rename '", from, "' to '", to, "': ", std::strerror(errno));
+}
+
+std::string resolved_path(const std::string& path) {
+  std::string p = path;
+  if (p.empty() || p[0] != '/') {
+    char cwd[PATH_MAX];
+    if (::getcwd(cwd, sizeof cwd)) p = join_path(cwd, p);
+  }
+  // Resolve the longest existing prefix; append the rest.
+  std::string head = p, tail;
+  while (!head.empty()) {
+    char buf[PATH_MAX];
+    if (::realpath(head.c_str(), buf)) {
+      std::string r = buf;
+      return tail.empty() ? r : join_path(r, tail);
+    }
+    const auto slash = head.find_last_of('/');
+    if (slash == std::string::npos || slash == 0) break;
+    tail = tail.empty() ? head.substr(slash + 1) : head.substr(slash + 1) + "/" + tail;
+    head = head.substr(0, slash);
+  }
+  return p;
+}
+
+int64_t modification_time_ns(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
 void copy_file(const std::string& from, const std::string& to) {

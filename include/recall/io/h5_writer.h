@@ -31,12 +31,17 @@ class H5Writer {
   // Collective: this rank writes rows [row_begin, row_begin + row_count) of dimension 0 from
   // `data` (row-major bytes in the dataset's dtype); row_count may be 0.
   void write_rows(const std::string& path, uint64_t row_begin, uint64_t row_count, const void* data);
-  // Collective, same value on every rank: a scalar or string attribute on a group or dataset.
+  // Collective, same value on every rank: a scalar or string attribute on a group or dataset
+  // (replaced when it exists).
   void set_attribute(const std::string& object, const std::string& name, const std::string& value);
   void set_attribute(const std::string& object, const std::string& name, uint64_t value);
   void set_attribute(const std::string& object, const std::string& name, double value);
   // Collective, same data on every rank: a small dataset written whole by rank 0.
   void write_small(const std::string& path, DType dtype, const std::vector<int64_t>& shape, const void* data);
+  // Collective (metadata read): whether a link (group or dataset) exists.
+  bool exists(const std::string& path) const;
+  // Collective: everything written so far reaches the file (a resumable point).
+  void flush();
   // Collective: flush and close; errors are thrown.
   void close();
 
@@ -47,6 +52,7 @@ class H5Writer {
   MPI_Comm comm_;
   int64_t file_ = -1;  // hid_t
   int64_t dxpl_ = -1;  // collective transfer property list
+  void drop_attribute(const std::string& object, const std::string& name);
 };
 
 // The HDF5 type for a DType, used as both memory and file type (bf16 and f16 are defined as

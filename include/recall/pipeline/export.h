@@ -17,6 +17,7 @@ struct ExportResult {
   std::map<std::string, uint64_t> checksums;  // tensor name -> XXH3-64 of its bytes (all ranks)
   std::vector<std::string> shard_files;
   uint64_t bytes_written = 0;                 // by this rank
+  bool aborted = false;                       // another rank failed (this rank's part was fine)
 };
 
 // Collective over comm. Reads /tensors/* of h5_path (serially, after the writer closed it) and

@@ -18,6 +18,7 @@ struct MergeJobOptions {
   bool verbose = false;
   bool quiet = false;
   bool preflight_only = false;         // `recall preflight`: stop after the plan
+  bool fresh = false;                  // ignore an interrupted job's work instead of resuming
 };
 
 // Runs the job on every rank of ctx; throws dist::CollectiveError (the same on every rank) on

@@ -9,6 +9,8 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,7 +44,12 @@ std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const M
 
 // Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes. On a
 // failure on any rank every rank returns with `aborted` set (the file must still be closed by all).
+// Resuming: `done` lists tensors already merged into an existing file (their datasets exist and
+// are complete); the datasets are then not created again. `on_tensor_done` runs on every rank
+// after each tensor's collective write and a flush (rank 0 records progress there).
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
-                         const std::vector<std::vector<double>>& weights);
+                         const std::vector<std::vector<double>>& weights, bool resume = false,
+                         const std::set<std::string>& done = {},
+                         const std::function<void(const std::string&)>& on_tensor_done = {});
 
 }  // namespace recall

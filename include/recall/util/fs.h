@@ -20,6 +20,17 @@ void pread_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::stri
 void pwrite_exact(int fd, const void* src, uint64_t n, uint64_t offset, const std::string& path);
 // Creates dir and its parents (mkdir -p).
 void make_directories(const std::string& dir);
+// rm -rf with POSIX calls (nftw). std::filesystem::remove_all must not be used: libtorch 2.11's
+// libtorch.so exports its own copies of std::filesystem functions built against a newer
+// libstdc++, and remove_all crashes in any binary that links it.
+void remove_tree(const std::string& path);
+// rename(2) with an error naming both paths.
+void rename_path(const std::string& from, const std::string& to);
+// Absolute path with symlinks and ".." resolved for the part that exists (realpath), the rest
+// appended as written.
+std::string resolved_path(const std::string& path);
+// Modification time in nanoseconds since the epoch (0 when it cannot be read).
+int64_t modification_time_ns(const std::string& path);
 // Copies a file byte for byte (atomically at the destination).
 void copy_file(const std::string& from, const std::string& to);
 
