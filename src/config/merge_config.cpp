@@ -97,7 +97,10 @@ class Section {
   void finish(const char* allowed) const {
     if (!node_ || !node_.IsMap()) return;
     for (const auto& kv : node_) {
-      const std::string k = kv.first.as<std::string>();
+      if (!kv.first.IsScalar())
+        fail(at(where_, kv.first), ": a key in '", prefix_.empty() ? "config" : prefix_, "' is ", show(kv.first),
+             "; keys must be plain names");
+      const std::string k = kv.first.Scalar();
       if (!used_.count(k))
         fail(at(where_, kv.first), ": unknown key '", key_path(k), "'; allowed here: ", allowed);
     }
@@ -159,8 +162,35 @@ size_t MergeConfig::model_index(const std::string& name) const {
   fail("no model named '", name, "' in the config");
 }
 
+namespace {
+MergeConfig decode_merge_config(const std::string& text, const std::string& where,
+                                const std::vector<std::string>& overrides);
+}  // namespace
+
 MergeConfig parse_merge_config(const std::string& text, const std::string& where,
                                const std::vector<std::string>& overrides) {
+  try {
+    return decode_merge_config(text, where, overrides);
+  } catch (const YAML::Exception& e) {
+    // Every expected case has its own message; this is the net for yaml-cpp's other throws.
+    fail(where, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg);
+  }
+}
+
+namespace {
+MergeConfig decode_merge_config(const std::string& text, const std::string& where,
+                                const std::vector<std::string>& overrides) {
+  // yaml-cpp parses flow collections recursively: bound their nesting before it can exhaust the
+  // stack (a config needs at most 3 levels).
+  int depth = 0, line = 1;
+  for (char ch : text) {
+    if (ch == '\n') ++line;
+    if (ch == '[' || ch == '{') {
+      if (++depth > 32) fail(where, ":", line, ": collections nested more than 32 deep; not a merge config");
+    } else if ((ch == ']' || ch == '}') && depth > 0) {
+      --depth;
+    }
+  }
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -302,6 +332,7 @@ MergeConfig parse_merge_config(const std::string& text, const std::string& where
   if (c.output.shard_bytes == 0) fail(where, ": 'output.shard_bytes' must be positive");
   return c;
 }
+}  // namespace
 
 MergeConfig load_merge_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (!path_exists(path)) fail("config '", path, "' does not exist");

@@ -118,3 +118,10 @@ TEST(MergeConfig, ResolvedYamlRoundTrips) {
   EXPECT_EQ(d.typical.clusters, 5);
   EXPECT_EQ(d.params.weight, c.params.weight);
 }
+
+TEST(MergeConfig, NonScalarKeysAndDeepNestingAreErrors) {
+  // Found by fuzz_merge_config: a mapping used as a key escaped as a yaml-cpp exception.
+  const std::string e = error_of("models:\n  - {name: a, path: /a}: /a}\n  - : b\n");
+  EXPECT_NE(e.find("cfg.yaml:"), std::string::npos) << e;
+  EXPECT_NE(error_of(std::string(100, '[')).find("nested more than 32 deep"), std::string::npos);
+}
