@@ -1,5 +1,8 @@
 // recall finetune: causal-LM fine-tuning (AdamW, warm-up + cosine, clipping), deterministic per
 // seed, writing a Hugging Face directory (see recall/engine/finetune.h).
+#include <mpi.h>
+
+#include <cstdlib>
 #include <iostream>
 
 #include "jobs.h"
@@ -76,7 +79,19 @@ int finetune(int argc, char** argv) {
   o.log_every = integer(args, "log-every", 1);
   o.probe_path = args.get("probe");
   o.probe_out = args.get("probe-out");
+  // Under mpirun/srun: data parallel over the ranks (gradient all-reduce); alone: one process.
+  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
+  int rank = 0;
+  if (launched) {
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  }
+  struct Finalize {
+    bool on;
+    ~Finalize() { if (on) MPI_Finalize(); }
+  } finalize{launched};
   const engine::FinetuneResult r = engine::run_finetune(o);
+  if (rank != 0) return 0;
   std::cout << "finetune: " << r.losses.size() << " steps, loss " << r.losses.front() << " -> "
             << r.losses.back() << ", " << r.tokens << " tokens in " << r.seconds << " s -> " << o.out_dir << "\n";
   std::cout << "losses:";

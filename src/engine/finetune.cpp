@@ -3,6 +3,8 @@
 // library is needed) -> HF export of the trained weights.
 #include "recall/engine/finetune.h"
 
+#include <mpi.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -37,7 +39,7 @@ double lr_at(const FinetuneOptions& o, int64_t step) {
   return o.lr * 0.5 * (1.0 + std::cos(M_PI * progress));
 }
 
-// Mean cross-entropy over the trained positions of a batch, and their count.
+// Summed cross-entropy over the trained positions of a batch, and their count.
 std::pair<at::Tensor, int64_t> batch_loss(const Model& model, const std::vector<const Example*>& exs) {
   std::vector<std::vector<int64_t>> seqs;
   for (const Example* e : exs) seqs.push_back(e->ids);
@@ -55,7 +57,7 @@ std::pair<at::Tensor, int64_t> batch_loss(const Model& model, const std::vector<
   at::Tensor weight = at::from_blob(w.data(), {B, T - 1}, at::kFloat).to(model.device(), at::kFloat, false, true);
   at::Tensor logp = at::log_softmax(model.forward_logits(batch).to(at::kFloat), -1).narrow(1, 0, T - 1);
   at::Tensor picked = logp.gather(-1, batch.ids.narrow(1, 1, T - 1).unsqueeze(-1)).squeeze(-1);
-  return {-(picked * weight).sum() / static_cast<double>(count), count};
+  return {-(picked * weight).sum(), count};
 }
 
 void write_probe_logits(const Model& model, const std::string& probe_path, const TokenPolicy& policy,
@@ -161,10 +163,40 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
   FinetuneResult r;
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since = 0;
+  // Data parallel under MPI: every rank draws the same global batch (same seed), trains on its
+  // contiguous slice, and the summed gradients and token counts are all-reduced, so every rank
+  // applies the same update. One process is the world of one.
+  int mpi_on = 0, rank = 0, world = 1;
+  MPI_Initialized(&mpi_on);
+  if (mpi_on) {
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+  }
   for (int64_t step = 0; step < o.steps; ++step) {
-    auto [loss, count] = batch_loss(model, next_batch());
-    loss.backward();
-    r.losses.push_back(loss.item<double>());
+    const std::vector<const Example*> global = next_batch();
+    const size_t g = global.size(), begin = g * rank / world, end = g * (rank + 1) / world;
+    std::vector<const Example*> local(global.begin() + begin, global.begin() + end);
+    double sums[2] = {0, 0};  // loss sum, trained tokens
+    if (!local.empty()) {
+      auto [loss, count] = batch_loss(model, local);
+      loss.backward();
+      sums[0] = loss.item<double>();
+      sums[1] = static_cast<double>(count);
+    }
+    for (at::Tensor& p : params)
+      if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
+    if (world > 1) {
+      MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+      for (at::Tensor& p : params) {
+        at::Tensor host = p.grad().to(at::kCPU).contiguous();
+        MPI_Allreduce(MPI_IN_PLACE, host.data_ptr<float>(), static_cast<int>(host.numel()), MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+        p.mutable_grad() = host.to(p.device());
+      }
+    }
+    const int64_t count = static_cast<int64_t>(sums[1]);
+    for (at::Tensor& p : params) p.mutable_grad().div_(static_cast<double>(count));
+    r.losses.push_back(sums[0] / static_cast<double>(count));
     r.tokens += count;
     tokens_since += count;
     const double lr = lr_at(o, step);
@@ -189,7 +221,7 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
         p.mutable_grad() = at::Tensor();
       }
     }
-    if ((step + 1) % o.log_every == 0 || step + 1 == o.steps) {
+    if (rank == 0 && ((step + 1) % o.log_every == 0 || step + 1 == o.steps)) {
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - last_log).count();
       const double elapsed = std::chrono::duration<double>(now - t0).count();
@@ -201,11 +233,12 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
     }
   }
   for (at::Tensor& p : params) p.set_requires_grad(false);
-  if (!o.probe_path.empty()) {
+  if (!o.probe_path.empty() && rank == 0) {
     if (o.probe_out.empty()) fail("--probe needs --probe-out");
     write_probe_logits(model, o.probe_path, policy, o.probe_out);
   }
-  save_model(model, dir, o.out_dir, o.save_dtype);
+  if (rank == 0) save_model(model, dir, o.out_dir, o.save_dtype);
+  if (world > 1) MPI_Barrier(MPI_COMM_WORLD);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }
