@@ -195,10 +195,9 @@ TEST(SweepPlan, CsvFieldsAndYamlValues) {
 // Every example under configs/ parses: merge configs with the merge config parser, sweep specs
 // (sweep-*.yaml) with the sweep parser and their points with the merge config parser.
 TEST(SweepConfigs, ExampleConfigsParse) {
-  // This file is tests/unit/test_sweep_plan.cpp; the examples are in configs/ two levels up.
-  std::string here = __FILE__;
-  here = here.substr(0, here.rfind('/'));
-  const std::string dir = here + "/../../configs";
+  // RECALL_SOURCE_DIR comes from CMake: __FILE__ is relative to the build directory when ccache
+  // rewrites paths (CCACHE_BASEDIR), so it cannot locate configs/.
+  const std::string dir = std::string(RECALL_SOURCE_DIR) + "/configs";
   DIR* dp = ::opendir(dir.c_str());
   ASSERT_NE(dp, nullptr) << dir;
   std::vector<std::string> names;
