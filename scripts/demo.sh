@@ -16,7 +16,7 @@ R="$here/build/bin/recall"
 out=${RECALL_DEMO_OUT:-$here/out/demo}
 world="$out/world"
 pretrain_steps=${RECALL_DEMO_PRETRAIN_STEPS:-400}
-task_steps=${RECALL_DEMO_TASK_STEPS:-150}
+task_steps=${RECALL_DEMO_TASK_STEPS:-200}
 tasks=(arithmetic reverse cipher)
 start=$(date +%s)
 say() { printf '\n== %s (%ss)\n' "$*" $(( $(date +%s) - start )); }
@@ -28,12 +28,12 @@ mkdir -p "$out/models" "$out/eval"
 
 say "2/5 pretraining a tiny Llama on generated stories ($pretrain_steps steps)"
 "$R" finetune --model "$world/init" --data "$world/pretrain.jsonl" --out "$out/models/base" \
-  --steps "$pretrain_steps" --batch 16 --lr 3e-3 --warmup 20 --seed 0 --log-every 50
+  --steps "$pretrain_steps" --batch 16 --lr 3e-3 --warmup 20 --seed 0 --log-every 50 | grep -v '^losses:' 
 
 say "3/5 fine-tuning one expert per task ($task_steps steps each)"
 for t in "${tasks[@]}"; do
   "$R" finetune --model "$out/models/base" --data "$world/tasks/$t/train.jsonl" --out "$out/models/$t" \
-    --steps "$task_steps" --batch 16 --lr 1e-3 --warmup 10 --seed 1 --log-every 50
+    --steps "$task_steps" --batch 16 --lr 3e-4 --warmup 10 --seed 1 --log-every 100 | grep -v '^losses:' 
 done
 
 say "4/5 merging the experts: RECALL on 4 MPI ranks, linear on 2"
@@ -60,7 +60,8 @@ for m in base "${tasks[@]}" recall linear; do
   dir="$out/models/$m"
   [ -d "$dir" ] || dir="$out/$m/hf"
   for t in "${tasks[@]}"; do
-    "$R" eval --model "$dir" --data "$world/tasks/$t/test.jsonl" --out "$out/eval/$m.$t.json" >/dev/null
+    "$R" eval --model "$dir" --data "$world/tasks/$t/test.jsonl" --out "$out/eval/$m.$t.json" \
+      >"$out/eval/$m.$t.log" 2>&1 || { cat "$out/eval/$m.$t.log"; exit 1; }
   done
 done
 "$RECALL_PYTHON" - "$out" "${tasks[@]}" <<'PY'
@@ -71,13 +72,14 @@ print("RECALL per-block weights (rows: blocks; columns: " + ", ".join(rep["model
 for b in rep["blocks"]:
     print(f"  block {b['index']}: " + "  ".join(f"{w:.3f}" for w in b["weights"]) +
           "   similarity " + "  ".join(f"{s:.3f}" for s in b["similarity"]))
-print("\nexact-match accuracy of the greedy completion (100 test prompts per task)")
-print(f"{'model':<12}" + "".join(f"{t:>12}" for t in tasks) + f"{'mean':>10}")
+print("\ncompletion loss on 100 test prompts per task (lower is better) / exact-match accuracy")
+print(f"{'model':<12}" + "".join(f"{t:>18}" for t in tasks) + f"{'mean loss':>12}")
 for m in ["base"] + tasks + ["recall", "linear"]:
-    accs = []
+    cells, losses = [], []
     for t in tasks:
-        r = json.load(open(f"{out}/eval/{m}.{t}.json"))
-        accs.append(r["summary"]["completion"]["exact_match"])
-    print(f"{m:<12}" + "".join(f"{a:>12.2f}" for a in accs) + f"{sum(accs) / len(accs):>10.2f}")
+        c = json.load(open(f"{out}/eval/{m}.{t}.json"))["summary"]["completion"]
+        cells.append(f"{c['loss']:.3f} / {c['exact_match']:.2f}")
+        losses.append(c["loss"])
+    print(f"{m:<12}" + "".join(f"{x:>18}" for x in cells) + f"{sum(losses) / len(losses):>12.3f}")
 PY
 say "done: outputs in $out (recall/, linear/: merged.h5, hf/, report.json, report.svg)"
