@@ -12,37 +12,6 @@
 
 namespace recall::jobs {
 
-namespace {
-
-double number(const ArgParser& args, const std::string& name) {
-  const std::string v = args.get(name);
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (v.empty() || used != v.size()) fail("--", name, " must be a number, got '", v, "'");
-  return x;
-}
-
-int64_t integer(const ArgParser& args, const std::string& name, int64_t min) {
-  const std::string v = args.get(name);
-  size_t used = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (v.empty() || used != v.size() || x < min)
-    fail("--", name, " must be an integer >= ", min, ", got '", v, "'");
-  return x;
-}
-
-}  // namespace
-
 int finetune(int argc, char** argv) {
   ArgParser args("finetune",
                  "Fine-tunes a model on JSONL samples ({\"text\"}, {\"input_ids\"} or {\"prompt\",\"completion\"};\n"
@@ -67,16 +36,16 @@ int finetune(int argc, char** argv) {
   o.model_dir = args.get("model");
   o.data_path = args.get("data");
   o.out_dir = args.get("out");
-  o.steps = integer(args, "steps", 1);
-  o.batch_size = integer(args, "batch", 1);
-  o.lr = number(args, "lr");
-  o.warmup = integer(args, "warmup", 0);
-  o.weight_decay = number(args, "weight-decay");
-  o.clip = number(args, "clip");
-  o.seed = static_cast<uint64_t>(integer(args, "seed", 0));
+  o.steps = args.get_integer("steps", 1);
+  o.batch_size = args.get_integer("batch", 1);
+  o.lr = args.get_number("lr");
+  o.warmup = args.get_integer("warmup", 0);
+  o.weight_decay = args.get_number("weight-decay");
+  o.clip = args.get_number("clip");
+  o.seed = static_cast<uint64_t>(args.get_integer("seed", 0));
   o.save_dtype = args.get("save-dtype");
   o.device = args.get("device");
-  o.log_every = integer(args, "log-every", 1);
+  o.log_every = args.get_integer("log-every", 1);
   o.probe_path = args.get("probe");
   o.probe_out = args.get("probe-out");
   // Under mpirun/srun: data parallel over the ranks (gradient all-reduce); alone: one process.

@@ -11,34 +11,6 @@ namespace recall::jobs {
 
 namespace {
 
-double number(const ArgParser& args, const std::string& name) {
-  const std::string v = args.get(name);
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (v.empty() || used != v.size()) fail("--", name, " must be a number, got '", v, "'");
-  return x;
-}
-
-int64_t integer(const ArgParser& args, const std::string& name, int64_t min) {
-  const std::string v = args.get(name);
-  size_t used = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (v.empty() || used != v.size() || x < min)
-    fail("--", name, " must be an integer >= ", min, ", got '", v, "'");
-  return x;
-}
-
-// "1,403 407" -> {1, 403, 407}
 std::vector<int64_t> parse_ids(const std::string& text) {
   std::string s = text;
   for (char& ch : s)
@@ -80,10 +52,10 @@ int generate(int argc, char** argv) {
   o.model_dir = args.get("model");
   o.prompt = args.get("prompt");
   if (args.has("tokens")) o.prompt_ids = parse_ids(args.get("tokens"));
-  o.sampling.max_new = integer(args, "max-new", 0);
-  o.sampling.temperature = number(args, "temperature");
-  o.sampling.top_p = number(args, "top-p");
-  o.sampling.seed = static_cast<uint64_t>(integer(args, "seed", 0));
+  o.sampling.max_new = args.get_integer("max-new", 0);
+  o.sampling.temperature = args.get_number("temperature");
+  o.sampling.top_p = args.get_number("top-p");
+  o.sampling.seed = static_cast<uint64_t>(args.get_integer("seed", 0));
   o.stop_at_eos = !args.flag_set("ignore-eos");
   o.dtype = args.get("dtype");
   o.device = args.get("device");

@@ -99,6 +99,33 @@ std::vector<std::string> ArgParser::get_all(const std::string& name) const {
   return it == values_.end() ? std::vector<std::string>{} : it->second;
 }
 
+double ArgParser::get_number(const std::string& name) const {
+  const std::string v = get(name);
+  size_t used = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (v.empty() || used != v.size()) fail("recall ", command_, ": --", name, " must be a number, got '", v, "'");
+  return x;
+}
+
+int64_t ArgParser::get_integer(const std::string& name, int64_t min) const {
+  const std::string v = get(name);
+  size_t used = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (v.empty() || used != v.size() || x < min)
+    fail("recall ", command_, ": --", name, " must be an integer >= ", min, ", got '", v, "'");
+  return x;
+}
+
 bool ArgParser::flag_set(const std::string& name) const { return values_.count(name) > 0; }
 
 std::string ArgParser::help() const {

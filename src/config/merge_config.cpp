@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "recall/config/yaml_text.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -16,18 +17,9 @@ const char* const kMergeMethods = "recall, linear, task_arithmetic, ties, dare_l
 
 namespace {
 
-std::string at(const std::string& where, const YAML::Node& n) {
-  const YAML::Mark m = n.Mark();
-  if (m.line < 0) return where;
-  return where + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-}
-
-std::string show(const YAML::Node& n) {
-  if (n.IsScalar()) return "'" + n.Scalar() + "'";
-  if (n.IsSequence()) return "a list";
-  if (n.IsMap()) return "a mapping";
-  return "nothing";
-}
+// Short names for the shared helpers of recall/config/yaml_text.h.
+std::string at(const std::string& where, const YAML::Node& n) { return yaml_position(where, n); }
+std::string show(const YAML::Node& n) { return yaml_describe(n); }
 
 // Parses "5GB", "512MiB", "1000" into bytes.
 bool parse_byte_size(const std::string& s, uint64_t* out) {

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "recall/config/merge_config.h"
+#include "recall/config/yaml_text.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -27,18 +28,9 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-std::string at(const std::string& where, const YAML::Node& n) {
-  const YAML::Mark m = n.Mark();
-  if (m.line < 0) return where;
-  return where + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-}
-
-std::string show(const YAML::Node& n) {
-  if (n.IsScalar()) return "'" + n.Scalar() + "'";
-  if (n.IsSequence()) return "a list";
-  if (n.IsMap()) return "a mapping";
-  return "nothing";
-}
+// Short names for the shared helpers of recall/config/yaml_text.h.
+std::string at(const std::string& where, const YAML::Node& n) { return yaml_position(where, n); }
+std::string show(const YAML::Node& n) { return yaml_describe(n); }
 
 // A value as YAML text that `--set key=<text>` reads back as the same value.
 std::string flow_yaml(const YAML::Node& n) {

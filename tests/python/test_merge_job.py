@@ -83,6 +83,12 @@ def main():
     same = all(np.array_equal(h5s[0]["tensors"][k][()], f["tensors"][k][()]) for f in h5s[1:] for k in h5s[0]["tensors"])
     expect(same, "merged.h5 tensors identical on 1, 2, 4 ranks")
 
+    # The pipelined extraction on 2 and 4 ranks (2 stages, cells spread over ranks) gives the
+    # single-process representations: similarities agree to 1e-6 relative.
+    sims = {n: np.array([b["similarity"] for b in json.load(open(f"{tmp}/out{n}/report.json"))["blocks"]]) for n in (1, 2, 4)}
+    rel = max(np.abs(sims[n] - sims[1]).max() / np.abs(sims[1]).max() for n in (2, 4))
+    expect(rel <= 1e-6, f"similarities on 2 and 4 ranks equal the 1-rank ones (max relative difference {rel:.2e})")
+
     out = f"{tmp}/out2"
     report = json.load(open(f"{out}/report.json"))
     expect(report["method"] == "recall" and report["models"] == names and report["reference"] == "c",

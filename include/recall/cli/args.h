@@ -2,6 +2,7 @@
 // flags, positionals, and generated --help text. Unknown options are errors.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -26,6 +27,9 @@ class ArgParser {
   bool has(const std::string& name) const;         // given on the command line
   std::string get(const std::string& name) const;  // value (the last one given) or default
   std::vector<std::string> get_all(const std::string& name) const;
+  // The value as a number / an integer >= min; an error naming the option otherwise.
+  double get_number(const std::string& name) const;
+  int64_t get_integer(const std::string& name, int64_t min) const;
   bool flag_set(const std::string& name) const;
   std::string help() const;
 
