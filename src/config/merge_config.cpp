@@ -205,7 +205,8 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
     ModelEntry e;
     m.str("name", &e.name);
     m.str("path", &e.path);
-    m.finish("name, path");
+    m.str("base_model", &e.base_model);
+    m.finish("name, path, base_model");
     if (e.path.empty()) fail(at(where, models[i]), ": 'models[", i, "]' needs 'path'");
     if (e.name.empty()) e.name = "model" + std::to_string(i);
     if (!names.insert(e.name).second) fail(at(where, models[i]), ": duplicate model name '", e.name, "'");
@@ -336,8 +337,12 @@ std::string to_yaml(const MergeConfig& c) {
   e << YAML::BeginMap;
   e << YAML::Key << "models" << YAML::Value << YAML::BeginSeq;
   for (const ModelEntry& m : c.models)
-    e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key
-      << "path" << YAML::Value << m.path << YAML::EndMap;
+  {
+    e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key << "path"
+      << YAML::Value << m.path;
+    if (!m.base_model.empty()) e << YAML::Key << "base_model" << YAML::Value << m.base_model;
+    e << YAML::EndMap;
+  }
   e << YAML::EndSeq;
   e << YAML::Key << "base" << YAML::Value << c.base;
   e << YAML::Key << "reference" << YAML::Value << c.reference;

@@ -95,8 +95,9 @@ at::ScalarType torch_dtype_of(DType t, const std::string& name) {
 }
 
 // Reads one checkpoint tensor into a fresh tensor of the compute dtype on the device.
-at::Tensor read_tensor(const Checkpoint& ckpt, const std::string& name, at::ScalarType dtype,
+at::Tensor read_tensor(const ModelDir& dir, const std::string& name, at::ScalarType dtype,
                        at::Device device) {
+  const Checkpoint& ckpt = dir.checkpoint;
   const Checkpoint::Entry& e = ckpt.at(name);
   const TensorInfo& info = *e.info;
   at::Tensor cpu;
@@ -112,6 +113,12 @@ at::Tensor read_tensor(const Checkpoint& ckpt, const std::string& name, at::Scal
       cpu = at::empty(info.shape, at::TensorOptions().dtype(st));
       std::memcpy(cpu.data_ptr(), p, info.nbytes());
     }
+  }
+  if (dir.lora && dir.lora->targets(name)) {  // W + s B A in the weight's dtype, as PEFT merges
+    cpu = cpu.contiguous().clone();
+    const DType stored = cpu.scalar_type() == at::kFloat ? DType::F32 : info.dtype;
+    dir.lora->apply_rows(name, stored, 0, static_cast<uint64_t>(info.shape[0]),
+                         static_cast<uint64_t>(cpu.numel() / info.shape[0]), cpu.data_ptr());
   }
   return cpu.to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
 }
@@ -178,7 +185,7 @@ Model Model::load(const ModelDir& dir, const LoadOptions& o) {
   const bool with_embedding = o.embedding.value_or(m.begin_ == 0);
   const bool with_head = o.head.value_or(m.end_ == L);
   auto get = [&](Role role, int64_t block = -1) {
-    return read_tensor(dir.checkpoint, tensor_name(role, block), m.dtype_, m.device_);
+    return read_tensor(dir, tensor_name(role, block), m.dtype_, m.device_);
   };
   return with_context("loading model '" + dir.path + "'", [&]() -> Model {
     if (with_embedding) m.embedding_ = get(Role::Embed);

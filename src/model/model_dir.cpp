@@ -1,6 +1,7 @@
 // Opening and validating a Hugging Face model directory.
 #include "recall/model/model_dir.h"
 
+#include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
@@ -80,6 +81,26 @@ ModelDir open_model_dir(const std::string& path) {
   }
   ModelDir m{path, std::move(config), std::move(checkpoint), {}, std::move(ignored)};
   m.slots = expected_tensors(m.config);
+  return m;
+}
+
+ModelDir open_model_or_adapter(const std::string& path, const std::string& base_model) {
+  if (!is_lora_adapter(path)) {
+    if (!base_model.empty()) fail("'", path, "' is not a LoRA adapter (no adapter_config.json) but 'base_model' is set");
+    return open_model_dir(path);
+  }
+  std::string base = base_model;
+  if (base.empty()) {
+    const std::string cfg = join_path(path, "adapter_config.json");
+    auto j = nlohmann::json::parse(read_text_file(cfg), nullptr, false);
+    if (j.is_object() && j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
+      base = j["base_model_name_or_path"].get<std::string>();
+    if (base.empty() || !is_directory(base))
+      fail("'", path, "' is a LoRA adapter; set 'base_model' to the local directory of its base model (",
+           cfg, " names '", base, "')");
+  }
+  ModelDir m = open_model_dir(base);
+  m.lora = LoraAdapter::open(path, m.config);
   return m;
 }
 

@@ -131,9 +131,12 @@ std::string job_key(MergeConfig cfg, const MergeInputs& in) {
   cfg.output.overwrite = false;
   std::string text = to_yaml(cfg);
   for (const ModelDir& m : in.models)
-    for (const auto& f : m.checkpoint.files()) {
-      const int64_t mtime = modification_time_ns(f->path());
-      text += f->path() + "\t" + std::to_string(f->file_size()) + "\t" + std::to_string(mtime) + "\n";
+    for (const Checkpoint* ckpt : {&m.checkpoint, m.lora ? &m.lora->checkpoint() : nullptr}) {
+      if (!ckpt) continue;
+      for (const auto& f : ckpt->files()) {
+        const int64_t mtime = modification_time_ns(f->path());
+        text += f->path() + "\t" + std::to_string(f->file_size()) + "\t" + std::to_string(mtime) + "\n";
+      }
     }
   return checksum_hex(xxh3_64(text.data(), text.size())) + "\n";
 }

@@ -169,6 +169,8 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
               e.file->read(*e.info, r0 * row_bytes, n_rows * row_bytes, inputs[m].data());
             });
             stats.bytes_read += n_rows * row_bytes;
+            if (in.models[m].lora)
+              in.models[m].lora->apply_rows(slot.name, e.info->dtype, r0, n_rows, elems, inputs[m].data());
             if (int64_t bad = first_non_finite(e.info->dtype, inputs[m].data(), numel); bad >= 0)
               fail("model '", c.models[m].name, "' (", c.models[m].path, "): tensor '", slot.name,
                    "' holds NaN or infinity at ", position(slot.shape, r0 * elems + static_cast<uint64_t>(bad)));

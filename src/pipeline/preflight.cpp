@@ -66,7 +66,7 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
   for (const ModelEntry& m : c.models) {
     bool ok = false;
     guard("model '" + m.name + "'", [&] {
-      in->models.push_back(open_model_dir(m.path));
+      in->models.push_back(open_model_or_adapter(m.path, m.base_model));
       ok = true;
     });
     if (!ok) in->models.push_back(ModelDir{m.path, {}, {}, {}, {}});

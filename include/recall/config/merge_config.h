@@ -12,7 +12,8 @@ namespace recall {
 
 struct ModelEntry {
   std::string name;  // used in reports and as `base` / `reference`
-  std::string path;  // Hugging Face model directory
+  std::string path;  // Hugging Face model directory, or a PEFT LoRA adapter directory
+  std::string base_model;  // for an adapter: the model directory it was trained on
 };
 
 struct TypicalConfig {
