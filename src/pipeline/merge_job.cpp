@@ -160,6 +160,18 @@ void load_recall_state(const std::string& text, MergeReport* r, std::vector<std:
   }
 }
 
+// Cumulative input bytes per rank behind the tensors still to merge, in merge order (progress lines).
+std::vector<double> cumulative_input_bytes(const MergeInputs& in, const std::set<std::string>& done, int world) {
+  std::vector<double> out;
+  double sum = 0;
+  for (const TensorSlot& s : in.slots) {
+    if (done.count(s.name)) continue;
+    for (const ModelDir& m : in.models) sum += static_cast<double>(m.checkpoint.at(s.name).info->nbytes());
+    out.push_back(sum / world);
+  }
+  return out;
+}
+
 void append_line(const std::string& path, const std::string& line) {
   std::FILE* f = std::fopen(path.c_str(), "a");
   if (!f) fail("cannot append to '", path, "'");
@@ -336,9 +348,25 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     }
     H5Writer& h5 = *writer;
     int64_t merged_now = 0;
+    // Progress with an ETA from rank 0: a plain line every 5 s and at the end (batch logs such as
+    // slurm-%j.out; under mpirun stdout is a pty, so no terminal tricks).
+    const auto started = std::chrono::steady_clock::now();
+    auto last = started;
+    const std::vector<double> progress_bytes = cumulative_input_bytes(in, done, world);
+    const size_t todo = progress_bytes.size();
     ms = merge_into_h5(h5, comm, cfg, in, weights, !done.empty(), done, [&](const std::string& name) {
       if (rank == 0) append_line(progress_path, name);
       fault_point("merge", rank, ++merged_now);
+      const auto now = std::chrono::steady_clock::now();
+      if (rank != 0 || opt.quiet ||
+          (now - last < std::chrono::seconds(5) && merged_now < static_cast<int64_t>(todo)))
+        return;
+      last = now;
+      const double t = std::chrono::duration<double>(now - started).count();
+      const double eta = t / merged_now * (static_cast<double>(todo) - merged_now);
+      const double gb = progress_bytes[merged_now - 1] / 1e9;
+      log("merge: ", merged_now, "/", todo, " tensors, ", gb, " GB read per rank (", gb / std::max(t, 1e-9),
+          " GB/s), ETA ", static_cast<int64_t>(eta), " s");
     });
     if (ms.aborted) {
       h5.close();
@@ -393,10 +421,12 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   log("export: ", ex.shard_files.size(), " shard(s) in hf/");
 
   // ---- totals, report, manifest (last), commit --------------------------------------------------
-  uint64_t local[2] = {ms.bytes_read, ms.bytes_written + ex.bytes_written}, total[2] = {0, 0};
-  MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, comm);
+  uint64_t local[3] = {ms.bytes_read, ms.bytes_written, ex.bytes_written}, total[3] = {0, 0, 0};
+  MPI_Allreduce(local, total, 3, MPI_UINT64_T, MPI_SUM, comm);
   report.bytes_read = total[0];
-  report.bytes_written = total[1];
+  report.merge_bytes_written = total[1];
+  report.export_bytes_written = total[2];
+  report.bytes_written = total[1] + total[2];
   uint64_t rss = peak_rss_bytes();
   report.peak_rss_bytes.resize(world);
   MPI_Allgather(&rss, 1, MPI_UINT64_T, report.peak_rss_bytes.data(), 1, MPI_UINT64_T, comm);

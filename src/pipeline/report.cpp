@@ -41,7 +41,18 @@ std::string report_json(const MergeReport& r) {
   double merge_s = 0;
   for (const auto& [k, v] : r.timings)
     if (k == "merge") merge_s = v;
-  if (merge_s > 0) j["merge_read_gb_per_s"] = static_cast<double>(r.bytes_read) / 1e9 / merge_s;
+  // Throughput per phase: bytes this phase moved over its seconds.
+  double export_s = 0;
+  for (const auto& [k, v] : r.timings)
+    if (k == "export") export_s = v;
+  ojson rates = ojson::object();
+  if (merge_s > 0) {
+    j["merge_read_gb_per_s"] = static_cast<double>(r.bytes_read) / 1e9 / merge_s;
+    rates["merge_read_gb_per_s"] = static_cast<double>(r.bytes_read) / 1e9 / merge_s;
+    rates["merge_write_gb_per_s"] = static_cast<double>(r.merge_bytes_written) / 1e9 / merge_s;
+  }
+  if (export_s > 0) rates["export_write_gb_per_s"] = static_cast<double>(r.export_bytes_written) / 1e9 / export_s;
+  j["gb_per_s"] = rates;
   return j.dump(2) + "\n";
 }
 

@@ -25,6 +25,7 @@ struct MergeReport {
   std::map<std::string, std::vector<double>> non_block_by_tensor;  // every non-block tensor
   std::vector<std::pair<std::string, double>> timings;  // phase -> seconds, in order
   uint64_t bytes_read = 0, bytes_written = 0;
+  uint64_t merge_bytes_written = 0, export_bytes_written = 0;  // parts of bytes_written
   std::vector<uint64_t> peak_rss_bytes;     // per rank
   int world = 1;
   std::string output_dtype;
