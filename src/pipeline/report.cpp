@@ -144,7 +144,7 @@ std::string report_svg(const MergeReport& r) {
 std::string model_card(const MergeReport& r, const std::string& resolved_yaml, const std::vector<std::string>& paths) {
   std::ostringstream s;
   s << "---\ntags:\n- merge\n- recall\n- " << r.method << "\n---\n\n";
-  s << "# Merged model\n\nThis model was merged with [recall](https://github.com/) using the **" << r.method
+  s << "# Merged model\n\nThis model was merged with recall using the **" << r.method
     << "** method";
   if (r.method == "recall")
     s << " (RECALL: representation-aware, layer-wise merging; per-block weights from the RBF-kernel similarity "
