@@ -7,20 +7,13 @@
 #include "recall/io/h5_reader.h"
 #include "recall/io/safetensors.h"
 #include "recall/util/checksum.h"
+#include "recall/dist/mpi_check.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
 namespace recall {
 
 using nlohmann::json;
-
-namespace {
-
-void mpi_check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) fail("MPI error in ", what);
-}
-
-}  // namespace
 
 ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const std::string& hf_dir,
                               const std::vector<std::string>& tensor_order, uint64_t shard_bytes) {
@@ -66,7 +59,7 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
     error = e.what();
   }
   int failed = error.empty() ? 0 : 1, any_failed = 0;
-  mpi_check(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm), "sharing export status");
+  MPI_CHECK(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm));
   if (failed) throw Error(error);
   if (any_failed) {
     result.aborted = true;  // another rank failed; the caller's agreement reports its error
@@ -76,12 +69,11 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
   // Every rank learns every checksum.
   int n = static_cast<int>(mine.size());
   std::vector<int> counts(world), displs(world);
-  mpi_check(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm), "all-gathering checksum sizes");
+  MPI_CHECK(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm));
   int total = 0;
   for (int r = 0; r < world; ++r) displs[r] = total, total += counts[r];
   std::string all(total, '\0');
-  mpi_check(MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), displs.data(), MPI_CHAR, comm),
-            "all-gathering checksums");
+  MPI_CHECK(MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), displs.data(), MPI_CHAR, comm));
   size_t pos = 0;
   while (pos < all.size()) {
     const size_t tab = all.find('\t', pos), nl = all.find('\n', tab);

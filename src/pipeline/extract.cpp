@@ -9,6 +9,7 @@
 #include "recall/merge/typical.h"
 #include "recall/text/samples.h"
 #include "recall/text/tokenizer.h"
+#include "recall/dist/mpi_check.h"
 #include "recall/util/error.h"
 #include "recall/util/fault.h"
 #include "recall/util/fs.h"
@@ -17,14 +18,6 @@ namespace recall {
 
 namespace {
 
-void mpi_check(int rc, const char* what) {
-  if (rc != MPI_SUCCESS) {
-    char msg[MPI_MAX_ERROR_STRING];
-    int len = 0;
-    MPI_Error_string(rc, msg, &len);
-    fail("MPI error in ", what, ": ", std::string(msg, len));
-  }
-}
 
 // The consecutive stages [s0, s1) of `model` that this rank owns (empty when none).
 std::pair<int, int> own_stages(const dist::Grid& grid, int model, int rank) {
@@ -107,8 +100,8 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
                                         : engine::masked_mean(h, batch.mask);
       } else {
         at::Tensor host = at::empty({b1 - b0, batch.length(), H}, at::TensorOptions().dtype(dtype));
-        mpi_check(MPI_Recv(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, prev, m, comm,
-                           MPI_STATUS_IGNORE), "receiving hidden states");
+        MPI_CHECK(MPI_Recv(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, prev, m, comm,
+                           MPI_STATUS_IGNORE));
         h = host.to(device);
       }
       for (int64_t l = first_block; l < end_block; ++l) {
@@ -120,8 +113,7 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
       fault_point("extract", rank, b0 / mb + 1);
       if (next >= 0) {
         at::Tensor host = h.to(at::kCPU).contiguous();
-        mpi_check(MPI_Send(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, next, m, comm),
-                  "sending hidden states");
+        MPI_CHECK(MPI_Send(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, next, m, comm));
       }
     }
     for (size_t i = 0; i < pooled.size(); ++i) {
@@ -142,7 +134,7 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
   MPI_Comm_size(comm, &world);
   int count = static_cast<int>(send.size());
   std::vector<int> counts(world), displs(world);
-  mpi_check(MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, comm), "all-gathering sizes");
+  MPI_CHECK(MPI_Allgather(&count, 1, MPI_INT, counts.data(), 1, MPI_INT, comm));
   int64_t total = 0;
   for (int r = 0; r < world; ++r) {
     displs[r] = static_cast<int>(total);
@@ -150,8 +142,7 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
   }
   if (total > INT32_MAX) fail("representations too large to all-gather (", total, " floats)");
   std::vector<float> all(total);
-  mpi_check(MPI_Allgatherv(send.data(), count, MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, comm),
-            "all-gathering representations");
+  MPI_CHECK(MPI_Allgatherv(send.data(), count, MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, comm));
   reps.values.assign(reps.models * reps.layers * N * H, 0.0f);
   for (int64_t pos = 0; pos < total;) {
     const auto m = static_cast<int64_t>(all[pos]), layer = static_cast<int64_t>(all[pos + 1]);
