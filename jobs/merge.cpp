@@ -22,7 +22,14 @@ int run(int argc, char** argv, bool preflight_only) {
                              "several ranks; the output appears in output.dir only when every rank succeeded.");
   args.option("config", "FILE", "merge config (YAML)", "", true)
       .repeated("set", "KEY=VALUE", "override a config key, e.g. --set typical.clusters=16")
-      .flag("fresh", "restart from scratch instead of resuming an interrupted job with the same config")
+      .flag("fresh", "restart from scratch instead of resuming an interrupted job with the same config");
+  if (preflight_only)
+    args.option("world", "N", "plan for N ranks (e.g. the nodes x GPUs of a Slurm job) instead of this job's", "0")
+        .flag("shapes-only", "plan from config.json alone: models may be directories with only a config.json,\n"
+                             "or absent paths described by --arch; no weights or data needed")
+        .option("arch", "CONFIG.json", "with --shapes-only: the architecture of every model whose path is absent "
+                                       "(e.g. configs/arch/llama3-70b.json)", "");
+  args
       .flag("verbose", "more detail in the log")
       .flag("quiet", "only errors");
   if (!args.parse(argc, argv)) return 0;
@@ -33,6 +40,15 @@ int run(int argc, char** argv, bool preflight_only) {
   opt.quiet = args.flag_set("quiet");
   opt.preflight_only = preflight_only;
   opt.fresh = args.flag_set("fresh");
+  if (preflight_only) {
+    opt.plan_world = static_cast<int>(args.get_integer("world", 0));
+    opt.preflight.shapes_only = args.flag_set("shapes-only");
+    opt.preflight.architecture = args.get("arch");
+    if (!opt.preflight.architecture.empty() && !opt.preflight.shapes_only) {
+      std::cerr << "recall preflight: --arch describes models without weights; it needs --shapes-only\n";
+      return 2;
+    }
+  }
   dist::Context ctx(&argc, &argv);
   try {
     run_merge_job(ctx, opt);

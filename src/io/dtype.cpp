@@ -50,6 +50,17 @@ std::optional<DType> parse_dtype(std::string_view name) {
   return std::nullopt;
 }
 
+std::optional<DType> parse_torch_dtype(std::string_view name) {
+  if (name.substr(0, 6) == "torch.") name.remove_prefix(6);
+  if (name == "bfloat16") return DType::BF16;
+  if (name == "float16" || name == "half") return DType::F16;
+  if (name == "float32" || name == "float") return DType::F32;
+  if (name == "float64" || name == "double") return DType::F64;
+  if (name == "float8_e4m3fn") return DType::F8_E4M3;
+  if (name == "float8_e5m2") return DType::F8_E5M2;
+  return std::nullopt;
+}
+
 std::string supported_dtype_names() {
   std::string out;
   for (DType t : kAllDTypes) {

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -69,8 +70,9 @@ dist::GridSpec grid_spec(const MergeInputs& in) {
   dist::GridSpec spec;
   spec.models = static_cast<int>(in.models.size());
   spec.block_bytes.assign(cfg.num_hidden_layers, 0);
-  for (const TensorSlot& s : in.slots) {
-    const uint64_t n = in.models[in.reference].checkpoint.at(s.name).info->nbytes();
+  for (size_t i = 0; i < in.slots.size(); ++i) {
+    const TensorSlot& s = in.slots[i];
+    const uint64_t n = in.slot_bytes[in.reference][i];
     if (s.block >= 0) spec.block_bytes[s.block] += n;
     else if (s.role == Role::Embed) spec.first_stage_extra_bytes += n;
     else spec.last_stage_extra_bytes += n;
@@ -104,7 +106,8 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
                         c.max_length * 4;
   }
   uint64_t largest = 0;
-  for (const TensorSlot& s : in.slots) largest = std::max(largest, in.models[0].checkpoint.at(s.name).info->nbytes());
+  for (const auto& per_model : in.slot_bytes)
+    for (uint64_t b : per_model) largest = std::max(largest, b);
   if (whole_tensor_method(c.method))
     p.merge_buffers = (M + 1) * largest * 2;
   else
@@ -203,12 +206,16 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   const std::string resolved_yaml = to_yaml(cfg);
   if (rank == 0) log(ctx.versions());
   log("resolved config:\n", resolved_yaml);
-  MergeInputs in = timed("preflight", [&] { return preflight(cfg); });
+  if (opt.preflight.shapes_only && !opt.preflight_only) fail("shapes-only preflight is for `recall preflight` only");
+  MergeInputs in = timed("preflight", [&] { return preflight(cfg, opt.preflight); });
   const ModelConfig& arch = in.models[in.reference].config;
   uint64_t input_bytes = 0;
-  for (const ModelDir& m : in.models) input_bytes += m.checkpoint.total_bytes();
+  for (size_t m = 0; m < in.models.size(); ++m) input_bytes += in.model_bytes(m);
+  const int plan_world = opt.plan_world > 0 ? opt.plan_world : world;
+  for (const std::string& n : in.notes) log("note: ", n);
   log("preflight ok: ", in.models.size(), " ", arch_name(arch.arch), " models, ", arch.num_hidden_layers, " blocks, ",
-      in.slots.size(), " tensors each, ", format_bytes(input_bytes), " to read; ", world, " rank(s)");
+      in.slots.size(), " tensors each, ", format_bytes(input_bytes), " to read; ", plan_world, " rank(s)",
+      plan_world != world ? " (planned)" : "");
 
   // ---- grid and memory plan -----------------------------------------------------------------
   std::optional<dist::Grid> grid;
@@ -216,22 +223,35 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     grid = step("plan", [&] {
       dist::GridSpec spec = grid_spec(in);
       spec.stages = static_cast<int>(cfg.parallel.stages);
-      return dist::Grid(spec, world);
+      return dist::Grid(spec, plan_world);
     });
     log("plan:\n", grid->plan());
   }
-  const MemoryPlan mine = memory_plan(cfg, in, grid ? &*grid : nullptr, rank);
+  // Every rank computes the plan of every planned rank (cheap, deterministic): the budget verdict
+  // is the same everywhere, and a preflight can plan a cluster's world from one process.
+  std::vector<MemoryPlan> plans;
+  for (int r = 0; r < plan_world; ++r) plans.push_back(memory_plan(cfg, in, grid ? &*grid : nullptr, r));
+  const auto worst = std::max_element(plans.begin(), plans.end(),
+                                      [](const MemoryPlan& a, const MemoryPlan& b) { return a.total() < b.total(); });
   {
-    uint64_t worst = 0, local = mine.total();
-    MPI_Allreduce(&local, &worst, 1, MPI_UINT64_T, MPI_MAX, comm);
-    log("memory plan per rank (largest): weights ", format_bytes(mine.weights), ", activations ",
-        format_bytes(mine.activations), ", merge buffers ", format_bytes(mine.merge_buffers), "; total up to ",
-        format_bytes(worst), cfg.memory_budget ? " of budget " + format_bytes(cfg.memory_budget) : std::string());
+    std::ostringstream os;
+    os << "memory plan per rank (weights + activations + merge buffers = total"
+       << (cfg.memory_budget ? "; budget " + format_bytes(cfg.memory_budget) : std::string()) << "):";
+    auto line = [&](const std::string& who, const MemoryPlan& p) {
+      os << "\n  " << who << ": " << format_bytes(p.weights) << " + " << format_bytes(p.activations) << " + "
+         << format_bytes(p.merge_buffers) << " = " << format_bytes(p.total());
+    };
+    if (plan_world <= 64 || opt.verbose)
+      for (int r = 0; r < plan_world; ++r) line("rank " + std::to_string(r), plans[r]);
+    else
+      line("largest (rank " + std::to_string(worst - plans.begin()) + " of " + std::to_string(plan_world) + ")", *worst);
+    log(os.str());
     step("memory plan", [&] {
-      if (cfg.memory_budget && local > cfg.memory_budget)
-        fail("the memory plan needs ", format_bytes(local), " on this rank but memory_budget is ",
-             format_bytes(cfg.memory_budget), " (weights ", format_bytes(mine.weights), ", activations ",
-             format_bytes(mine.activations), ", merge buffers ", format_bytes(mine.merge_buffers),
+      if (cfg.memory_budget && worst->total() > cfg.memory_budget)
+        fail("the memory plan needs ", format_bytes(worst->total()), " on rank ", worst - plans.begin(),
+             " but memory_budget is ", format_bytes(cfg.memory_budget), " (weights ", format_bytes(worst->weights),
+             ", activations ", format_bytes(worst->activations), ", merge buffers ",
+             format_bytes(worst->merge_buffers),
              ")\n---> HINT: more parallel.stages or more ranks lower the weights; a smaller "
              "parallel.micro_batch or max_length lowers the activations");
     });

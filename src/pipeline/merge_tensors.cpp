@@ -69,9 +69,8 @@ uint64_t row_elems(const std::vector<int64_t>& shape) {
 }  // namespace
 
 DType output_dtype(const MergeConfig& c) {
-  if (c.output.dtype == "bfloat16") return DType::BF16;
-  if (c.output.dtype == "float16") return DType::F16;
-  if (c.output.dtype == "float32") return DType::F32;
+  const auto t = parse_torch_dtype(c.output.dtype);
+  if (t && (*t == DType::BF16 || *t == DType::F16 || *t == DType::F32)) return *t;
   fail("output.dtype '", c.output.dtype, "' is not one of bfloat16, float16, float32");
 }
 

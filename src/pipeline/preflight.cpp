@@ -2,8 +2,10 @@
 #include "recall/pipeline/preflight.h"
 
 #include <fstream>
+#include <optional>
 #include <sstream>
 
+#include "recall/io/dtype.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -40,7 +42,42 @@ void compare_configs(const ModelEntry& a, const ModelConfig& x, const ModelEntry
   differ("mlp_bias", x.mlp_bias ? "true" : "false", y.mlp_bias ? "true" : "false");
 }
 
+bool has_weights(const std::string& dir) {
+  return path_exists(join_path(dir, "model.safetensors")) ||
+         path_exists(join_path(dir, "model.safetensors.index.json"));
+}
+
+// The config describing a model for a shapes-only preflight, or nullopt when the model should be
+// opened as usual (it has weights, or shapes-only is off).
+std::optional<std::string> description_of(const ModelEntry& m, const PreflightOptions& opt) {
+  if (!opt.shapes_only) return std::nullopt;
+  if (is_directory(m.path)) {
+    if (has_weights(m.path) || path_exists(join_path(m.path, "adapter_config.json"))) return std::nullopt;
+    if (path_exists(join_path(m.path, "config.json"))) return join_path(m.path, "config.json");
+    if (!opt.architecture.empty()) return opt.architecture;
+    return std::nullopt;  // opened as usual: the error names what is missing
+  }
+  if (!path_exists(m.path)) {
+    if (!opt.architecture.empty()) return opt.architecture;
+    fail("'", m.path, "' does not exist; a shapes-only preflight needs a config.json there or "
+         "--arch CONFIG.json describing the architecture");
+  }
+  return std::nullopt;
+}
+
+uint64_t described_bytes(const TensorSlot& slot, DType dtype) {
+  uint64_t n = dtype_size(dtype);
+  for (int64_t d : slot.shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
 }  // namespace
+
+uint64_t MergeInputs::model_bytes(size_t model) const {
+  uint64_t sum = 0;
+  for (uint64_t b : slot_bytes.at(model)) sum += b;
+  return sum;
+}
 
 int64_t count_jsonl_lines(const std::string& path) {
   std::ifstream in(path);
@@ -51,8 +88,9 @@ int64_t count_jsonl_lines(const std::string& path) {
   return n;
 }
 
-std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* in) {
+std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* in, const PreflightOptions& opt) {
   std::vector<std::string> problems;
+  auto note = [&](const std::string& text) { in->notes.push_back(text); };
   auto guard = [&](const std::string& what, auto&& fn) {
     try {
       fn();
@@ -64,13 +102,22 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
   // Models: every one opened and validated, then compared with the first that opened.
   std::vector<bool> opened;
   for (const ModelEntry& m : c.models) {
-    bool ok = false;
+    bool ok = false, described = false;
     guard("model '" + m.name + "'", [&] {
-      in->models.push_back(open_model_or_adapter(m.path, m.base_model));
+      if (auto cfg_path = description_of(m, opt)) {
+        ModelDir d{m.path, load_model_config(*cfg_path), {}, {}, {}, {}};
+        d.slots = expected_tensors(d.config);
+        in->models.push_back(std::move(d));
+        described = true;
+        note("model '" + m.name + "': shapes from " + *cfg_path + " (no weights read)");
+      } else {
+        in->models.push_back(open_model_or_adapter(m.path, m.base_model));
+      }
       ok = true;
     });
-    if (!ok) in->models.push_back(ModelDir{m.path, {}, {}, {}, {}});
+    if (!ok) in->models.push_back(ModelDir{m.path, {}, {}, {}, {}, {}});
     opened.push_back(ok);
+    in->described.push_back(described);
   }
   int first = -1;
   for (size_t i = 0; i < c.models.size(); ++i) {
@@ -85,9 +132,34 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
   if (!c.base.empty()) in->base = c.model_index(c.base);
   if (first >= 0) in->slots = expected_tensors(in->models[first].config);
 
+  // Bytes of every tensor: from the headers, or from shape x dtype for a described model.
+  in->slot_bytes.assign(in->models.size(), std::vector<uint64_t>(in->slots.size(), 0));
+  if (problems.empty())
+    for (size_t m = 0; m < in->models.size(); ++m) {
+      if (!opened[m]) continue;
+      const ModelDir& md = in->models[m];
+      if (in->described[m]) {
+        const std::string dt = md.config.torch_dtype.empty() ? "bfloat16" : md.config.torch_dtype;
+        const auto dtype = parse_torch_dtype(dt);
+        if (!dtype) {
+          problems.push_back("model '" + c.models[m].name + "': torch_dtype '" + dt +
+                             "' is not one of bfloat16, float16, float32, float64, float8_e4m3fn, float8_e5m2");
+          continue;
+        }
+        for (size_t s = 0; s < in->slots.size(); ++s) in->slot_bytes[m][s] = described_bytes(in->slots[s], *dtype);
+      } else {
+        for (size_t s = 0; s < in->slots.size(); ++s)
+          in->slot_bytes[m][s] = md.checkpoint.at(in->slots[s].name).info->nbytes();
+      }
+    }
+
   // Data: present and with at least K samples.
   if (c.method == "recall") {
     guard("data", [&] {
+      if (opt.shapes_only && !path_exists(c.data)) {
+        note("data '" + c.data + "' is not here; its samples were not counted (shapes only)");
+        return;
+      }
       if (!path_exists(c.data)) fail("'", c.data, "' does not exist");
       in->data_samples = count_jsonl_lines(c.data);
       if (in->data_samples == 0) fail("'", c.data, "' holds no samples");
@@ -120,9 +192,9 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
   return problems;
 }
 
-MergeInputs preflight(const MergeConfig& config) {
+MergeInputs preflight(const MergeConfig& config, const PreflightOptions& options) {
   MergeInputs in;
-  auto problems = preflight_problems(config, &in);
+  auto problems = preflight_problems(config, &in, options);
   if (!problems.empty()) {
     std::ostringstream os;
     os << "preflight found " << problems.size() << " problem" << (problems.size() > 1 ? "s" : "") << ":";

@@ -62,3 +62,15 @@ TEST(DType, Float8) {
   EXPECT_EQ(f8e5m2_to_float(0x7b), 57344.0f);
   EXPECT_TRUE(std::isinf(f8e5m2_to_float(0x7c)));
 }
+
+TEST(DType, TorchNames) {
+  EXPECT_EQ(parse_torch_dtype("bfloat16"), DType::BF16);
+  EXPECT_EQ(parse_torch_dtype("torch.float16"), DType::F16);
+  EXPECT_EQ(parse_torch_dtype("float32"), DType::F32);
+  EXPECT_EQ(parse_torch_dtype("float64"), DType::F64);
+  EXPECT_EQ(parse_torch_dtype("float8_e4m3fn"), DType::F8_E4M3);
+  EXPECT_EQ(parse_torch_dtype("float8_e5m2"), DType::F8_E5M2);
+  EXPECT_FALSE(parse_torch_dtype("BF16").has_value());  // the safetensors spelling is parse_dtype's
+  EXPECT_FALSE(parse_torch_dtype("int8").has_value());
+  EXPECT_FALSE(parse_torch_dtype("").has_value());
+}

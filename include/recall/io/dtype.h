@@ -28,6 +28,10 @@ std::string_view dtype_name(DType t);
 // Parses a safetensors dtype name; nullopt for names recall does not support.
 std::optional<DType> parse_dtype(std::string_view name);
 
+// Parses a PyTorch/transformers float dtype name ("bfloat16", "float16", "float32", "float64",
+// "float8_e4m3fn", "float8_e5m2"; also "torch.bfloat16"); nullopt otherwise.
+std::optional<DType> parse_torch_dtype(std::string_view name);
+
 // The comma-separated list of supported names, for error messages.
 std::string supported_dtype_names();
 

@@ -9,6 +9,7 @@
 
 #include "recall/config/merge_config.h"
 #include "recall/dist/context.h"
+#include "recall/pipeline/preflight.h"
 
 namespace recall {
 
@@ -19,6 +20,8 @@ struct MergeJobOptions {
   bool quiet = false;
   bool preflight_only = false;         // `recall preflight`: stop after the plan
   bool fresh = false;                  // ignore an interrupted job's work instead of resuming
+  PreflightOptions preflight;          // shapes-only planning (preflight_only)
+  int plan_world = 0;                  // plan for this many ranks (0: the job's world)
 };
 
 // Runs the job on every rank of ctx; throws dist::CollectiveError (the same on every rank) on
