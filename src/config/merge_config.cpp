@@ -276,8 +276,9 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
   out.str("dir", &c.output.dir);
   out.str("dtype", &c.output.dtype);
   out.bytes("shard_bytes", &c.output.shard_bytes);
+  out.bytes("checkpoint_bytes", &c.output.checkpoint_bytes);
   out.boolean("overwrite", &c.output.overwrite);
-  out.finish("dir, dtype, shard_bytes, overwrite");
+  out.finish("dir, dtype, shard_bytes, checkpoint_bytes, overwrite");
 
   top.finish("models, base, reference, method, data, max_length, memory_budget, typical, kernel, "
              "recall, params, parallel, output");
@@ -381,6 +382,7 @@ std::string to_yaml(const MergeConfig& c) {
     << YAML::Key << "dir" << YAML::Value << c.output.dir
     << YAML::Key << "dtype" << YAML::Value << c.output.dtype
     << YAML::Key << "shard_bytes" << YAML::Value << c.output.shard_bytes
+    << YAML::Key << "checkpoint_bytes" << YAML::Value << c.output.checkpoint_bytes
     << YAML::Key << "overwrite" << YAML::Value << c.output.overwrite << YAML::EndMap;
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";

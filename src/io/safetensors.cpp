@@ -228,39 +228,41 @@ uint64_t TensorSpec::nbytes() const {
   return n;
 }
 
-SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<TensorSpec> specs,
-                                     std::map<std::string, std::string> metadata)
-    : path_(std::move(path)), specs_(std::move(specs)) {
+std::string safetensors_header(const std::vector<TensorSpec>& specs, std::map<std::string, std::string> metadata,
+                               std::vector<uint64_t>* begins, const std::string& path) {
   if (!metadata.count("format")) metadata["format"] = "pt";
   json header = json::object();
   header["__metadata__"] = metadata;
   uint64_t cursor = 0;
-  for (size_t i = 0; i < specs_.size(); ++i) {
-    const TensorSpec& s = specs_[i];
-    if (!by_name_.emplace(s.name, i).second)
-      fail("writing '", path_, "': duplicate tensor name '", s.name, "'");
+  for (const TensorSpec& s : specs) {
+    if (header.contains(s.name)) fail("writing '", path, "': duplicate tensor name '", s.name, "'");
     const uint64_t n = s.nbytes();
     header[s.name] = {{"dtype", std::string(dtype_name(s.dtype))},
                       {"shape", s.shape},
                       {"data_offsets", {cursor, cursor + n}}};
-    begin_.push_back(cursor);
+    if (begins) begins->push_back(cursor);
     cursor += n;
   }
-  written_.assign(specs_.size(), 0);
   std::string text = header.dump();
-  // Pad with spaces so the data buffer starts 8-byte aligned, as the reference writer does.
   text.append((8 - text.size() % 8) % 8, ' ');
-  data_start_ = 8 + text.size();
-  file_size_ = data_start_ + cursor;
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((static_cast<uint64_t>(text.size()) >> (8 * i)) & 0xff);
+  return out + text;
+}
+
+SafetensorsWriter::SafetensorsWriter(std::string path, std::vector<TensorSpec> specs,
+                                     std::map<std::string, std::string> metadata)
+    : path_(std::move(path)), specs_(std::move(specs)) {
+  const std::string header = safetensors_header(specs_, std::move(metadata), &begin_, path_);
+  for (size_t i = 0; i < specs_.size(); ++i) by_name_.emplace(specs_[i].name, i);
+  written_.assign(specs_.size(), 0);
+  data_start_ = header.size();
+  file_size_ = data_start_ + (specs_.empty() ? 0 : begin_.back() + specs_.back().nbytes());
 
   tmp_path_ = path_ + ".tmp." + std::to_string(::getpid());
   fd_ = ::open(tmp_path_.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) fail("cannot create '", tmp_path_, "': ", std::strerror(errno));
-  unsigned char len_bytes[8];
-  uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) len_bytes[i] = static_cast<unsigned char>(n >> (8 * i));
-  pwrite_exact(fd_, len_bytes, 8, 0, tmp_path_);
-  pwrite_exact(fd_, text.data(), text.size(), 8, tmp_path_);
+  pwrite_exact(fd_, header.data(), header.size(), 0, tmp_path_);
   if (::ftruncate(fd_, static_cast<off_t>(file_size_)) != 0)
     fail("cannot size '", tmp_path_, "' to ", file_size_, " bytes: ", std::strerror(errno));
 }

@@ -20,6 +20,7 @@
 #include "recall/merge/weights.h"
 #include "recall/pipeline/export.h"
 #include "recall/pipeline/extract.h"
+#include "recall/pipeline/hf_shards.h"
 #include "recall/pipeline/merge_tensors.h"
 #include "recall/pipeline/preflight.h"
 #include "recall/pipeline/report.h"
@@ -111,7 +112,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
   if (whole_tensor_method(c.method))
     p.merge_buffers = (M + 1) * largest * 2;
   else
-    p.merge_buffers = (M + 1) * std::min<uint64_t>(largest, kMergeChunkBytes);
+    p.merge_buffers = (2 * M + 1) * std::min<uint64_t>(largest, kMergeChunkBytes);  // inputs double-buffered
   return p;
 }
 
@@ -132,6 +133,7 @@ std::vector<RepMatrix> block_reps(const Representations& reps, int64_t layer) {
 // overwrite aside) and the identity of every input shard (path, size, modification time).
 std::string job_key(MergeConfig cfg, const MergeInputs& in) {
   cfg.output.overwrite = false;
+  cfg.output.checkpoint_bytes = 0;  // how often progress is saved does not change the result
   std::string text = to_yaml(cfg);
   for (const ModelDir& m : in.models)
     for (const Checkpoint* ckpt : {&m.checkpoint, m.lora ? &m.lora->checkpoint() : nullptr}) {
@@ -175,10 +177,10 @@ std::vector<double> cumulative_input_bytes(const MergeInputs& in, const std::set
   return out;
 }
 
-void append_line(const std::string& path, const std::string& line) {
+void append_lines(const std::string& path, const std::string& lines) {
   std::FILE* f = std::fopen(path.c_str(), "a");
   if (!f) fail("cannot append to '", path, "'");
-  const bool ok = std::fputs((line + "\n").c_str(), f) >= 0 && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
+  const bool ok = std::fputs(lines.c_str(), f) >= 0 && std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
   std::fclose(f);
   if (!ok) fail("cannot append to '", path, "' (disk full?)");
 }
@@ -344,6 +346,9 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     }
 
   const DType out_dtype = output_dtype(cfg);
+  std::vector<TensorSpec> out_specs;
+  for (const TensorSlot& slot : in.slots) out_specs.push_back({slot.name, out_dtype, slot.shape});
+  HfShardWriter hf(hf_dir, out_specs, cfg.output.shard_bytes);
   MergeStats ms;
   timed("merge", [&] {
     std::set<std::string> done;
@@ -352,6 +357,10 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
       for (std::string line; std::getline(lines, line);)
         if (!line.empty()) done.insert(line);
     }
+    // The export's shards must have survived with the recorded tensors; if not, start over.
+    int shards_ok = rank == 0 && !done.empty() && hf.intact();
+    MPI_Bcast(&shards_ok, 1, MPI_INT, 0, comm);
+    if (!shards_ok) done.clear();
     std::unique_ptr<H5Writer> writer;
     if (!done.empty()) {
       try {
@@ -361,21 +370,49 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
       }
     }
     if (!writer) {
-      if (rank == 0) write_file_atomic(progress_path, "");
+      if (rank == 0) {
+        write_file_atomic(progress_path, "");
+        hf.create();
+      }
       writer = std::make_unique<H5Writer>(h5_path, comm);
     } else {
       log("resuming: ", done.size(), " of ", in.slots.size(), " tensors already merged");
     }
+    MPI_Barrier(comm);  // the shards exist before any rank opens them
+    hf.open();
     H5Writer& h5 = *writer;
     int64_t merged_now = 0;
+    // Resume checkpoints: every checkpoint_bytes of merged output (the same tensors on every rank,
+    // so no extra agreement is needed) each rank syncs what it wrote, then rank 0 records the
+    // tensors merged since the last checkpoint. progress.txt never lists a tensor whose bytes could
+    // be lost with the node.
+    std::vector<std::string> pending;
+    uint64_t since_checkpoint = 0;
+    auto checkpoint = [&] {
+      if (h5.is_open()) h5.flush();  // collective: every rank checkpoints after the same tensor
+      sync_file(h5_path);
+      hf.sync();
+      MPI_Barrier(comm);
+      if (rank == 0 && !pending.empty()) {
+        std::string lines;
+        for (const auto& n : pending) lines += n + "\n";
+        append_lines(progress_path, lines);
+      }
+      pending.clear();
+      since_checkpoint = 0;
+    };
     // Progress with an ETA from rank 0: a plain line every 5 s and at the end (batch logs such as
     // slurm-%j.out; under mpirun stdout is a pty, so no terminal tricks).
     const auto started = std::chrono::steady_clock::now();
     auto last = started;
     const std::vector<double> progress_bytes = cumulative_input_bytes(in, done, world);
     const size_t todo = progress_bytes.size();
-    ms = merge_into_h5(h5, comm, cfg, in, weights, !done.empty(), done, [&](const std::string& name) {
-      if (rank == 0) append_line(progress_path, name);
+    std::map<std::string, uint64_t> out_bytes;
+    for (const TensorSpec& t : out_specs) out_bytes[t.name] = t.nbytes();
+    ms = merge_into_h5(h5, comm, cfg, in, weights, !done.empty(), done, &hf, [&](const std::string& name) {
+      pending.push_back(name);
+      since_checkpoint += out_bytes.at(name);
+      if (since_checkpoint >= cfg.output.checkpoint_bytes) checkpoint();
       fault_point("merge", rank, ++merged_now);
       const auto now = std::chrono::steady_clock::now();
       if (rank != 0 || opt.quiet ||
@@ -423,25 +460,29 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     h5.set_attribute("/", "method", cfg.method);
     h5.set_attribute("/", "models", models.dump());
     h5.close();
+    checkpoint();  // everything merged is on disk before the checksums and the commit
     return 0;
   });
   log("merge: ", format_bytes(ms.bytes_read), " read and ", format_bytes(ms.bytes_written), " written by rank 0 in ",
       report.timings.back().second, " s");
 
-  std::vector<std::string> order;
-  for (const TensorSlot& s : in.slots) order.push_back(s.name);
-  ExportResult ex = timed("export", [&] { return export_hf_shards(comm, h5_path, hf_dir, order, cfg.output.shard_bytes); });
-  if (ex.aborted) fail("internal error: export aborted without a failing rank");
+  // The export was written during the merge; its bytes are hashed as written (one rank per
+  // tensor), and the same checksums go to merged.h5, whose tensors hold the same bytes.
+  std::map<std::string, uint64_t> checksums;
   timed("checksums", [&] {
+    checksums = hf_checksums(comm, hf);
     H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
-    for (const std::string& name : order) h5.set_attribute("/tensors/" + name, "xxh3_64", checksum_hex(ex.checksums.at(name)));
+    for (const TensorSlot& s : in.slots) h5.set_attribute("/tensors/" + s.name, "xxh3_64", checksum_hex(checksums.at(s.name)));
     h5.close();
+    hf.close();
     return 0;
   });
-  log("export: ", ex.shard_files.size(), " shard(s) in hf/");
+  std::vector<std::string> shard_files;
+  for (const std::string& f : hf.files()) shard_files.push_back(f.substr(f.rfind('/') + 1));
+  log("export: ", shard_files.size(), " shard(s) in hf/, written during the merge");
 
   // ---- totals, report, manifest (last), commit --------------------------------------------------
-  uint64_t local[3] = {ms.bytes_read, ms.bytes_written, ex.bytes_written}, total[3] = {0, 0, 0};
+  uint64_t local[3] = {ms.bytes_read, ms.bytes_written, ms.bytes_written}, total[3] = {0, 0, 0};
   MPI_Allreduce(local, total, 3, MPI_UINT64_T, MPI_SUM, comm);
   report.bytes_read = total[0];
   report.merge_bytes_written = total[1];
@@ -469,13 +510,13 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     ojson tensors = ojson::array();
     for (const TensorSlot& s : in.slots)
       tensors.push_back({{"name", s.name}, {"dtype", std::string(dtype_name(out_dtype))}, {"shape", s.shape},
-                         {"xxh3_64", checksum_hex(ex.checksums.at(s.name))}});
+                         {"xxh3_64", checksum_hex(checksums.at(s.name))}});
     ojson inputs = ojson::array();
     for (size_t m = 0; m < in.models.size(); ++m)
       inputs.push_back({{"name", cfg.models[m].name}, {"path", cfg.models[m].path},
                         {"tensor_bytes", in.models[m].checkpoint.total_bytes()}});
     ojson manifest = {{"format", "recall-merge-1"}, {"checksum", "xxh3_64"}, {"method", cfg.method},
-                      {"tensors", tensors}, {"inputs", inputs}, {"hf_shards", ex.shard_files},
+                      {"tensors", tensors}, {"inputs", inputs}, {"hf_shards", shard_files},
                       {"config", resolved_yaml}, {"created_utc", utc_now()}};
     write_file_atomic(join_path(tmp_dir, "manifest.json"), manifest.dump(2) + "\n");
     // Commit: the finished directory takes the final name in one rename.

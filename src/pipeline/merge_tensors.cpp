@@ -4,6 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <future>
+#include <memory>
 
 #include "recall/merge/methods.h"
 #include "recall/merge/weights.h"
@@ -13,30 +15,39 @@ namespace recall {
 
 namespace {
 
-// Bytes of one input's rows read per step; bounds memory at (M + 1) x this per rank.
+// Bytes of one input's rows read per step; bounds memory at (2M + 1) x this per rank (inputs double-buffered).
 constexpr uint64_t kChunkBytes = 64ull << 20;
 
 // Index of the first NaN or infinity among n elements of a float dtype, or -1. Checked on the
-// bytes the merge reads anyway, so a corrupt input is named instead of silently propagated.
-int64_t first_non_finite(DType t, const uint8_t* p, uint64_t n) {
-  auto scan16 = [&](uint16_t exp_mask) -> int64_t {
-    for (uint64_t i = 0; i < n; ++i) {
-      uint16_t v;
-      std::memcpy(&v, p + 2 * i, 2);
+// bytes the merge reads anyway, so a corrupt input is named instead of silently propagated. Blocks
+// are tested without an early exit (the loop vectorizes); only a block with a hit is searched.
+template <typename U>
+int64_t first_all_ones(const uint8_t* p, uint64_t n, U exp_mask) {
+  constexpr uint64_t kBlock = 2048;
+  for (uint64_t b = 0; b < n; b += kBlock) {
+    const uint64_t e = std::min(n, b + kBlock);
+    U hit = 0;
+    for (uint64_t i = b; i < e; ++i) {
+      U v;
+      std::memcpy(&v, p + sizeof(U) * i, sizeof(U));
+      hit |= static_cast<U>((v & exp_mask) == exp_mask);
+    }
+    if (!hit) continue;
+    for (uint64_t i = b; i < e; ++i) {
+      U v;
+      std::memcpy(&v, p + sizeof(U) * i, sizeof(U));
       if ((v & exp_mask) == exp_mask) return static_cast<int64_t>(i);
     }
-    return -1;
-  };
+  }
+  return -1;
+}
+
+int64_t first_non_finite(DType t, const uint8_t* p, uint64_t n) {
   switch (t) {
-    case DType::BF16: return scan16(0x7f80);
-    case DType::F16: return scan16(0x7c00);
-    case DType::F32:
-      for (uint64_t i = 0; i < n; ++i) {
-        uint32_t v;
-        std::memcpy(&v, p + 4 * i, 4);
-        if ((v & 0x7f800000u) == 0x7f800000u) return static_cast<int64_t>(i);
-      }
-      return -1;
+    case DType::BF16: return first_all_ones<uint16_t>(p, n, 0x7f80);
+    case DType::F16: return first_all_ones<uint16_t>(p, n, 0x7c00);
+    case DType::F32: return first_all_ones<uint32_t>(p, n, 0x7f800000u);
+    case DType::F64: return first_all_ones<uint64_t>(p, n, 0x7ff0000000000000ull);
     default: {
       std::vector<float> f(n);
       decode_to_float(t, p, n, f.data());
@@ -46,6 +57,25 @@ int64_t first_non_finite(DType t, const uint8_t* p, uint64_t n) {
     }
   }
 }
+
+// A byte buffer that grows but never shrinks or zero-fills: the merge reuses it for every chunk.
+class ByteBuffer {
+ public:
+  uint8_t* reserve(uint64_t n) {
+    if (n > capacity_) {
+      data_.reset(new uint8_t[n]);
+      capacity_ = n;
+    }
+    size_ = n;
+    return data_.get();
+  }
+  uint8_t* data() const { return data_.get(); }
+  uint64_t size() const { return size_; }
+
+ private:
+  std::unique_ptr<uint8_t[]> data_;
+  uint64_t capacity_ = 0, size_ = 0;
+};
 
 std::string position(const std::vector<int64_t>& shape, uint64_t flat) {
   std::vector<uint64_t> idx(shape.size());
@@ -100,7 +130,7 @@ std::vector<std::vector<double>> slot_weights(const MergeConfig& c, const MergeI
 
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
                          const std::vector<std::vector<double>>& weights, bool resume,
-                         const std::set<std::string>& done,
+                         const std::set<std::string>& done, HfShardWriter* hf,
                          const std::function<void(const std::string&)>& on_tensor_done) {
   const auto t0 = std::chrono::steady_clock::now();
   int rank = 0, world = 1;
@@ -126,13 +156,18 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
       task_weights.push_back(c.params.weight.empty() ? 1.0 : c.params.weight[m]);
     }
 
-  std::vector<std::vector<uint8_t>> inputs(M);
-  std::vector<uint8_t> out;
+  // The chunks this rank works through, in order: every rank has the same number per tensor (the
+  // same collective writes), some of them empty.
+  struct Chunk {
+    size_t t;
+    uint64_t r0, r1;
+    bool last;  // of its tensor
+  };
+  std::vector<Chunk> plan;
   for (size_t t = 0; t < in.slots.size(); ++t) {
     const TensorSlot& slot = in.slots[t];
     if (done.count(slot.name)) continue;  // same decision on every rank: `done` is broadcast
     const uint64_t rows = rows_of(slot.shape), elems = row_elems(slot.shape);
-    // This rank's rows, and the chunking every rank agrees on (same number of collective writes).
     uint64_t begin, end;
     if (whole) {
       const bool mine = static_cast<int>(t % static_cast<size_t>(world)) == rank;
@@ -148,25 +183,60 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
     const uint64_t rows_per_chunk =
         whole ? std::max<uint64_t>(rows, 1) : std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(widest_row, 1));
     const uint64_t chunks = std::max<uint64_t>(1, (max_rows + rows_per_chunk - 1) / rows_per_chunk);
-
     for (uint64_t ch = 0; ch < chunks; ++ch) {
       const uint64_t r0 = std::min(end, begin + ch * rows_per_chunk);
-      const uint64_t r1 = std::min(end, r0 + rows_per_chunk);
+      plan.push_back({t, r0, std::min(end, r0 + rows_per_chunk), ch + 1 == chunks});
+    }
+  }
+
+  // Reads of the next chunk overlap the merge and writes of this one (two sets of input buffers;
+  // whole-tensor methods, which hold whole tensors, read in turn). Reads run on a helper thread
+  // that makes no MPI calls.
+  const bool prefetch = !whole;
+  std::vector<ByteBuffer> buffers[2] = {std::vector<ByteBuffer>(M), std::vector<ByteBuffer>(prefetch ? M : 0)};
+  auto read_chunk = [&](const Chunk& ch, std::vector<ByteBuffer>* dst) {
+    const TensorSlot& slot = in.slots[ch.t];
+    const uint64_t elems = row_elems(slot.shape), n_rows = ch.r1 - ch.r0;
+    if (n_rows == 0) return;
+    for (size_t m = 0; m < M; ++m) {
+      const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
+      const uint64_t row_bytes = elems * dtype_size(e.info->dtype);
+      (*dst)[m].reserve(n_rows * row_bytes);
+      with_context("reading '" + slot.name + "' of model '" + c.models[m].name + "'", [&] {
+        e.file->read(*e.info, ch.r0 * row_bytes, n_rows * row_bytes, (*dst)[m].data());
+      });
+    }
+  };
+  std::future<void> pending;
+  if (prefetch && !plan.empty()) pending = std::async(std::launch::async, read_chunk, plan[0], &buffers[0]);
+
+  ByteBuffer out;
+  for (size_t k = 0; k < plan.size(); ++k) {
+    const Chunk& chunk = plan[k];
+    const size_t t = chunk.t;
+    const TensorSlot& slot = in.slots[t];
+    const uint64_t elems = row_elems(slot.shape);
+    std::vector<ByteBuffer>& inputs = buffers[prefetch ? k % 2 : 0];
+    {
+      const uint64_t r0 = chunk.r0, r1 = chunk.r1;
       const uint64_t n_rows = r1 - r0, numel = n_rows * elems;
-      out.resize(numel * dtype_size(out_dtype));
+      out.reserve(numel * dtype_size(out_dtype));
       // A failure on one rank must not leave the others waiting in the collective write: every
       // rank learns of it here, the loop stops everywhere, and the caller closes the file together.
       std::string error;
       try {
+        if (prefetch) {
+          pending.get();  // this chunk's reads (rethrows their error)
+          if (k + 1 < plan.size())
+            pending = std::async(std::launch::async, read_chunk, plan[k + 1], &buffers[(k + 1) % 2]);
+        } else {
+          read_chunk(chunk, &inputs);
+        }
         if (numel > 0) {
           std::vector<TensorView> views(M);
           for (size_t m = 0; m < M; ++m) {
             const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
             const uint64_t row_bytes = elems * dtype_size(e.info->dtype);
-            inputs[m].resize(n_rows * row_bytes);
-            with_context("reading '" + slot.name + "' of model '" + c.models[m].name + "'", [&] {
-              e.file->read(*e.info, r0 * row_bytes, n_rows * row_bytes, inputs[m].data());
-            });
             stats.bytes_read += n_rows * row_bytes;
             if (in.models[m].lora)
               in.models[m].lora->apply_rows(slot.name, e.info->dtype, r0, n_rows, elems, inputs[m].data());
@@ -203,6 +273,10 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
           fail("merged tensor '", slot.name, "' is NaN or infinite at ",
                position(slot.shape, r0 * elems + static_cast<uint64_t>(bad)), " (overflow in ", c.output.dtype,
                "? check params.lambda and the weights)");
+        if (hf && numel > 0) {
+          const uint64_t esize = dtype_size(out_dtype);
+          hf->write(t, r0 * elems * esize, out.data(), numel * esize);
+        }
       } catch (const std::exception& e) {
         error = e.what();
       }
@@ -229,11 +303,7 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
       }
       stats.bytes_written += numel * dtype_size(out_dtype);
     }
-    for (auto& v : inputs) std::vector<uint8_t>().swap(v);
-    if (on_tensor_done) {
-      h5.flush();
-      on_tensor_done(slot.name);
-    }
+    if (chunk.last && on_tensor_done) on_tensor_done(slot.name);
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return stats;

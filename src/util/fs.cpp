@@ -152,4 +152,13 @@ void copy_file(const std::string& from, const std::string& to) {
   write_file_atomic(to, read_text_file(from));
 }
 
+void sync_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open '", path, "' to sync it: ", std::strerror(errno));
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) fail("cannot sync '", path, "' to disk: ", std::strerror(err));
+}
+
 }  // namespace recall

@@ -49,7 +49,7 @@ def main():
         "models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}}}\n" for n in "abc") +
         f"method: recall\ndata: {tmp}/data.jsonl\ntypical: {{clusters: 4}}\n"
         "parallel: {stages: 2, micro_batch: 2}\n"
-        f"output: {{dir: {tmp}/ref, dtype: bfloat16}}\n")
+        f"output: {{dir: {tmp}/ref, dtype: bfloat16, checkpoint_bytes: 0}}\n")
     run(["merge", "--config", cfg, "--quiet"], np=2)
     ref = digest(f"{tmp}/ref")
 

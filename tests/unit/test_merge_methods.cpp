@@ -109,6 +109,33 @@ TEST(MergeMethods, WeightedSumWithinOneUlpOfDoubleReference) {
   }
 }
 
+// BF16 in and out takes a fused path; it must give the bytes of the general path, which we reach
+// by presenting the same values as F32 inputs (decoded exactly; same float arithmetic and order).
+TEST(MergeMethods, FusedBf16PathEqualsGeneralPathBitForBit) {
+  const size_t n = 10007;  // not a multiple of the block size
+  std::vector<std::vector<uint8_t>> bf, f32;
+  for (int m = 0; m < 4; ++m) {
+    std::vector<float> v = random_values(n, 300 + m, m == 3 ? 1e-3 : 4.0);
+    v[m] = -0.0f;
+    v[10 + m] = 1e-40f;  // subnormal inputs
+    bf.push_back(encode(v, DType::BF16));
+    f32.push_back(encode(decode(bf.back(), DType::BF16), DType::F32));
+  }
+  for (const std::vector<double>& w : {std::vector<double>{0.4, 0.3, 0.2, 0.1}, {1.5, -0.25, 0.0, 2.0},
+                                      {0.0, 0.0, 0.0, 1.0}}) {
+    for (bool normalize : {false, true}) {
+      std::vector<TensorView> a, b;
+      for (int m = 0; m < 4; ++m) a.push_back({DType::BF16, bf[m].data()}), b.push_back({DType::F32, f32[m].data()});
+      std::vector<uint8_t> fused(n * 2), general(n * 2);
+      merge_weighted(a, w, normalize, n, DType::BF16, fused.data());
+      merge_weighted(b, w, normalize, n, DType::BF16, general.data());
+      // The general path has no same-bits shortcut for F32 inputs; the fused path applies it only
+      // where all four inputs agree, which random inputs never do.
+      EXPECT_EQ(fused, general) << "weights " << w[0] << "," << w[1] << " normalize " << normalize;
+    }
+  }
+}
+
 TEST(MergeMethods, LinearNormalizeAndErrors) {
   const std::vector<float> a = {1, 2, 4}, b = {3, 6, 8};
   std::vector<float> out(3);

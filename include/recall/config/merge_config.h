@@ -58,6 +58,9 @@ struct OutputConfig {
   std::string dir;               // output directory (created; must not exist unless overwrite)
   std::string dtype = "bfloat16";// bfloat16 | float16 | float32
   uint64_t shard_bytes = 5000000000;  // HF export shard size limit, bytes
+  // Resume checkpoints: after this many merged bytes (and at the end) the outputs are synced to
+  // disk and the finished tensors recorded, so a rerun skips them; 0 = after every tensor.
+  uint64_t checkpoint_bytes = 4000000000;
   bool overwrite = false;
 };
 

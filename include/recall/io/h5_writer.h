@@ -46,6 +46,7 @@ class H5Writer {
   void close();
 
   const std::string& path() const { return path_; }
+  bool is_open() const { return file_ >= 0; }
 
  private:
   std::string path_;

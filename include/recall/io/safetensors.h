@@ -112,6 +112,12 @@ class SafetensorsWriter {
   bool committed_ = false;
 };
 
+// The header of a safetensors file holding `specs` in order: the u64 little-endian length and the
+// JSON, padded with spaces so the data starts 8-byte aligned (as the reference writer does).
+// `begins` gets each tensor's offset within the data region. Duplicate names are an error.
+std::string safetensors_header(const std::vector<TensorSpec>& specs, std::map<std::string, std::string> metadata,
+                               std::vector<uint64_t>* begins, const std::string& path);
+
 // Greedy split of `specs` (kept in order) into shards of at most `max_shard_bytes` of tensor
 // data each (a tensor larger than the limit gets a shard of its own). Returns index lists.
 std::vector<std::vector<size_t>> plan_shards(const std::vector<TensorSpec>& specs,

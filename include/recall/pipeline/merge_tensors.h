@@ -17,6 +17,7 @@
 #include "recall/config/merge_config.h"
 #include "recall/io/dtype.h"
 #include "recall/io/h5_writer.h"
+#include "recall/pipeline/hf_shards.h"
 #include "recall/pipeline/preflight.h"
 
 namespace recall {
@@ -42,14 +43,15 @@ bool whole_tensor_method(const std::string& method);
 std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const MergeInputs& inputs,
                                               const std::vector<std::vector<double>>& block_weights);
 
-// Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes. On a
+// Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes (and,
+// when `hf` is given, the same bytes into the export's shards, tensor index = slot index). On a
 // failure on any rank every rank returns with `aborted` set (the file must still be closed by all).
 // Resuming: `done` lists tensors already merged into an existing file (their datasets exist and
 // are complete); the datasets are then not created again. `on_tensor_done` runs on every rank
-// after each tensor's collective write and a flush (rank 0 records progress there).
+// after each tensor's collective write (the caller flushes and records progress there).
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                          const std::vector<std::vector<double>>& weights, bool resume = false,
-                         const std::set<std::string>& done = {},
+                         const std::set<std::string>& done = {}, HfShardWriter* hf = nullptr,
                          const std::function<void(const std::string&)>& on_tensor_done = {});
 
 }  // namespace recall

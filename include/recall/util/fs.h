@@ -31,6 +31,8 @@ void rename_path(const std::string& from, const std::string& to);
 std::string resolved_path(const std::string& path);
 // Modification time in nanoseconds since the epoch (0 when it cannot be read).
 int64_t modification_time_ns(const std::string& path);
+// fsync(2) of an existing file (flushes its dirty pages written through any descriptor).
+void sync_file(const std::string& path);
 // Copies a file byte for byte (atomically at the destination).
 void copy_file(const std::string& from, const std::string& to);
 
