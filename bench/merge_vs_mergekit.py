@@ -10,6 +10,7 @@ Creates three random Llamas in bf16 (same shapes), then times, side by side:
 Prints GB/s of input read for each, the ratio recall / mergekit (target >= 3) and recall / the slower
 of the disk limits (target >= 0.7). Everything is written under a temporary directory and removed."""
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -46,7 +47,7 @@ def main():
     ap.add_argument("--layers", type=int, default=16)
     ap.add_argument("--inter", type=int, default=2816)
     ap.add_argument("--vocab", type=int, default=32000)
-    ap.add_argument("--np", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--np", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--recall", default=os.path.join(os.path.dirname(__file__), "../build/bin/recall"))
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
@@ -111,6 +112,12 @@ def main():
         print(f"recall linear, {np_} rank(s): {t:.2f} s, {gbs:.3f} GB/s of input; "
               f"{gbs / mk_gbs:.2f}x mergekit (target >= 3), {gbs / min(read_gbs, write_gbs):.2f}x the slower "
               f"disk limit (target >= 0.7)")
+        with open(f"{tmp}/out-recall-{np_}/report.json") as f:
+            rep = json.load(f)
+        phases = ", ".join(f"{k} {v:.2f} s" for k, v in rep["timings"].items())
+        rss = max(rep.get("peak_rss_bytes", [0])) / 1e9
+        print(f"    phases: {phases}; start-up, commit and exit {t - sum(rep['timings'].values()):.2f} s; "
+              f"peak RSS per rank up to {rss:.2f} GB")
     if not a.keep:
         shutil.rmtree(tmp)
 
