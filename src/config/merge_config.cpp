@@ -269,8 +269,9 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
   Section par(top.child("parallel"), "parallel", where);
   par.integer("stages", &c.parallel.stages);
   par.integer("micro_batch", &c.parallel.micro_batch);
+  par.integer("stream_samples", &c.parallel.stream_samples);
   par.str("device", &c.parallel.device);
-  par.finish("stages, micro_batch, device");
+  par.finish("stages, micro_batch, stream_samples, device");
 
   Section out(top.child("output"), "output", where);
   out.str("dir", &c.output.dir);
@@ -320,6 +321,8 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
   if (c.parallel.stages < 1) fail(where, ": 'parallel.stages' must be at least 1, got ", c.parallel.stages);
   if (c.parallel.micro_batch < 1)
     fail(where, ": 'parallel.micro_batch' must be at least 1, got ", c.parallel.micro_batch);
+  if (c.parallel.stream_samples < 0)
+    fail(where, ": 'parallel.stream_samples' must be 0 (off) or a number of samples, got ", c.parallel.stream_samples);
   check_one_of(where, "parallel.device", c.parallel.device, {"cpu", "cuda"});
   if (c.output.dir.empty()) fail(where, ": missing key 'output.dir'");
   check_one_of(where, "output.dtype", c.output.dtype, {"bfloat16", "float16", "float32"});
@@ -377,6 +380,7 @@ std::string to_yaml(const MergeConfig& c) {
   e << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap
     << YAML::Key << "stages" << YAML::Value << c.parallel.stages
     << YAML::Key << "micro_batch" << YAML::Value << c.parallel.micro_batch
+    << YAML::Key << "stream_samples" << YAML::Value << c.parallel.stream_samples
     << YAML::Key << "device" << YAML::Value << c.parallel.device << YAML::EndMap;
   e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
     << YAML::Key << "dir" << YAML::Value << c.output.dir

@@ -101,8 +101,23 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
     }
     p.weights = widest * 2;  // bf16 on disk -> f32 in memory (f32 inputs: an upper bound)
     const uint64_t tokens = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length;
+    uint64_t held = 0;  // streaming: the hidden states of a group of samples
+    if (c.parallel.stream_samples > 0) {
+      // One block (or the embedding, at stage 0) resident at a time.
+      const dist::GridSpec spec = grid_spec(in);
+      uint64_t largest = 0;
+      for (const dist::Cell& cell : grid->cells_of(rank)) {
+        const auto& st = grid->stage(cell.stage);
+        for (int b = st.first_block; b < st.end_block; ++b) largest = std::max(largest, spec.block_bytes[b]);
+        if (cell.stage == 0) largest = std::max(largest, spec.first_stage_extra_bytes);
+      }
+      p.weights = largest * 2;
+      const uint64_t mb = static_cast<uint64_t>(c.parallel.micro_batch);
+      const uint64_t group = std::max<uint64_t>(1, static_cast<uint64_t>(c.parallel.stream_samples) / mb) * mb;
+      held = group * c.max_length * cfg.hidden_size * 4;
+    }
     // Hidden states, attention scores (SDPA fused on CPU is smaller) and the MLP's activations.
-    p.activations = tokens * 4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) +
+    p.activations = held + tokens * 4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) +
                     static_cast<uint64_t>(c.parallel.micro_batch) * cfg.num_attention_heads * c.max_length *
                         c.max_length * 4;
   }
@@ -254,8 +269,9 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
              " but memory_budget is ", format_bytes(cfg.memory_budget), " (weights ", format_bytes(worst->weights),
              ", activations ", format_bytes(worst->activations), ", merge buffers ",
              format_bytes(worst->merge_buffers),
-             ")\n---> HINT: more parallel.stages or more ranks lower the weights; a smaller "
-             "parallel.micro_batch or max_length lowers the activations");
+             ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
+             "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "
+             "lowers the activations");
     });
   }
   if (opt.preflight_only) return cfg;
@@ -305,6 +321,7 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
       ExtractOptions eo;
       eo.device = cfg.parallel.device;
       eo.micro_batch = cfg.parallel.micro_batch;
+      eo.stream_samples = cfg.parallel.stream_samples;
       return extract_representations(*grid, comm, in, typical, eo);
     });
     SimilarityOptions so;

@@ -89,6 +89,17 @@ def main():
     rel = max(np.abs(sims[n] - sims[1]).max() / np.abs(sims[1]).max() for n in (2, 4))
     expect(rel <= 1e-6, f"similarities on 2 and 4 ranks equal the 1-rank ones (max relative difference {rel:.2e})")
 
+    # Streaming extraction (one block loaded at a time, groups of 9 samples = 2 micro-batches of 4,
+    # the last group shorter) runs the same operations: the same similarities and bytes, bit for bit.
+    p = run(["merge", "--config", cfg, "--set", f"output.dir={tmp}/stream2", "--set", "parallel.stream_samples=9"],
+            np=2)
+    expect("done:" in p.stdout, "streaming extraction on 2 ranks finished")
+    sim_s = np.array([b["similarity"] for b in json.load(open(f"{tmp}/stream2/report.json"))["blocks"]])
+    sims_2 = sims[2]
+    expect(np.array_equal(sim_s, sims_2), f"streaming similarities equal the resident ones bit for bit "
+           f"(max difference {np.abs(sim_s - sims_2).max():.2e})")
+    expect(sha(f"{tmp}/stream2/hf/model.safetensors") == digests[2], "streaming extraction: same merged bytes")
+
     out = f"{tmp}/out2"
     report = json.load(open(f"{out}/report.json"))
     expect(report["method"] == "recall" and report["models"] == names and report["reference"] == "c",

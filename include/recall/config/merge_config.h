@@ -51,6 +51,10 @@ struct MethodParams {
 struct ParallelConfig {
   int64_t stages = 1;            // pipeline stages per model
   int64_t micro_batch = 8;       // samples per micro-batch in the extraction
+  // Streaming extraction: 0 = a rank keeps its stage's blocks resident; N > 0 = it loads one
+  // block at a time, runs the hidden states of N samples through it and drops it (each group of
+  // N samples reads the stage's weights again), for nodes whose memory cannot hold a stage.
+  int64_t stream_samples = 0;
   std::string device = "cpu";    // cpu | cuda
 };
 

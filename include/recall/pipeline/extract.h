@@ -26,6 +26,7 @@ struct ExtractOptions {
   std::string device = "cpu";        // cpu | cuda
   std::string compute_dtype = "float32";
   int64_t micro_batch = 8;
+  int64_t stream_samples = 0;        // > 0: blocks loaded one at a time for groups of this many samples
 };
 
 // Pooled representations [M][L+1][K][H] (index 0 = embedding output hidden.0, l+1 = block l),
