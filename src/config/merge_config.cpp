@@ -78,6 +78,13 @@ class Section {
   void uinteger(const std::string& key, uint64_t* out) { read(key, out, "a non-negative integer"); }
   void number(const std::string& key, double* out) { read(key, out, "a number"); }
   void boolean(const std::string& key, bool* out) { read(key, out, "true or false"); }
+  void boolean(const std::string& key, std::optional<bool>* out) {
+    YAML::Node n = child(key);
+    if (!n || n.IsNull()) return;
+    bool v = false;
+    read(key, &v, "true or false");
+    *out = v;
+  }
   void bytes(const std::string& key, uint64_t* out) {
     YAML::Node n = child(key);
     if (!n || n.IsNull()) return;
@@ -374,9 +381,9 @@ std::string to_yaml(const MergeConfig& c) {
   e << YAML::Key << "density" << YAML::Value << c.params.density
     << YAML::Key << "lambda" << YAML::Value << c.params.lambda
     << YAML::Key << "epsilon" << YAML::Value << c.params.epsilon
-    << YAML::Key << "t" << YAML::Value << c.params.t
-    << YAML::Key << "normalize" << YAML::Value << c.params.normalize
-    << YAML::Key << "seed" << YAML::Value << c.params.seed << YAML::EndMap;
+    << YAML::Key << "t" << YAML::Value << c.params.t;
+  if (c.params.normalize) e << YAML::Key << "normalize" << YAML::Value << *c.params.normalize;
+  e << YAML::Key << "seed" << YAML::Value << c.params.seed << YAML::EndMap;
   e << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap
     << YAML::Key << "stages" << YAML::Value << c.parallel.stages
     << YAML::Key << "micro_batch" << YAML::Value << c.parallel.micro_batch

@@ -86,6 +86,9 @@ void HfShardWriter::write(size_t tensor, uint64_t offset, const void* data, uint
   if (fds_.empty()) fail("internal error: HfShardWriter::write before open()");
   const size_t s = shard_of_[tensor];
   pwrite_exact(fds_[s], data, n, offset_of_[tensor] + offset, files_[s]);
+  // Start writing these pages back now, so that the disk works while the merge goes on instead
+  // of all at the final sync (a hint: errors surface at the fsync of the checkpoint).
+  start_writeback(fds_[s], offset_of_[tensor] + offset, n);
 }
 
 void HfShardWriter::sync() {

@@ -1,6 +1,7 @@
 // The merge job: phases in order, each agreed on by every rank before the next starts.
 #include "recall/pipeline/merge_job.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -426,7 +427,15 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     const size_t todo = progress_bytes.size();
     std::map<std::string, uint64_t> out_bytes;
     for (const TensorSpec& t : out_specs) out_bytes[t.name] = t.nbytes();
+    // merged.h5 is written through HDF5; a descriptor of our own lets us start its writeback too.
+    struct Fd {
+      int fd;
+      ~Fd() {
+        if (fd >= 0) ::close(fd);
+      }
+    } h5_fd{::open(h5_path.c_str(), O_RDONLY | O_CLOEXEC)};
     ms = merge_into_h5(h5, comm, cfg, in, weights, !done.empty(), done, &hf, [&](const std::string& name) {
+      if (h5_fd.fd >= 0) start_writeback(h5_fd.fd);
       pending.push_back(name);
       since_checkpoint += out_bytes.at(name);
       if (since_checkpoint >= cfg.output.checkpoint_bytes) checkpoint();

@@ -251,7 +251,7 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
                 merge_weighted(views, weights[t], false, numel, out_dtype, out.data());
                 break;
               case MergeMethod::Linear:
-                merge_weighted(views, weights[t], c.params.normalize, numel, out_dtype, out.data());
+                merge_weighted(views, weights[t], c.params.normalize.value_or(true), numel, out_dtype, out.data());
                 break;
               case MergeMethod::Slerp:
                 merge_slerp(views[0], views[1], c.params.t, numel, out_dtype, out.data());
@@ -259,6 +259,7 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
               default: {
                 TaskVectorOptions opt = task_vector_defaults(method);
                 opt.lambda = c.params.lambda;
+                if (c.params.normalize) opt.normalize = *c.params.normalize;
                 opt.weights = task_weights;
                 opt.densities.assign(task_models.size(), c.params.density);
                 opt.seed = dare_tensor_seed(c.params.seed, slot.name);

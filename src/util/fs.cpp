@@ -152,6 +152,10 @@ void copy_file(const std::string& from, const std::string& to) {
   write_file_atomic(to, read_text_file(from));
 }
 
+void start_writeback(int fd, uint64_t offset, uint64_t n) {
+  ::sync_file_range(fd, static_cast<off64_t>(offset), static_cast<off64_t>(n), SYNC_FILE_RANGE_WRITE);
+}
+
 void sync_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open '", path, "' to sync it: ", std::strerror(errno));

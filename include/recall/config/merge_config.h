@@ -44,7 +44,9 @@ struct MethodParams {
   double lambda = 1.0;           // task_arithmetic/ties/dare: scale of the merged task vector
   double epsilon = 0.0;          // reserved for magnitude-adaptive DARE variants
   double t = 0.5;                // slerp: interpolation from the first model (0) to the second (1)
-  bool normalize = true;         // linear/ties/dare: divide by the sum of weights
+  // Divide by the sum of weights. Unset: the method's mergekit default (linear and ties: true;
+  // task_arithmetic, dare_linear, dare_ties: false).
+  std::optional<bool> normalize;
   uint64_t seed = 0;             // dare: drop-mask seed
 };
 

@@ -31,6 +31,10 @@ void rename_path(const std::string& from, const std::string& to);
 std::string resolved_path(const std::string& path);
 // Modification time in nanoseconds since the epoch (0 when it cannot be read).
 int64_t modification_time_ns(const std::string& path);
+// Asks the kernel to start writing back the dirty pages of [offset, offset + n) of fd (n = 0: to
+// the end of the file) without waiting (sync_file_range SYNC_FILE_RANGE_WRITE). A hint: errors are
+// ignored here and reported by the next fsync.
+void start_writeback(int fd, uint64_t offset = 0, uint64_t n = 0);
 // fsync(2) of an existing file (flushes its dirty pages written through any descriptor).
 void sync_file(const std::string& path);
 // Copies a file byte for byte (atomically at the destination).
