@@ -13,16 +13,10 @@ import numpy as np
 from safetensors.numpy import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import run, tiny_llama  # noqa: E402
+from recall_testlib import run, tiny_llama, Checks  # noqa: E402
 
 MERGEKIT = os.path.join(os.path.dirname(sys.executable), "mergekit-yaml")
-FAILURES = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        FAILURES.append(what)
+check = Checks()
 
 
 def max_ulp(a, b):
@@ -80,10 +74,7 @@ def main():
                       for k in outs[f"{method}-None"])
         check(differs, f"{method}: normalize {str(flipped).lower()} changes the merged bytes")
     shutil.rmtree(tmp, ignore_errors=True)
-    if FAILURES:
-        print(f"{len(FAILURES)} check(s) failed")
-        sys.exit(1)
-    print("all checks passed")
+    check.finish()
 
 
 if __name__ == "__main__":

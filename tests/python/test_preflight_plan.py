@@ -13,16 +13,10 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import run  # noqa: E402
+from recall_testlib import run, Checks  # noqa: E402
 
 SRC = os.environ.get("RECALL_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
-FAILURES = []
-
-
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        FAILURES.append(what)
+check = Checks()
 
 
 def tensor_shapes(cfg):
@@ -173,10 +167,7 @@ def main():
     check(p.returncode != 0 and "shapes-only" in p.stderr, "`recall merge` does not take --shapes-only")
 
     shutil.rmtree(tmp, ignore_errors=True)
-    if FAILURES:
-        print(f"{len(FAILURES)} check(s) failed")
-        sys.exit(1)
-    print("all checks passed")
+    check.finish()
 
 
 if __name__ == "__main__":
