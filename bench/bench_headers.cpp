@@ -8,7 +8,6 @@
 // to this one, MPI start-up included); prints the times, the targets (< 1 s per checkpoint, < 2 s
 // for the four-model preflight) and the ratios; cleans up.
 //   usage: bench_headers [--runs N] [--dir PARENT]      (PARENT defaults to $TMPDIR or /tmp)
-#include <fcntl.h>
 #include <ftw.h>
 #include <unistd.h>
 
@@ -17,7 +16,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -27,6 +25,7 @@
 #include "recall/model/config.h"
 #include "recall/model/model_dir.h"
 #include "recall/model/tensor_names.h"
+#include "recall/pipeline/hf_shards.h"
 #include "recall/pipeline/preflight.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
@@ -49,29 +48,6 @@ const char* kConfig = R"({
   "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": false,
   "torch_dtype": "bfloat16", "vocab_size": 128256
 })";
-
-// Writes a safetensors file whose header describes `specs` and whose data region is a hole.
-void write_sparse_shard(const std::string& path, const std::vector<TensorSpec>& specs) {
-  nlohmann::json header = {{"__metadata__", {{"format", "pt"}}}};
-  uint64_t cursor = 0;
-  for (const TensorSpec& s : specs) {
-    header[s.name] = {{"dtype", std::string(dtype_name(s.dtype))},
-                      {"shape", s.shape},
-                      {"data_offsets", {cursor, cursor + s.nbytes()}}};
-    cursor += s.nbytes();
-  }
-  std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');
-  std::string bytes(8, '\0');
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
-  bytes += text;
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot create '", path, "': ", std::strerror(errno));
-  pwrite_exact(fd, bytes.data(), bytes.size(), 0, path);
-  if (::ftruncate(fd, static_cast<off_t>(bytes.size() + cursor)) != 0)
-    fail("cannot size '", path, "': ", std::strerror(errno));
-  ::close(fd);
-}
 
 void remove_tree(const std::string& dir) {
   ::nftw(dir.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); },
@@ -98,14 +74,11 @@ std::pair<std::vector<TensorSpec>, uint64_t> build_sparse_model(const std::strin
   const ModelConfig config = load_model_config(dir);
   std::vector<TensorSpec> specs;
   for (const TensorSlot& s : expected_tensors(config)) specs.push_back({s.name, DType::BF16, s.shape});
-  const auto shards = plan_shards(specs, kShardBytes);
+  // The merge's own export writer lays out the shards and creates them: headers written, data
+  // regions left as holes (sparse files), plus the index.
+  HfShardWriter(dir, specs, kShardBytes).create();
   uint64_t total = 0;
-  for (size_t s = 0; s < shards.size(); ++s) {
-    std::vector<TensorSpec> shard_specs;
-    for (size_t i : shards[s]) shard_specs.push_back(specs[i]), total += specs[i].nbytes();
-    write_sparse_shard(join_path(dir, shard_file_name(s, shards.size())), shard_specs);
-  }
-  write_safetensors_index(dir, specs, shards);
+  for (const TensorSpec& t : specs) total += t.nbytes();
   return {specs, total};
 }
 

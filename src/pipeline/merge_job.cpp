@@ -88,7 +88,8 @@ struct MemoryPlan {
   uint64_t total() const { return weights + activations + merge_buffers; }
 };
 
-MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::Grid* grid, int rank) {
+MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::GridSpec& spec, const dist::Grid* grid,
+                       int rank) {
   MemoryPlan p;
   const ModelConfig& cfg = in.models[in.reference].config;
   const size_t M = in.models.size();
@@ -105,7 +106,6 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
     uint64_t held = 0;  // streaming: the hidden states of a group of samples
     if (c.parallel.stream_samples > 0) {
       // One block (or the embedding, at stage 0) resident at a time.
-      const dist::GridSpec spec = grid_spec(in);
       uint64_t largest = 0;
       for (const dist::Cell& cell : grid->cells_of(rank)) {
         const auto& st = grid->stage(cell.stage);
@@ -236,19 +236,20 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
       plan_world != world ? " (planned)" : "");
 
   // ---- grid and memory plan -----------------------------------------------------------------
+  const dist::GridSpec spec = grid_spec(in);
   std::optional<dist::Grid> grid;
   if (cfg.method == "recall") {
     grid = step("plan", [&] {
-      dist::GridSpec spec = grid_spec(in);
-      spec.stages = static_cast<int>(cfg.parallel.stages);
-      return dist::Grid(spec, plan_world);
+      dist::GridSpec staged = spec;
+      staged.stages = static_cast<int>(cfg.parallel.stages);
+      return dist::Grid(staged, plan_world);
     });
     log("plan:\n", grid->plan());
   }
   // Every rank computes the plan of every planned rank (cheap, deterministic): the budget verdict
   // is the same everywhere, and a preflight can plan a cluster's world from one process.
   std::vector<MemoryPlan> plans;
-  for (int r = 0; r < plan_world; ++r) plans.push_back(memory_plan(cfg, in, grid ? &*grid : nullptr, r));
+  for (int r = 0; r < plan_world; ++r) plans.push_back(memory_plan(cfg, in, spec, grid ? &*grid : nullptr, r));
   const auto worst = std::max_element(plans.begin(), plans.end(),
                                       [](const MemoryPlan& a, const MemoryPlan& b) { return a.total() < b.total(); });
   {
