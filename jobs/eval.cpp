@@ -4,7 +4,7 @@
 
 #include "jobs.h"
 #include "recall/cli/args.h"
-#include "recall/engine/eval.h"
+#include "recall/engine/library.h"
 #include "recall/util/error.h"
 
 namespace recall::jobs {
@@ -31,8 +31,8 @@ int eval(int argc, char** argv) {
   if (batch.empty() || batch.find_first_not_of("0123456789") != std::string::npos || std::stoll(batch) <= 0)
     fail("--batch must be a positive integer, got '", batch, "'");
   o.batch_size = std::stoll(batch);
-  const engine::EvalReport r = engine::run_eval(o);
-  std::cout << engine::format_eval_table(r);
+  const engine::EvalReport r = engine::library().run_eval(o);
+  std::cout << engine::library().format_eval_table(r);
   if (!o.out_path.empty()) std::cout << "wrote " << o.out_path << "\n";
   return 0;
 }

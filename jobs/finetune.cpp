@@ -7,7 +7,7 @@
 
 #include "jobs.h"
 #include "recall/cli/args.h"
-#include "recall/engine/finetune.h"
+#include "recall/engine/library.h"
 #include "recall/util/error.h"
 
 namespace recall::jobs {
@@ -59,7 +59,7 @@ int finetune(int argc, char** argv) {
     bool on;
     ~Finalize() { if (on) MPI_Finalize(); }
   } finalize{launched};
-  const engine::FinetuneResult r = engine::run_finetune(o);
+  const engine::FinetuneResult r = engine::library().run_finetune(o);
   if (rank != 0) return 0;
   std::cout << "finetune: " << r.losses.size() << " steps, loss " << r.losses.front() << " -> "
             << r.losses.back() << ", " << r.tokens << " tokens in " << r.seconds << " s -> " << o.out_dir << "\n";

@@ -4,7 +4,7 @@
 
 #include "jobs.h"
 #include "recall/cli/args.h"
-#include "recall/engine/generate.h"
+#include "recall/engine/library.h"
 #include "recall/util/error.h"
 
 namespace recall::jobs {
@@ -59,7 +59,7 @@ int generate(int argc, char** argv) {
   o.stop_at_eos = !args.flag_set("ignore-eos");
   o.dtype = args.get("dtype");
   o.device = args.get("device");
-  const engine::GenerateResult r = engine::run_generate(o);
+  const engine::GenerateResult r = engine::library().run_generate(o);
   std::cout << "prompt:";
   for (int64_t id : r.prompt_ids) std::cout << " " << id;
   std::cout << "\ntokens:";

@@ -4,7 +4,7 @@
 
 #include "jobs.h"
 #include "recall/cli/args.h"
-#include "recall/engine/hidden_states.h"
+#include "recall/engine/library.h"
 #include "recall/util/error.h"
 
 namespace recall::jobs {
@@ -46,7 +46,7 @@ int hidden_states(int argc, char** argv) {
   o.dtype = args.get("dtype");
   o.device = args.get("device");
   o.batch_size = positive_int(args, "batch");
-  const engine::HiddenStatesSummary s = engine::write_hidden_states(o);
+  const engine::HiddenStatesSummary s = engine::library().write_hidden_states(o);
   std::cout << "hidden-states: " << s.samples << " samples, " << s.tokens << " tokens (T = "
             << s.max_length << "), " << s.blocks << " blocks -> " << o.out_path << " in "
             << s.seconds << " s\n";

@@ -3,7 +3,7 @@
 // micro-batches); every cell keeps the mask-aware mean of each of its blocks' outputs; the pooled
 // representations are then all-gathered so that every rank holds all of them in model order.
 // Also the first phase of RECALL: the reference model embeds the task data and k-means picks the
-// typical samples. Torch stays inside the .cpp.
+// typical samples. Torch stays inside the engine library (recall/engine/library.h).
 #pragma once
 
 #include <mpi.h>
