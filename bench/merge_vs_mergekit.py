@@ -4,11 +4,13 @@
 
 Creates three random Llamas in bf16 (same shapes), then times, side by side:
   - memory copy bandwidth (numpy, 1 GiB), file write and read bandwidth (dd, 2 GiB, page cache dropped
-    where permitted);
+    where permitted), and the job's own bytes (the inputs read, the output written twice) through
+    cat and dd, one after the other and at the same time: the disk's floor for this job;
   - mergekit's linear merge (mergekit-yaml, CPU, --lazy-unpickle off) of the three models;
   - recall's linear merge (the same weights) under mpirun with each --np.
 Prints GB/s of input read for each, the ratio recall / mergekit (target >= 3) and recall / the slower
-of the disk limits (target >= 0.7). Everything is written under a temporary directory and removed."""
+of the disk limits (target >= 0.7), recall's time against the disk floor, recall's phases and where
+rank 0's merge loop spent its time. Everything is written under a temporary directory and removed."""
 import argparse
 import json
 import os
@@ -86,6 +88,29 @@ def main():
     os.remove(ddf)
     print(f"machine: memory copy {copy_gbs:.2f} GB/s (read+write), file write {write_gbs:.2f} GB/s, "
           f"file read {read_gbs:.2f} GB/s ({'cold' if dropped else 'page cache not dropped'})")
+    # The job's own bytes through the disk without any merging: read the three inputs (cat, cold)
+    # and write the output twice (merged.h5 + HF shards: dd, fsync'd), one after the other and at
+    # the same time. The faster of the two is the disk's floor for this job.
+    inputs = [os.path.join(f"{tmp}/{n}", f) for n in names for f in sorted(os.listdir(f"{tmp}/{n}"))
+              if f.endswith(".safetensors")]
+    out_mib = int(2 * in_bytes / 3 / 2**20)
+    write_cmd = ["dd", "if=/dev/zero", f"of={ddf}", "bs=1M", f"count={out_mib}", "conv=fsync", "status=none"]
+    drop_caches()
+    t0 = time.perf_counter()
+    subprocess.run(["sh", "-c", 'cat "$@" > /dev/null', "cat"] + inputs, check=True)
+    subprocess.run(write_cmd, check=True)
+    t_serial = time.perf_counter() - t0
+    os.remove(ddf)
+    drop_caches()
+    t0 = time.perf_counter()
+    reader = subprocess.Popen(["sh", "-c", 'cat "$@" > /dev/null', "cat"] + inputs)
+    subprocess.run(write_cmd, check=True)
+    reader.wait()
+    t_together = time.perf_counter() - t0
+    os.remove(ddf)
+    t_floor = min(t_serial, t_together)
+    print(f"disk floor for this job's bytes ({in_bytes / 1e9:.2f} GB read, {out_mib * 2**20 / 1e9:.2f} GB written): "
+          f"{t_serial:.2f} s one after the other, {t_together:.2f} s at the same time")
 
     # mergekit
     mk = f"{tmp}/mergekit.yml"
@@ -116,8 +141,15 @@ def main():
             rep = json.load(f)
         phases = ", ".join(f"{k} {v:.2f} s" for k, v in rep["timings"].items())
         rss = max(rep.get("peak_rss_bytes", [0])) / 1e9
+        print(f"    {t_floor / t:.2f}x the disk floor for the same bytes ({t_floor:.2f} s)")
         print(f"    phases: {phases}; start-up, commit and exit {t - sum(rep['timings'].values()):.2f} s; "
               f"peak RSS per rank up to {rss:.2f} GB")
+        loop = rep.get("merge_loop_seconds", [])
+        if loop:
+            l0 = loop[0]
+            print(f"    merge loop of rank 0: waiting for reads {l0['wait_for_reads']:.2f} s, merging "
+                  f"{l0['merge']:.2f} s, writing {l0['write']:.2f} s; the rest of the merge phase is the "
+                  f"final sync and closing the files")
     if not a.keep:
         shutil.rmtree(tmp)
 

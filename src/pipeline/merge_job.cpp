@@ -515,6 +515,10 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   report.merge_bytes_written = total[1];
   report.export_bytes_written = total[2];
   report.bytes_written = total[1] + total[2];
+  double loop[3] = {ms.wait_seconds, ms.merge_seconds, ms.write_seconds};
+  std::vector<double> loops(3 * static_cast<size_t>(world));
+  MPI_Allgather(loop, 3, MPI_DOUBLE, loops.data(), 3, MPI_DOUBLE, comm);
+  for (int r = 0; r < world; ++r) report.merge_loop_seconds.push_back({loops[3 * r], loops[3 * r + 1], loops[3 * r + 2]});
   uint64_t rss = peak_rss_bytes();
   report.peak_rss_bytes.resize(world);
   MPI_Allgather(&rss, 1, MPI_UINT64_T, report.peak_rss_bytes.data(), 1, MPI_UINT64_T, comm);

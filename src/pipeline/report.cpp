@@ -25,6 +25,9 @@ std::string report_json(const MergeReport& r) {
     blocks.push_back({{"index", b.index}, {"sigma2", b.sigma2}, {"similarity", b.similarity}, {"weights", b.weights}});
   ojson timings = ojson::object();
   for (const auto& [k, v] : r.timings) timings[k] = v;
+  ojson merge_loop = ojson::array();
+  for (const auto& s : r.merge_loop_seconds)
+    merge_loop.push_back({{"wait_for_reads", s[0]}, {"merge", s[1]}, {"write", s[2]}});
   ojson j = {{"method", r.method},
              {"models", r.models},
              {"reference", r.reference},
@@ -36,6 +39,7 @@ std::string report_json(const MergeReport& r) {
              {"bytes_read", r.bytes_read},
              {"bytes_written", r.bytes_written},
              {"peak_rss_bytes", r.peak_rss_bytes},
+             {"merge_loop_seconds", merge_loop},
              {"world_size", r.world},
              {"output_dtype", r.output_dtype}};
   double merge_s = 0;

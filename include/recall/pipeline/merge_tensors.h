@@ -26,6 +26,10 @@ struct MergeStats {
   uint64_t bytes_read = 0;     // by this rank
   uint64_t bytes_written = 0;  // by this rank
   double seconds = 0;
+  // Where the merging thread's time went (reads run on a helper thread and count only as waiting):
+  double wait_seconds = 0;   // waiting for a chunk's reads
+  double merge_seconds = 0;  // merge kernels and NaN/infinity checks of the outputs
+  double write_seconds = 0;  // HF shard and merged.h5 writes, and the collective calls around them
   bool aborted = false;  // some rank failed; every rank stopped at the same collective point
   std::string error;     // this rank's error ("" when another rank failed)
 };

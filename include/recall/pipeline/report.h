@@ -3,6 +3,7 @@
 // Hugging Face model card hf/README.md.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -24,6 +25,8 @@ struct MergeReport {
   std::vector<double> non_block_weights;    // embedding's weights (per model)
   std::map<std::string, std::vector<double>> non_block_by_tensor;  // every non-block tensor
   std::vector<std::pair<std::string, double>> timings;  // phase -> seconds, in order
+  // The merge phase's loop on each rank: seconds waiting for reads, merging, writing (MergeStats).
+  std::vector<std::array<double, 3>> merge_loop_seconds;  // per rank
   uint64_t bytes_read = 0, bytes_written = 0;
   uint64_t merge_bytes_written = 0, export_bytes_written = 0;  // parts of bytes_written
   std::vector<uint64_t> peak_rss_bytes;     // per rank
