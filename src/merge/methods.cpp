@@ -174,56 +174,72 @@ void copy_same_bits(const std::vector<TensorView>& models, uint64_t begin, uint6
 
 // The common case fused into one pass: BF16 inputs, BF16 output, float accumulation. The same
 // operations in the same order as weighted_impl<float> (0 + w0*x0 + w1*x1 ..., then / wsum, then
-// round to nearest even, then the same-bits shortcut), so the bytes are identical; what goes is the
-// per-chunk decode into temporary buffers.
-template <uint64_t N>
-void weighted_bf16_block(const std::vector<TensorView>& models, const std::vector<float>& w, bool normalize,
-                         float wsum, bool shortcut, uint64_t begin, uint64_t n, unsigned char* out) {
-  // N is the block size when n == N (a compile-time trip count: the loops vectorize without
-  // run-time checks) and 0 for the tail, where n is used.
-  const uint64_t len = N ? N : n;
-  alignas(64) float acc[N ? N : 2048];
-  alignas(64) float x[N ? N : 2048];
-  alignas(64) uint16_t first[N ? N : 2048], same[N ? N : 2048], other[N ? N : 2048];
-  for (uint64_t j = 0; j < len; ++j) acc[j] = 0.0f;
-  for (size_t i = 0; i < models.size(); ++i) {
-    uint16_t* raw = i == 0 ? first : other;
-    std::memcpy(raw, static_cast<const unsigned char*>(models[i].data) + 2 * begin, 2 * len);
-    for (uint64_t j = 0; j < len; ++j) {
-      const uint32_t u = static_cast<uint32_t>(raw[j]) << 16;
-      std::memcpy(&x[j], &u, 4);
-    }
-    const float wi = w[i];
-    for (uint64_t j = 0; j < len; ++j) acc[j] += wi * x[j];
-    if (!shortcut) continue;
-    if (i == 0)
-      for (uint64_t j = 0; j < len; ++j) same[j] = 0xffff;
-    else
-      for (uint64_t j = 0; j < len; ++j) same[j] &= static_cast<uint16_t>(-static_cast<uint16_t>(first[j] == raw[j]));
+// round to nearest even, then the same-bits shortcut), so the bytes are identical. With the number
+// of models a compile-time constant, each element's sum stays in a register and the loop over
+// elements vectorizes; inputs are read once, straight from the callers' buffers.
+template <size_t M, bool kNormalize, bool kShortcut>
+__attribute__((always_inline)) inline void weighted_bf16_fixed(const std::vector<TensorView>& models, const std::vector<float>& w, float wsum,
+                         uint64_t numel, void* out) {
+  const unsigned char* in[M];
+  float wi[M];
+  for (size_t i = 0; i < M; ++i) {
+    in[i] = static_cast<const unsigned char*>(models[i].data);
+    wi[i] = w[i];
   }
-  if (normalize)
-    for (uint64_t j = 0; j < len; ++j) acc[j] /= wsum;
-  uint16_t* result = other;
-  for (uint64_t j = 0; j < len; ++j) {
+  unsigned char* o = static_cast<unsigned char*>(out);
+  for (uint64_t j = 0; j < numel; ++j) {
+    uint16_t first;
+    std::memcpy(&first, in[0] + 2 * j, 2);
+    uint16_t same = 0xffff;
+    float acc = 0.0f;
+    for (size_t i = 0; i < M; ++i) {
+      uint16_t raw;
+      std::memcpy(&raw, in[i] + 2 * j, 2);
+      const uint32_t u = static_cast<uint32_t>(raw) << 16;
+      float x;
+      std::memcpy(&x, &u, 4);
+      acc += wi[i] * x;
+      if (kShortcut) same &= static_cast<uint16_t>(-static_cast<uint16_t>(first == raw));
+    }
+    if (kNormalize) acc /= wsum;
     uint32_t u;
-    std::memcpy(&u, &acc[j], 4);
+    std::memcpy(&u, &acc, 4);
     const uint16_t rne = static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
     const uint16_t nan = static_cast<uint16_t>((u >> 16) | 0x40u);
-    result[j] = (u & 0x7fffffffu) > 0x7f800000u ? nan : rne;  // = float_to_bf16_bits, branch-free
+    uint16_t result = (u & 0x7fffffffu) > 0x7f800000u ? nan : rne;  // = float_to_bf16_bits, branch-free
+    if (kShortcut) result = static_cast<uint16_t>((first & same) | (result & ~same));
+    std::memcpy(o + 2 * j, &result, 2);
   }
-  if (shortcut)
-    for (uint64_t j = 0; j < len; ++j) result[j] = static_cast<uint16_t>((first[j] & same[j]) | (result[j] & ~same[j]));
-  std::memcpy(out + 2 * begin, result, 2 * len);
 }
 
-void weighted_bf16(const std::vector<TensorView>& models, const std::vector<float>& w, bool normalize, float wsum,
+template <size_t M>
+__attribute__((always_inline)) inline void weighted_bf16_models(const std::vector<TensorView>& models, const std::vector<float>& w, bool normalize,
+                          float wsum, bool shortcut, uint64_t numel, void* out) {
+  if (normalize)
+    shortcut ? weighted_bf16_fixed<M, true, true>(models, w, wsum, numel, out)
+             : weighted_bf16_fixed<M, true, false>(models, w, wsum, numel, out);
+  else
+    shortcut ? weighted_bf16_fixed<M, false, true>(models, w, wsum, numel, out)
+             : weighted_bf16_fixed<M, false, false>(models, w, wsum, numel, out);
+}
+
+// Up to kFusedModels models take the fused loop; more take the general path (weighted_impl).
+constexpr size_t kFusedModels = 8;
+
+__attribute__((target_clones("avx2", "default"))) bool weighted_bf16(const std::vector<TensorView>& models,
+                                                                      const std::vector<float>& w, bool normalize, float wsum,
                    bool shortcut, uint64_t numel, void* out) {
-  constexpr uint64_t kBlock = 2048;
-  auto* o = static_cast<unsigned char*>(out);
-  uint64_t begin = 0;
-  for (; begin + kBlock <= numel; begin += kBlock)
-    weighted_bf16_block<kBlock>(models, w, normalize, wsum, shortcut, begin, kBlock, o);
-  if (begin < numel) weighted_bf16_block<0>(models, w, normalize, wsum, shortcut, begin, numel - begin, o);
+  switch (models.size()) {
+    case 1: weighted_bf16_models<1>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case 2: weighted_bf16_models<2>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case 3: weighted_bf16_models<3>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case 4: weighted_bf16_models<4>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case 5: weighted_bf16_models<5>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case 6: weighted_bf16_models<6>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case 7: weighted_bf16_models<7>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    case kFusedModels: weighted_bf16_models<kFusedModels>(models, w, normalize, wsum, shortcut, numel, out); return true;
+    default: return false;
+  }
 }
 
 template <typename Acc>
@@ -248,7 +264,7 @@ void weighted_impl(const std::vector<TensorView>& models, const std::vector<doub
   if constexpr (std::is_same_v<Acc, float>) {
     bool all_bf16 = out_dtype == DType::BF16;
     for (const auto& v : models) all_bf16 = all_bf16 && v.dtype == DType::BF16;
-    if (all_bf16) return weighted_bf16(models, w, normalize, wsum, shortcut, numel, out);
+    if (all_bf16 && weighted_bf16(models, w, normalize, wsum, shortcut, numel, out)) return;
   }
 
   std::vector<Acc> acc(kChunk), buf(kChunk);

@@ -136,6 +136,50 @@ TEST(MergeMethods, FusedBf16PathEqualsGeneralPathBitForBit) {
   }
 }
 
+// The fused BF16 loop is specialized for 1..8 models (more take the general path). Against a
+// scalar reference written out here: float sum 0 + w0*x0 + w1*x1 ... in model order, / wsum when
+// normalizing, round to nearest even, and the input's bits where every model has the same bits
+// (when the weights are normalized or sum to 1). Lengths that are not a multiple of any vector
+// width, unaligned starts, and a quarter of the positions identical across models (some -0, some
+// NaN with a payload, where the shortcut changes the bytes).
+TEST(MergeMethods, FusedBf16LoopEqualsScalarReferenceForEveryModelCount) {
+  const size_t n = 1037;
+  for (size_t models : {1, 2, 3, 4, 5, 6, 7, 8, 9}) {
+    std::mt19937 rng(static_cast<unsigned>(models));
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<std::vector<uint16_t>> in(models, std::vector<uint16_t>(n + 1));
+    for (size_t j = 0; j <= n; ++j) {
+      const bool same = j % 4 == 1;
+      // Where the shortcut shows: -0 (0 + w * -0 is +0) and a NaN payload (arithmetic quiets it).
+      const uint16_t shared = j % 12 == 1 ? 0x8000 : j % 12 == 5 ? 0x7f81 : float_to_bf16(normal(rng));
+      for (size_t m = 0; m < models; ++m) in[m][j] = same ? shared : float_to_bf16(normal(rng));
+    }
+    for (bool normalize : {false, true}) {
+      std::vector<double> w(models);
+      for (size_t m = 0; m < models; ++m) w[m] = normalize ? 0.5 + m : 1.0 / static_cast<double>(models);
+      float wsum = 0;
+      for (double x : w) wsum += static_cast<float>(x);
+      std::vector<TensorView> views;
+      for (size_t m = 0; m < models; ++m) views.push_back({DType::BF16, in[m].data() + 1});  // odd byte offset 2
+      std::vector<uint16_t> got(n);
+      merge_weighted(views, w, normalize, n, DType::BF16, got.data());
+      size_t mismatches = 0;
+      for (size_t j = 0; j < n; ++j) {
+        float acc = 0.0f;
+        bool same = true;
+        for (size_t m = 0; m < models; ++m) {
+          acc += static_cast<float>(w[m]) * bf16_to_float(in[m][j + 1]);
+          same = same && in[m][j + 1] == in[0][j + 1];
+        }
+        if (normalize) acc /= wsum;
+        const uint16_t want = same ? in[0][j + 1] : float_to_bf16(acc);
+        mismatches += got[j] != want;
+      }
+      EXPECT_EQ(mismatches, 0u) << models << " models, normalize " << normalize;
+    }
+  }
+}
+
 TEST(MergeMethods, LinearNormalizeAndErrors) {
   const std::vector<float> a = {1, 2, 4}, b = {3, 6, 8};
   std::vector<float> out(3);
