@@ -79,7 +79,7 @@ ModelDir open_model_dir(const std::string& path) {
     for (const auto& p : problems) os << "\n  - " << p;
     throw Error(os.str());
   }
-  ModelDir m{path, std::move(config), std::move(checkpoint), {}, std::move(ignored)};
+  ModelDir m{path, std::move(config), std::move(checkpoint), {}, std::move(ignored), nullptr};
   m.slots = expected_tensors(m.config);
   return m;
 }
