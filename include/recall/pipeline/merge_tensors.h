@@ -53,6 +53,9 @@ std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const M
 // Resuming: `done` lists tensors already merged into an existing file (their datasets exist and
 // are complete); the datasets are then not created again. `on_tensor_done` runs on every rank
 // after each tensor's collective write (the caller flushes and records progress there).
+// Threads: a helper reads (and checks for NaN/infinity) the next chunk's inputs while the calling
+// thread merges the current one; another writes the chunk's HF rows while the calling thread makes
+// the collective merged.h5 write. Only the calling thread makes MPI or HDF5 calls.
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                          const std::vector<std::vector<double>>& weights, bool resume = false,
                          const std::set<std::string>& done = {}, HfShardWriter* hf = nullptr,
