@@ -278,7 +278,8 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
   par.integer("micro_batch", &c.parallel.micro_batch);
   par.integer("stream_samples", &c.parallel.stream_samples);
   par.str("device", &c.parallel.device);
-  par.finish("stages, micro_batch, stream_samples, device");
+  par.bytes("merge_chunk_bytes", &c.parallel.merge_chunk_bytes);
+  par.finish("stages, micro_batch, stream_samples, device, merge_chunk_bytes");
 
   Section out(top.child("output"), "output", where);
   out.str("dir", &c.output.dir);
@@ -334,6 +335,7 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
   if (c.output.dir.empty()) fail(where, ": missing key 'output.dir'");
   check_one_of(where, "output.dtype", c.output.dtype, {"bfloat16", "float16", "float32"});
   if (c.output.shard_bytes == 0) fail(where, ": 'output.shard_bytes' must be positive");
+  if (c.parallel.merge_chunk_bytes == 0) fail(where, ": 'parallel.merge_chunk_bytes' must be positive");
   return c;
 }
 }  // namespace
@@ -388,7 +390,8 @@ std::string to_yaml(const MergeConfig& c) {
     << YAML::Key << "stages" << YAML::Value << c.parallel.stages
     << YAML::Key << "micro_batch" << YAML::Value << c.parallel.micro_batch
     << YAML::Key << "stream_samples" << YAML::Value << c.parallel.stream_samples
-    << YAML::Key << "device" << YAML::Value << c.parallel.device << YAML::EndMap;
+    << YAML::Key << "device" << YAML::Value << c.parallel.device
+    << YAML::Key << "merge_chunk_bytes" << YAML::Value << c.parallel.merge_chunk_bytes << YAML::EndMap;
   e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
     << YAML::Key << "dir" << YAML::Value << c.output.dir
     << YAML::Key << "dtype" << YAML::Value << c.output.dtype

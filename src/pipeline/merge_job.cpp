@@ -37,9 +37,6 @@ using ojson = nlohmann::ordered_json;
 
 namespace {
 
-// Bytes of input rows each rank buffers per input while merging (see merge_tensors.cpp).
-constexpr uint64_t kMergeChunkBytes = 64ull << 20;
-
 class Log {
  public:
   Log(int rank, bool quiet) : on_(rank == 0 && !quiet), t0_(std::chrono::steady_clock::now()) {}
@@ -128,7 +125,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
   if (whole_tensor_method(c.method))
     p.merge_buffers = (M + 1) * largest * 2;
   else
-    p.merge_buffers = (2 * M + 1) * std::min<uint64_t>(largest, kMergeChunkBytes);  // inputs double-buffered
+    p.merge_buffers = (2 * M + 1) * std::min<uint64_t>(largest, c.parallel.merge_chunk_bytes);  // inputs double-buffered
   return p;
 }
 
@@ -273,7 +270,7 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
              format_bytes(worst->merge_buffers),
              ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
              "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "
-             "lowers the activations");
+             "lowers the activations, and a smaller parallel.merge_chunk_bytes the merge buffers");
     });
   }
   if (opt.preflight_only) return cfg;
@@ -493,11 +490,12 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   log("merge: ", format_bytes(ms.bytes_read), " read and ", format_bytes(ms.bytes_written), " written by rank 0 in ",
       report.timings.back().second, " s");
 
-  // The export was written during the merge; its bytes are hashed as written (one rank per
-  // tensor), and the same checksums go to merged.h5, whose tensors hold the same bytes.
+  // The export was written during the merge. A tensor one rank wrote whole was hashed as it was
+  // written; the others are read back and hashed (one rank per tensor). The same checksums go to
+  // merged.h5, whose tensors hold the same bytes.
   std::map<std::string, uint64_t> checksums;
   timed("checksums", [&] {
-    checksums = hf_checksums(comm, hf);
+    checksums = hf_checksums(comm, hf, ms.checksums);
     H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
     for (const TensorSlot& s : in.slots) h5.set_attribute("/tensors/" + s.name, "xxh3_64", checksum_hex(checksums.at(s.name)));
     h5.close();

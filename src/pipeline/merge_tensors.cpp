@@ -9,6 +9,7 @@
 
 #include "recall/merge/methods.h"
 #include "recall/merge/weights.h"
+#include "recall/util/checksum.h"
 #include "recall/util/error.h"
 
 namespace recall {
@@ -18,8 +19,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// Bytes of one input's rows read per step; bounds memory at (2M + 1) x this per rank (inputs double-buffered).
-constexpr uint64_t kChunkBytes = 64ull << 20;
 // Within a chunk, inputs are read and checked for NaN/infinity, and outputs merged and checked, in
 // pieces of about this many bytes, so that each check reads bytes still in the core's cache
 // instead of making another pass over the chunk in memory (this machine copies at ~4 GB/s).
@@ -168,7 +167,8 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
   struct Chunk {
     size_t t;
     uint64_t r0, r1;
-    bool last;  // of its tensor
+    bool first, last;  // of its tensor
+    bool hashed;       // this rank writes the whole tensor, in row order: its export bytes are hashed as written
   };
   std::vector<Chunk> plan;
   for (size_t t = 0; t < in.slots.size(); ++t) {
@@ -188,11 +188,12 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
     for (size_t m = 0; m < M; ++m)
       widest_row = std::max<uint64_t>(widest_row, elems * dtype_size(in.models[m].checkpoint.at(slot.name).info->dtype));
     const uint64_t rows_per_chunk =
-        whole ? std::max<uint64_t>(rows, 1) : std::max<uint64_t>(1, kChunkBytes / std::max<uint64_t>(widest_row, 1));
+        whole ? std::max<uint64_t>(rows, 1) : std::max<uint64_t>(1, c.parallel.merge_chunk_bytes / std::max<uint64_t>(widest_row, 1));
     const uint64_t chunks = std::max<uint64_t>(1, (max_rows + rows_per_chunk - 1) / rows_per_chunk);
+    const bool hashed = hf && begin == 0 && end == rows;
     for (uint64_t ch = 0; ch < chunks; ++ch) {
       const uint64_t r0 = std::min(end, begin + ch * rows_per_chunk);
-      plan.push_back({t, r0, std::min(end, r0 + rows_per_chunk), ch + 1 == chunks});
+      plan.push_back({t, r0, std::min(end, r0 + rows_per_chunk), ch == 0, ch + 1 == chunks, hashed});
     }
   }
 
@@ -232,6 +233,7 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
   if (prefetch && !plan.empty()) pending = std::async(std::launch::async, read_chunk, plan[0], &buffers[0]);
 
   ByteBuffer out;
+  std::unique_ptr<Xxh3Stream> hash;  // of the tensor being merged, when its chunks are hashed
   for (size_t k = 0; k < plan.size(); ++k) {
     const Chunk& chunk = plan[k];
     const size_t t = chunk.t;
@@ -316,10 +318,13 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
         h0 = Clock::now();
         // The HF shard write (plain pwrite, no MPI) runs on a helper thread while this thread
         // writes the same rows to merged.h5; both finish before the chunk counts as written.
+        if (chunk.hashed && chunk.first) hash = std::make_unique<Xxh3Stream>();
         if (hf && numel > 0) {
           const uint64_t esize = dtype_size(out_dtype);
-          hf_write = std::async(std::launch::async, [&hf, &out, t, offset = r0 * elems * esize, n = numel * esize] {
+          Xxh3Stream* h = chunk.hashed ? hash.get() : nullptr;
+          hf_write = std::async(std::launch::async, [&hf, &out, h, t, offset = r0 * elems * esize, n = numel * esize] {
             hf->write(t, offset, out.data(), n);
+            if (h) h->update(out.data(), n);
           });
         }
       } catch (const std::exception& e) {
@@ -361,6 +366,7 @@ MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, cons
       stats.bytes_written += numel * dtype_size(out_dtype);
       stats.write_seconds += seconds_since(h0);
     }
+    if (chunk.last && chunk.hashed) stats.checksums[t] = hash->digest();
     if (chunk.last && on_tensor_done) on_tensor_done(slot.name);
   }
   stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -1,10 +1,12 @@
 """NaN and infinity are named where they are, wherever they fall in the merge's chunks and pieces
-(inputs are checked as they are read, outputs as they are merged, in pieces of 256 KB). Models
+(inputs are checked as they are read, outputs as they are merged, in pieces of 256 KB; on 2 ranks
+the chunks are made 64 KiB with parallel.merge_chunk_bytes, so the bad value is in a later chunk). Models
 with a 8192 x 64 bf16 embedding (1 MiB: four pieces) on 1 and 2 ranks: a NaN in an input's
 embedding at row 7000 (rank 1's rows, second piece of its range), an infinity in the first row of a
 block tensor, and an output that overflows bf16 (two finite 3e38 values summed with
 normalize: false) are each reported with their exact [row, column], exit non-zero and commit
-nothing; the same models without the bad values merge."""
+nothing; the same models without the bad values merge (linear and TIES) and `recall verify`
+accepts their checksums, which a 1-rank merge and TIES compute as they write."""
 import os
 import shutil
 import sys
@@ -47,8 +49,17 @@ def main():
             return p, out
 
         for np in (1, 2):
-            p, out = merge("ok", ["a", "b"], "method: linear", np)
-            check(p.returncode == 0, f"{np} rank(s): the models without bad values merge")
+            # The same models without bad values merge, and every checksum (hashed as written where
+            # one rank writes a whole tensor: 1 rank, or TIES's owner of a tensor) matches the files.
+            for method in ("linear", "ties"):
+                extra = "method: linear" if method == "linear" else "method: ties\nbase: a\nparams: {density: 0.5}"
+                # 64 KiB chunks: the 1 MiB embedding is merged (and hashed) in 16 steps.
+                extra += "\nparallel: {merge_chunk_bytes: 64KiB}"
+                p, out = merge(f"ok-{method}", ["a", "b"], extra, np)
+                v = run(["verify", out], check=False)
+                check(p.returncode == 0 and v.returncode == 0,
+                      f"{np} rank(s), {method}: the models without bad values merge and verify "
+                      f"(exit {p.returncode}, verify {v.returncode})")
             cases = [
                 ("NaN in an input", ["a", "nan"], "method: linear",
                  f"model 'nan' ({tmp}/nan): tensor '{EMBED}' holds NaN or infinity at [7000, 3]"),
@@ -58,6 +69,8 @@ def main():
                  f"merged tensor '{EMBED}' is NaN or infinite at [7001, 60] (overflow in bfloat16?"),
             ]
             for what, models, extra, needle in cases:
+                if np == 2:  # chunks of 64 KiB: the bad value lies in a later chunk of rank 1's rows
+                    extra += "\nparallel: {merge_chunk_bytes: 64KiB}"
                 p, out = merge(what.replace(" ", "_"), models, extra, np)
                 msg = p.stdout + p.stderr
                 check(p.returncode != 0 and needle in msg,

@@ -58,6 +58,9 @@ struct ParallelConfig {
   // N samples reads the stage's weights again), for nodes whose memory cannot hold a stage.
   int64_t stream_samples = 0;
   std::string device = "cpu";    // cpu | cuda
+  // Bytes of one input's rows the merge reads per step (whole-tensor methods read whole tensors).
+  // A rank's merge buffers are (2M + 1) x this for M models: inputs double-buffered, one output.
+  uint64_t merge_chunk_bytes = 64ull << 20;
 };
 
 struct OutputConfig {

@@ -53,7 +53,10 @@ class HfShardWriter {
   std::vector<int> fds_;
 };
 
-// Collective over comm: tensor t is hashed by rank t % world; every rank gets every checksum.
-std::map<std::string, uint64_t> hf_checksums(MPI_Comm comm, const HfShardWriter& shards);
+// Collective over comm: the XXH3-64 of every tensor of the export, by name, on every rank. `known`
+// holds the checksums this rank computed as it wrote (tensor index -> checksum; see MergeStats);
+// every other tensor t is hashed by rank t % world from the bytes in its file.
+std::map<std::string, uint64_t> hf_checksums(MPI_Comm comm, const HfShardWriter& shards,
+                                             const std::map<size_t, uint64_t>& known = {});
 
 }  // namespace recall

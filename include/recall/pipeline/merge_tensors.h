@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -30,6 +31,9 @@ struct MergeStats {
   double wait_seconds = 0;   // waiting for a chunk's reads
   double merge_seconds = 0;  // merge kernels and NaN/infinity checks of the outputs
   double write_seconds = 0;  // HF shard and merged.h5 writes, and the collective calls around them
+  // XXH3-64 of the export bytes of every tensor this rank merged whole (one rank, or a whole-tensor
+  // method's owner), hashed as written: slot index -> checksum. hf_checksums need not read them back.
+  std::map<size_t, uint64_t> checksums;
   bool aborted = false;  // some rank failed; every rank stopped at the same collective point
   std::string error;     // this rank's error ("" when another rank failed)
 };
