@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "mpi_timing.h"
 #include "recall/dist/comm.h"
 #include "recall/dist/context.h"
 #include "recall/dist/exchange.h"
@@ -22,16 +23,6 @@ using namespace recall;
 using namespace recall::dist;
 
 namespace {
-
-// The slowest rank's time for one call of `op` (seconds).
-double time_once(const std::function<void()>& op) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  const double t0 = MPI_Wtime();
-  op();
-  double dt = MPI_Wtime() - t0, worst = 0;
-  MPI_Allreduce(&dt, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return worst;
-}
 
 double median(std::vector<double> t) {
   std::sort(t.begin(), t.end());
@@ -47,11 +38,11 @@ std::pair<double, double> time_pair(const std::function<void()>& ref, const std:
   std::vector<double> a, b;
   for (int i = 0; i < iters; ++i) {
     if (i % 2 == 0) {
-      a.push_back(time_once(ref));
-      b.push_back(time_once(ours));
+      a.push_back(slowest_rank_seconds(ref));
+      b.push_back(slowest_rank_seconds(ours));
     } else {
-      b.push_back(time_once(ours));
-      a.push_back(time_once(ref));
+      b.push_back(slowest_rank_seconds(ours));
+      a.push_back(slowest_rank_seconds(ref));
     }
   }
   return {median(a), median(b)};
@@ -171,13 +162,13 @@ int main(int argc, char** argv) {
       std::vector<uint16_t> merged(counts[me]);
       merge_exchange_into(axis, grid, 0, me, t, weights, merged.data(), ws, 1);  // warm-up
       for (int i = 0; i < iters; ++i)
-        full_t.push_back(time_once([&] { merge_exchange_into(axis, grid, 0, me, t, weights, merged.data(), ws, 1); }));
+        full_t.push_back(slowest_rank_seconds([&] { merge_exchange_into(axis, grid, 0, me, t, weights, merged.data(), ws, 1); }));
       const double full = median(full_t);
       std::vector<const void*> in(P);
       for (int m = 0; m < P; ++m) in[m] = got[m].data();
       std::vector<uint16_t> out(counts[me]);
       for (int i = 0; i < iters; ++i)
-        sum_t.push_back(time_once([&] {
+        sum_t.push_back(slowest_rank_seconds([&] {
           weighted_sum_rows(in.data(), P, DType::BF16, weights.data(), counts[me] / cols, cols, DType::BF16,
                             out.data(), 1);
         }));

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "mpi_timing.h"
 #include "recall/io/h5_writer.h"
 #include "recall/pipeline/merge_tensors.h"
 #include "recall/util/error.h"
@@ -32,17 +33,6 @@ constexpr uint64_t kCols = 4096;
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
-}
-
-// Time of the slowest rank for fn, after a barrier.
-template <typename F>
-double timed(F&& fn) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  const double t0 = MPI_Wtime();
-  fn();
-  double local = MPI_Wtime() - t0, worst = 0;
-  MPI_Allreduce(&local, &worst, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return worst;
 }
 
 int run(int argc, char** argv) {
@@ -92,7 +82,7 @@ int run(int argc, char** argv) {
       const bool h5_first = r % 2 == 0;
       const bool do_h5 = (which == 0) == h5_first;
       if (do_h5) {
-        const double t = timed([&] {
+        const double t = slowest_rank_seconds([&] {
           H5Writer h5(h5_path, MPI_COMM_WORLD);
           h5.create_group("/tensors");
           for (int k = 0; k < tensors; ++k)
@@ -105,7 +95,7 @@ int run(int argc, char** argv) {
         h5_gbs.push_back(bytes / t / 1e9);
         if (rank == 0) ::unlink(h5_path.c_str());
       } else {
-        const double t = timed([&] {
+        const double t = slowest_rank_seconds([&] {
           if (rank == 0) {
             const int fd = ::open(flat_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
             if (fd < 0) fail("cannot create '", flat_path, "': ", std::strerror(errno));

@@ -127,14 +127,6 @@ def sh(cmd, logpath):
         raise StepFailed(f"exit {p.returncode}: {' '.join(cmd)}\n  log {logpath}:\n    " + "\n    ".join(tail))
 
 
-def write_jsonl(path, rows):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
-    os.replace(tmp, path)
-
-
 def write_json(path, obj):
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -284,7 +276,7 @@ class Bench:
         write_json(os.path.join(self.common, "general.meta.json"), {
             "how": "stories sampled once from the converted base with recall generate",
             "commands": [" ".join(c[1:]) for c in cmds]})
-        write_jsonl(self.general, rows)
+        T.write_jsonl(self.general, rows)
 
     # per seed
     def make_tasks(self, seed):
@@ -294,7 +286,7 @@ class Bench:
         for t in self.tasks:
             union += [json.loads(l) for l in open(os.path.join(d, t, "train.jsonl"))]
         random.Random(f"union:{seed}").shuffle(union)
-        write_jsonl(os.path.join(d, "union_train.jsonl"), union)
+        T.write_jsonl(os.path.join(d, "union_train.jsonl"), union)
         rows, index = [], {}
         for t in self.tasks:
             test = [json.loads(l) for l in open(os.path.join(d, t, "test.jsonl"))]
@@ -304,7 +296,7 @@ class Bench:
         index["general"] = [len(rows), len(rows) + len(general)]
         rows += general
         write_json(os.path.join(d, "eval_index.json"), index)
-        write_jsonl(os.path.join(d, "eval_set.jsonl"), rows)
+        T.write_jsonl(os.path.join(d, "eval_set.jsonl"), rows)
 
     def tasks_done(self, seed):
         return os.path.exists(self.sd(seed, "tasks", "eval_set.jsonl"))
