@@ -1,4 +1,5 @@
 // The engine's table of entry points, exported with C linkage for the loader in the core library.
+#include "recall/build_id.h"
 #include "recall/engine/library.h"
 
 namespace {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "recall/build_id.h"
 #include "recall/engine/library.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"

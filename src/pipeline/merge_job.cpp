@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "recall/build_id.h"
 #include "recall/dist/failure.h"
 #include "recall/dist/grid.h"
 #include "recall/io/h5_writer.h"

@@ -24,7 +24,7 @@ namespace recall::engine {
 // The engine's entry points. Built into the library and checked at load time against the build
 // identity of the caller, so a stale librecall_engine.so from another build is refused.
 struct Library {
-  const char* build;  // kLibraryBuild of the library's build
+  const char* build;  // RECALL_ENGINE_BUILD (recall/build_id.h) of the library's build
   EvalReport (*run_eval)(const EvalOptions&);
   std::string (*format_eval_table)(const EvalReport&);
   FinetuneResult (*run_finetune)(const FinetuneOptions&);
@@ -34,9 +34,6 @@ struct Library {
                                              const std::vector<std::vector<int64_t>>&, const ExtractOptions&,
                                              int only_model);
 };
-
-// Version, revision and the size of Library: what both sides must agree on.
-#define RECALL_ENGINE_BUILD RECALL_VERSION "+" RECALL_GIT_REVISION
 
 // The exported symbol of librecall_engine.so that returns its table.
 inline constexpr const char* kLibrarySymbol = "recall_engine_library";
