@@ -16,13 +16,6 @@
 
 namespace recall::dist {
 
-RowRange row_range(int64_t rows, int parts, int part) {
-  if (parts < 1 || part < 0 || part >= parts)
-    fail("row_range: part ", part, " of ", parts, " parts; expected 0 <= part < parts");
-  if (rows < 0) fail("row_range: ", rows, " rows; expected >= 0");
-  return RowRange{rows * part / parts, rows * (part + 1) / parts};
-}
-
 namespace {
 
 bool is_narrow_float(DType t) {

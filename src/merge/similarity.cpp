@@ -11,21 +11,6 @@
 
 namespace recall {
 
-std::string similarity_kind_name(SimilarityKind k) {
-  switch (k) {
-    case SimilarityKind::Rbf: return "rbf";
-    case SimilarityKind::LinearCka: return "linear_cka";
-    case SimilarityKind::RbfCka: return "rbf_cka";
-  }
-  return "?";
-}
-
-SimilarityKind parse_similarity_kind(const std::string& name) {
-  for (SimilarityKind k : {SimilarityKind::Rbf, SimilarityKind::LinearCka, SimilarityKind::RbfCka})
-    if (similarity_kind_name(k) == name) return k;
-  fail("unknown similarity kind '", name, "'; expected one of: rbf, linear_cka, rbf_cka");
-}
-
 namespace {
 
 void check_matrix(const RepMatrix& m, const char* what, int64_t index) {
@@ -167,11 +152,11 @@ BlockSimilarity block_similarity(const std::vector<RepMatrix>& reps, int64_t ref
       if (opt.gamma > 0) {
         scale = opt.gamma;
       } else {
-        if (!(opt.median_factor > 0))
-          fail("similarity: the median-heuristic factor must be > 0 (or +inf for uniform); got ", opt.median_factor);
+        if (!(opt.bandwidth_factor > 0))
+          fail("similarity: the median-heuristic factor must be > 0 (or +inf for uniform); got ", opt.bandwidth_factor);
         const double median = median_squared_distance(reps);
         // factor = +inf is the sigma -> infinity limit: every similarity 1, even when median = 0.
-        out.sigma2 = std::isinf(opt.median_factor) ? opt.median_factor : opt.median_factor * median;
+        out.sigma2 = std::isinf(opt.bandwidth_factor) ? opt.bandwidth_factor : opt.bandwidth_factor * median;
         scale = std::isinf(out.sigma2) ? 0.0
                 : out.sigma2 > 0       ? 1.0 / (2.0 * out.sigma2)
                                        : std::numeric_limits<double>::infinity();

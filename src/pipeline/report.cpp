@@ -19,6 +19,17 @@ uint64_t peak_rss_bytes() {
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
 }
 
+void fill_report_params(MergeReport* r, const MergeInputs& in, const std::vector<TensorParams>& params) {
+  for (size_t t = 0; t < in.slots.size(); ++t) {
+    auto& mine = r->tensor_params[in.slots[t].name];
+    for (const auto& [name, v] : params[t].all_shared()) mine[name] = {v};
+    for (const auto& [name, v] : params[t].all_per_model()) mine[name] = v;
+    if (in.slots[t].block >= 0 || !params[t].has("weight") || r->blocks.empty()) continue;
+    r->non_block_by_tensor[in.slots[t].name] = params[t].per_model("weight");
+    if (in.slots[t].role == Role::Embed) r->non_block_weights = params[t].per_model("weight");
+  }
+}
+
 std::string report_json(const MergeReport& r) {
   ojson blocks = ojson::array();
   for (const auto& b : r.blocks)
@@ -35,6 +46,7 @@ std::string report_json(const MergeReport& r) {
              {"blocks", blocks},
              {"non_block_weights", r.non_block_weights},
              {"non_block", r.non_block_by_tensor},
+             {"tensor_params", r.tensor_params},
              {"timings", timings},
              {"bytes_read", r.bytes_read},
              {"bytes_written", r.bytes_written},

@@ -15,6 +15,7 @@
 #include <ostream>
 
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 
 extern char** environ;
@@ -22,15 +23,6 @@ extern char** environ;
 namespace recall {
 
 namespace {
-
-std::string utc_now() {
-  char b[32];
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return b;
-}
 
 std::string join_args(const std::vector<std::string>& argv) {
   std::string s;

@@ -1,7 +1,8 @@
-// Human-readable formatting of byte counts and shapes.
+// Human-readable formatting of byte counts, shapes and timestamps.
 #include "recall/util/format.h"
 
 #include <cstdio>
+#include <ctime>
 
 namespace recall {
 
@@ -20,6 +21,15 @@ std::string format_shape(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+std::string utc_now() {
+  char b[32];
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return b;
 }
 
 }  // namespace recall

@@ -35,8 +35,10 @@ def sha(path):
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def write_config(path, models, out, extra=""):
-    lines = ["models:"] + [f"  - {{name: {n}, path: {p}}}" for n, p in models]
+def write_config(path, models, out, extra="", weights=None):
+    """models: [(name, path)]; weights: per-model `params.weight` (models[i].params)."""
+    lines = ["models:"] + [f"  - {{name: {n}, path: {p}" + (f", params: {{weight: {weights[i]}}}" if weights else "") + "}"
+                           for i, (n, p) in enumerate(models)]
     lines += [extra, f"output: {{dir: {out}, dtype: bfloat16}}"]
     open(path, "w").write("\n".join(lines) + "\n")
 
@@ -183,7 +185,7 @@ def main():
 
     # --- a baseline on the same path ------------------------------------------------------------
     lin_cfg = f"{tmp}/linear.yaml"
-    write_config(lin_cfg, models, f"{tmp}/linear", "method: linear\nparams: {weight: [1, 1, 2]}")
+    write_config(lin_cfg, models, f"{tmp}/linear", "method: linear", weights=[1, 1, 2])
     run(["merge", "--config", lin_cfg, "--quiet"], np=3)
     lin = load_file(f"{tmp}/linear/hf/model.safetensors")
     k = "model.layers.1.self_attn.q_proj.weight"

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "recall/merge/methods.h"
+#include "recall/merge/registry.h"
 #include "recall/merge/typical.h"
 #include "recall/merge/weights.h"
 #include "recall/util/error.h"
@@ -193,13 +194,26 @@ TEST(MergeMethods, LinearNormalizeAndErrors) {
   EXPECT_THROW(merge_weighted({{DType::F32, a.data()}, {DType::F32, b.data()}}, {1.0, -1.0}, true, 3, DType::F32,
                               out.data()),
                Error);
-  EXPECT_EQ(parse_merge_method("dare_ties"), MergeMethod::DareTies);
-  EXPECT_THROW(parse_merge_method("model_stock"), Error);
+  EXPECT_EQ(merge_method("dare_ties").name, "dare_ties");
+  EXPECT_THROW(merge_method("frobnicate"), Error);
 }
+
+namespace {
+
+// The options the registry's task-vector methods set (recall/merge/registry.cpp), by hand.
+TaskVectorOptions task_vector_options(const std::string& method) {
+  TaskVectorOptions o;
+  if (method == "ties" || method == "dare_ties") o.consensus = true;
+  if (method == "ties") o.sparsification = Sparsification::Magnitude, o.normalize = true;
+  if (method == "dare_linear" || method == "dare_ties") o.sparsification = Sparsification::Random, o.rescale = true;
+  return o;
+}
+
+}  // namespace
 
 TEST(MergeMethods, TaskArithmeticByHand) {
   const std::vector<float> base = {1, 1, 1, 1}, m1 = {2, 0, 1, 3}, m2 = {1, 3, 0, 1};
-  TaskVectorOptions o = task_vector_defaults(MergeMethod::TaskArithmetic);
+  TaskVectorOptions o = task_vector_options("task_arithmetic");
   o.weights = {0.5, 1.0};
   o.densities = {1, 1};
   o.lambda = 2.0;
@@ -215,14 +229,14 @@ TEST(MergeMethods, TaskArithmeticByHand) {
   EXPECT_FLOAT_EQ(out[3], 1 + 2 * 1.0f / 1.5f);
   // Identical models equal to the base return the base bit for bit, in every method.
   const std::vector<uint8_t> bb = encode(random_values(999, 3), DType::BF16);
-  for (MergeMethod m : {MergeMethod::TaskArithmetic, MergeMethod::Ties, MergeMethod::DareLinear, MergeMethod::DareTies}) {
-    TaskVectorOptions d = task_vector_defaults(m);
+  for (const char* m : {"task_arithmetic", "ties", "dare_linear", "dare_ties"}) {
+    TaskVectorOptions d = task_vector_options(m);
     d.weights = {0.4, 0.6};
     d.densities = {0.5, 0.5};
     std::vector<uint8_t> o2(bb.size());
     merge_task_vectors({DType::BF16, bb.data()}, {{DType::BF16, bb.data()}, {DType::BF16, bb.data()}}, 999, d,
                        DType::BF16, o2.data());
-    EXPECT_EQ(o2, bb) << merge_method_name(m);
+    EXPECT_EQ(o2, bb) << m;
   }
 }
 
@@ -231,7 +245,7 @@ TEST(MergeMethods, TiesByHand) {
   const std::vector<float> base = {0, 0, 0, 0, 0};
   const std::vector<float> m1 = {3, -2, 1, 0.5, -4};   // keeps |.| 4, 3, 2 -> elements 4, 0, 1
   const std::vector<float> m2 = {-1, -5, 2, 2, 0.1f};  // keeps 5, 2, 2 -> elements 1, 2, 3 (tie: lowest)
-  TaskVectorOptions o = task_vector_defaults(MergeMethod::Ties);
+  TaskVectorOptions o = task_vector_options("ties");
   o.weights = {1.0, 0.5};
   o.densities = {0.6, 0.6};
   std::vector<float> out(5);
@@ -244,7 +258,7 @@ TEST(MergeMethods, TiesByHand) {
   EXPECT_EQ(out, (std::vector<float>{3, -3, 2, 2, -4}));
   // Sign election ties (sum 0) elect +; no agreeing model -> divisor 1 and delta 0.
   const std::vector<float> p = {1, 0}, q = {-1, 0};
-  TaskVectorOptions t = task_vector_defaults(MergeMethod::Ties);
+  TaskVectorOptions t = task_vector_options("ties");
   t.weights = {1, 1};
   t.densities = {1, 1};
   std::vector<float> o2(2);
@@ -274,7 +288,7 @@ TEST(MergeMethods, DareStatisticsAndDeterminism) {
   double l1 = 0;
   for (float x : m1) l1 += std::fabs(x);
   for (double density : {0.1, 0.5, 0.9}) {
-    TaskVectorOptions o = task_vector_defaults(MergeMethod::DareLinear);
+    TaskVectorOptions o = task_vector_options("dare_linear");
     o.weights = {1.0};
     o.densities = {density};
     o.seed = dare_tensor_seed(1234, "model.layers.0.mlp.up_proj.weight");

@@ -119,7 +119,7 @@ TEST(MergeSimilarity, RbfMedianHeuristicByHand) {
   EXPECT_DOUBLE_EQ(s.sigma2, 1.0);
   EXPECT_DOUBLE_EQ(s.similarity[0], 1.0);
   EXPECT_NEAR(s.similarity[1], (1.0 + std::exp(-4.0 / 2.0)) / 2, 1e-15);
-  opt.median_factor = 4;
+  opt.bandwidth_factor = 4;
   s = block_similarity(reps, 0, opt);
   EXPECT_DOUBLE_EQ(s.sigma2, 4.0);
   EXPECT_NEAR(s.similarity[1], (1.0 + std::exp(-4.0 / 8.0)) / 2, 1e-15);
@@ -144,7 +144,7 @@ TEST(MergeSimilarity, InfiniteBandwidthGivesUniformWeights) {
     reps.push_back(matrix(8, 16, v));
   }
   SimilarityOptions opt;
-  opt.median_factor = std::numeric_limits<double>::infinity();
+  opt.bandwidth_factor = std::numeric_limits<double>::infinity();
   const BlockSimilarity s = block_similarity(reps, 2, opt);
   for (double v : s.similarity) EXPECT_EQ(v, 1.0);
   for (double w : softmax_weights(s.similarity, 1.0)) EXPECT_EQ(w, 0.25);
@@ -153,10 +153,10 @@ TEST(MergeSimilarity, InfiniteBandwidthGivesUniformWeights) {
   EXPECT_DOUBLE_EQ(median_squared_distance(mostly_same), 0.0);
   EXPECT_EQ(block_similarity(mostly_same, 0, opt).similarity, (std::vector<double>{1, 1}));
   // A large finite factor approaches it.
-  opt.median_factor = 1e12;
+  opt.bandwidth_factor = 1e12;
   for (double w : softmax_weights(block_similarity(reps, 2, opt).similarity, 1.0)) EXPECT_NEAR(w, 0.25, 1e-9);
   // And the default bandwidth does distinguish the models.
-  opt.median_factor = 1;
+  opt.bandwidth_factor = 1;
   const BlockSimilarity d = block_similarity(reps, 2, opt);
   EXPECT_EQ(d.similarity[2], 1.0);
   EXPECT_LT(d.similarity[0], 0.99);
@@ -168,11 +168,11 @@ TEST(MergeSimilarity, Errors) {
   EXPECT_THROW(block_similarity(reps, 0, opt), Error);
   EXPECT_THROW(block_similarity({matrix(2, 1, {0, 1})}, 1, opt), Error);
   EXPECT_THROW(block_similarity({matrix(2, 1, {0, NAN})}, 0, opt), Error);
-  opt.median_factor = 0;
+  opt.bandwidth_factor = 0;
   EXPECT_THROW(block_similarity({matrix(2, 1, {0, 1})}, 0, opt), Error);
-  EXPECT_EQ(parse_similarity_kind("rbf_cka"), SimilarityKind::RbfCka);
+  EXPECT_EQ(parse_name(kSimilarityKinds, "rbf_cka"), SimilarityKind::RbfCka);
   try {
-    parse_similarity_kind("cosine");
+    parse_name_or_fail(kSimilarityKinds, "cosine", "similarity kind");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected one of: rbf, linear_cka, rbf_cka"), std::string::npos);

@@ -58,6 +58,13 @@ template <typename Fn>
 auto run_collectively(MPI_Comm comm, const std::string& where, const std::string& step, Fn&& fn,
                       const AgreementOptions& options = {}) -> decltype(fn());
 
+// The cheap agreement of hot loops (one all-reduce, no messages): true on every rank when any
+// rank passes `failed`. The loop's own errors travel separately (the caller keeps its rank's).
+bool any_rank_failed(MPI_Comm comm, bool failed);
+
+// Rank `root`'s decision, on every rank (one checked broadcast).
+bool broadcast_flag(MPI_Comm comm, bool value, int root);
+
 // For the single catch in main: rank 0 prints the message once to stderr ("recall: error: ...")
 // and every rank gets the exit code 1. Non-collective errors caught in main go through agree()
 // first so that every rank knows.

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "recall/util/enum_names.h"
+
 namespace recall {
 
 // A K x H row-major matrix of representations (one row per typical sample).
@@ -23,15 +25,17 @@ enum class SimilarityKind {
   RbfCka,      // RBF CKA with bandwidth threshold * median distance (ablation)
 };
 
-std::string similarity_kind_name(SimilarityKind k);  // "rbf", "linear_cka", "rbf_cka"
-SimilarityKind parse_similarity_kind(const std::string& name);  // throws listing the choices
+inline constexpr EnumName<SimilarityKind> kSimilarityKinds[] = {
+    {"rbf", SimilarityKind::Rbf}, {"linear_cka", SimilarityKind::LinearCka}, {"rbf_cka", SimilarityKind::RbfCka}};
 
+// The config's `kernel` section (recall/config/merge_config.h documents and checks each field;
+// these initializers are the defaults).
 struct SimilarityOptions {
   SimilarityKind kind = SimilarityKind::Rbf;
-  double median_factor = 1.0;  // rbf: sigma^2 = factor * median squared pairwise distance
-  double gamma = 0.0;          // rbf: > 0 uses exp(-gamma d^2) instead of the median heuristic
-  double cka_threshold = 1.0;  // rbf_cka: sigma = threshold * sqrt(median squared distance)
-  bool cka_debiased = false;   // linear_cka / rbf_cka: the unbiased HSIC estimator
+  double bandwidth_factor = 1.0;  // rbf: sigma^2 = factor * median squared pairwise distance
+  double gamma = 0.0;             // rbf: > 0 uses exp(-gamma d^2) instead of the median heuristic
+  double cka_threshold = 0.5;     // rbf_cka: sigma = threshold * sqrt(median squared distance)
+  bool cka_debiased = false;      // linear_cka / rbf_cka: the unbiased HSIC estimator
 };
 
 struct BlockSimilarity {

@@ -4,23 +4,11 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
+#include "recall/util/rng.h"
+
 namespace recall {
-
-// The portable uniform double in [0, 1) used everywhere recall draws a random number from
-// std::mt19937_64: the top 53 bits of one 64-bit output times 2^-53. (std::uniform_real_distribution
-// is implementation-defined, so its draws differ between standard libraries.)
-class PortableRng {
- public:
-  explicit PortableRng(uint64_t seed) : engine_(seed) {}
-  uint64_t next_u64() { return engine_(); }
-  double uniform() { return static_cast<double>(engine_() >> 11) * 0x1.0p-53; }  // [0, 1)
-
- private:
-  std::mt19937_64 engine_;  // its output sequence is fixed by the C++ standard
-};
 
 struct KMeansOptions {
   int64_t clusters = 32;        // K

@@ -9,6 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "recall/merge/registry.h"
+#include "recall/model/merge_inputs.h"
+
 namespace recall {
 
 struct MergeReport {
@@ -22,8 +25,11 @@ struct MergeReport {
     std::vector<double> similarity, weights;  // per model
   };
   std::vector<Block> blocks;                // empty for baselines
-  std::vector<double> non_block_weights;    // embedding's weights (per model)
-  std::map<std::string, std::vector<double>> non_block_by_tensor;  // every non-block tensor
+  std::vector<double> non_block_weights;    // RECALL: the embedding's weights (per model)
+  std::map<std::string, std::vector<double>> non_block_by_tensor;  // RECALL: every non-block tensor's
+  // The method parameters each tensor was merged with, resolved (gradients, filters, RECALL's
+  // weights): tensor -> parameter -> one value (shared) or one per model.
+  std::map<std::string, std::map<std::string, std::vector<double>>> tensor_params;
   std::vector<std::pair<std::string, double>> timings;  // phase -> seconds, in order
   // The merge phase's loop on each rank: seconds waiting for reads, merging, writing (MergeStats).
   std::vector<std::array<double, 3>> merge_loop_seconds;  // per rank
@@ -38,6 +44,10 @@ std::string report_json(const MergeReport& r);
 std::string report_svg(const MergeReport& r);
 std::string model_card(const MergeReport& r, const std::string& resolved_config_yaml,
                        const std::vector<std::string>& model_paths);
+
+// Fills tensor_params (and, for RECALL, the non-block weights) from the resolved parameters of
+// every slot.
+void fill_report_params(MergeReport* report, const MergeInputs& inputs, const std::vector<TensorParams>& params);
 
 // This process's peak resident set size in bytes (getrusage).
 uint64_t peak_rss_bytes();
