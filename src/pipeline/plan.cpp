@@ -174,8 +174,8 @@ void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) 
   const size_t w = largest_plan(plans);
   const MemoryPlan& p = plans[w];
   if (p.total() <= budget) return;
-  fail("the memory plan needs ", format_bytes(p.total()), " on rank ", w, " but memory_budget is ",
-       format_bytes(budget), " (weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
+  fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
+       " but memory_budget is ", format_bytes(budget), " (", budget, " bytes; weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
        ", merge buffers ", format_bytes(p.merge_buffers),
        ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
        "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "

@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "recall/engine/model.h"
-#include "recall/io/llama2c.h"
+#include "recall/model/llama2c.h"
 #include "recall/util/error.h"
 
 namespace {
