@@ -19,6 +19,7 @@
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
 #include "recall/util/log.h"
+#include "recall/util/memory.h"
 
 namespace recall {
 
@@ -91,6 +92,7 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   const int rank = ctx.rank(), world = ctx.world();
   MPI_Comm comm = ctx.world_mpi();
   const Log log(rank, opt.quiet);
+  MemoryPeaks peaks;  // this rank's resident memory, sampled until the report
   MergeReport report;
   Steps steps(ctx, &report);
 
@@ -159,7 +161,13 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   log("export: ", shard_files.size(), " shard(s) in hf/, written during the merge");
 
   // ---- totals, report, manifest (last), commit --------------------------------------------------
-  gather_merge_totals(comm, ms, &report);
+  peaks.stop();
+  gather_merge_totals(comm, ms, plans[rank].total(), peaks, &report);
+  for (int r = 0; r < world; ++r)
+    if (report.memory[r].peak_anon > report.memory[r].planned)
+      log("warning: rank ", r, "'s resident anonymous memory peaked at ", format_bytes(report.memory[r].peak_anon),
+          ", above its plan of ", format_bytes(report.memory[r].planned),
+          "; size --mem with a margin and please report it (report.json \"memory\")");
   report.method = cfg.method->name;
   report.reference = cfg.reference;
   report.world = world;

@@ -170,7 +170,8 @@ std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const std::string
   return checksums;
 }
 
-void gather_merge_totals(MPI_Comm comm, const MergeStats& ms, MergeReport* report) {
+void gather_merge_totals(MPI_Comm comm, const MergeStats& ms, uint64_t planned, const MemoryPeaks& peaks,
+                         MergeReport* report) {
   int world = 1;
   MPI_Comm_size(comm, &world);
   uint64_t local[2] = {ms.bytes_read, ms.bytes_written}, total[2] = {0, 0};
@@ -184,9 +185,11 @@ void gather_merge_totals(MPI_Comm comm, const MergeStats& ms, MergeReport* repor
   MPI_CHECK(MPI_Allgather(loop, 3, MPI_DOUBLE, loops.data(), 3, MPI_DOUBLE, comm));
   for (int r = 0; r < world; ++r)
     report->merge_loop_seconds.push_back({loops[3 * r], loops[3 * r + 1], loops[3 * r + 2]});
-  uint64_t rss = peak_rss_bytes();
-  report->peak_rss_bytes.resize(world);
-  MPI_CHECK(MPI_Allgather(&rss, 1, MPI_UINT64_T, report->peak_rss_bytes.data(), 1, MPI_UINT64_T, comm));
+  const uint64_t mine[4] = {planned, peaks.anon(), peaks.file(), peaks.hwm()};
+  std::vector<uint64_t> all(4 * static_cast<size_t>(world));
+  MPI_CHECK(MPI_Allgather(mine, 4, MPI_UINT64_T, all.data(), 4, MPI_UINT64_T, comm));
+  for (int r = 0; r < world; ++r)
+    report->memory.push_back({all[4 * r], all[4 * r + 1], all[4 * r + 2], all[4 * r + 3]});
 }
 
 }  // namespace recall

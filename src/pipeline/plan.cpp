@@ -108,9 +108,16 @@ MergeBuffers merge_buffers(const MergeConfig& c, const MergeInputs& in, int rank
   return b;
 }
 
+// The program's own anonymous memory, measured here with a 10 ms RssAnon sampler
+// (recall/util/memory.h) on tiny models, then doubled: a linear merge peaked at 6.3 MB, a RECALL
+// merge (libtorch loaded, its thread pools and allocator) at 187 MB.
+constexpr uint64_t kProcessBytes = 64ull << 20;
+constexpr uint64_t kEngineBytes = 384ull << 20;
+
 MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::GridSpec& spec, const dist::Grid* grid,
                        int rank, int world) {
   MemoryPlan p;
+  p.process = kProcessBytes + (grid ? kEngineBytes : 0);
   const ModelConfig& cfg = in.models[in.reference].config;
   if (grid) {
     // Extraction holds one model's cells at a time, converted to float32 compute.
@@ -154,10 +161,11 @@ size_t largest_plan(const std::vector<MemoryPlan>& plans) {
 
 std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budget, bool verbose) {
   std::ostringstream os;
-  os << "memory plan per rank (weights + activations + merge buffers = total"
+  os << "memory plan per rank (program + weights + activations + merge buffers = total"
      << (budget ? "; budget " + format_bytes(budget) : std::string()) << "):";
   auto line = [&](const std::string& who, const MemoryPlan& p) {
-    os << "\n  " << who << ": " << format_bytes(p.weights) << " + " << format_bytes(p.activations) << " + "
+    os << "\n  " << who << ": " << format_bytes(p.process) << " + " << format_bytes(p.weights) << " + "
+       << format_bytes(p.activations) << " + "
        << format_bytes(p.merge_buffers) << " = " << format_bytes(p.total());
   };
   if (plans.size() <= 64 || verbose) {
@@ -175,7 +183,8 @@ void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) 
   const MemoryPlan& p = plans[w];
   if (p.total() <= budget) return;
   fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
-       " but memory_budget is ", format_bytes(budget), " (", budget, " bytes; weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
+       " but memory_budget is ", format_bytes(budget), " (", budget, " bytes; program ", format_bytes(p.process),
+       ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
        ", merge buffers ", format_bytes(p.merge_buffers),
        ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
        "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "

@@ -1,8 +1,6 @@
 // report.json, report.svg and the model card of a merge.
 #include "recall/pipeline/report.h"
 
-#include <sys/resource.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -12,12 +10,6 @@
 namespace recall {
 
 using ojson = nlohmann::ordered_json;
-
-uint64_t peak_rss_bytes() {
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
-}
 
 void fill_report_params(MergeReport* r, const MergeInputs& in, const std::vector<TensorParams>& params) {
   for (size_t t = 0; t < in.slots.size(); ++t) {
@@ -34,6 +26,14 @@ std::string report_json(const MergeReport& r) {
   ojson blocks = ojson::array();
   for (const auto& b : r.blocks)
     blocks.push_back({{"index", b.index}, {"sigma2", b.sigma2}, {"similarity", b.similarity}, {"weights", b.weights}});
+  ojson memory = ojson::array();
+  std::vector<uint64_t> peak_rss;
+  for (size_t rank = 0; rank < r.memory.size(); ++rank) {
+    const auto& m = r.memory[rank];
+    memory.push_back({{"rank", rank}, {"planned_bytes", m.planned}, {"peak_anon_bytes", m.peak_anon},
+                      {"peak_file_bytes", m.peak_file}, {"peak_rss_bytes", m.peak_rss}});
+    peak_rss.push_back(m.peak_rss);
+  }
   ojson timings = ojson::object();
   for (const auto& [k, v] : r.timings) timings[k] = v;
   ojson merge_loop = ojson::array();
@@ -50,7 +50,8 @@ std::string report_json(const MergeReport& r) {
              {"timings", timings},
              {"bytes_read", r.bytes_read},
              {"bytes_written", r.bytes_written},
-             {"peak_rss_bytes", r.peak_rss_bytes},
+             {"memory", memory},
+             {"peak_rss_bytes", peak_rss},
              {"merge_loop_seconds", merge_loop},
              {"world_size", r.world},
              {"output_dtype", r.output_dtype}};

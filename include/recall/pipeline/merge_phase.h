@@ -19,6 +19,7 @@
 #include "recall/pipeline/output_dir.h"
 #include "recall/pipeline/report.h"
 #include "recall/util/log.h"
+#include "recall/util/memory.h"
 
 namespace recall {
 
@@ -37,8 +38,9 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& config, const Merge
 std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const std::string& h5_path, HfShardWriter& hf,
                                                 const MergeInputs& inputs, const std::map<size_t, uint64_t>& known);
 
-// Collective: the merge's bytes (summed over ranks), each rank's loop seconds and peak memory,
-// into the report.
-void gather_merge_totals(MPI_Comm comm, const MergeStats& stats, MergeReport* report);
+// Collective: the merge's bytes (summed over ranks), each rank's loop seconds and memory (its
+// plan's total and the peaks `peaks` sampled), into the report.
+void gather_merge_totals(MPI_Comm comm, const MergeStats& stats, uint64_t planned, const MemoryPeaks& peaks,
+                         MergeReport* report);
 
 }  // namespace recall

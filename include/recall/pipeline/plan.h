@@ -41,10 +41,12 @@ uint64_t widest_row_bytes(const MergeInputs& inputs, size_t slot);
 
 // The memory one rank needs, in bytes, by part.
 struct MemoryPlan {
+  uint64_t process = 0;        // the program itself: libraries, MPI and HDF5 state, and libtorch
+                               // when the job runs a model (measured baselines, see plan.cpp)
   uint64_t weights = 0;        // extraction: the blocks resident at once, in float32
   uint64_t activations = 0;    // extraction: hidden states, attention scores, MLP activations
   uint64_t merge_buffers = 0;  // merge: inputs (double-buffered), output, the kernel's working memory
-  uint64_t total() const { return weights + activations + merge_buffers; }
+  uint64_t total() const { return process + weights + activations + merge_buffers; }
 };
 
 // The plan of `rank`; `grid` is the extraction grid (nullptr for methods without one).

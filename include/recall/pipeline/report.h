@@ -35,7 +35,13 @@ struct MergeReport {
   std::vector<std::array<double, 3>> merge_loop_seconds;  // per rank
   uint64_t bytes_read = 0, bytes_written = 0;
   uint64_t merge_bytes_written = 0, export_bytes_written = 0;  // parts of bytes_written
-  std::vector<uint64_t> peak_rss_bytes;     // per rank
+  // Per rank: the memory plan's total, and what the rank used: peaks of resident anonymous memory
+  // (what the plan bounds) and of file-backed memory (the mapped inputs' page cache, which the
+  // kernel reclaims), and the kernel's peak of the whole resident set (VmHWM, both together).
+  struct RankMemory {
+    uint64_t planned = 0, peak_anon = 0, peak_file = 0, peak_rss = 0;
+  };
+  std::vector<RankMemory> memory;
   int world = 1;
   std::string output_dtype;
 };
@@ -49,7 +55,5 @@ std::string model_card(const MergeReport& r, const std::string& resolved_config_
 // every slot.
 void fill_report_params(MergeReport* report, const MergeInputs& inputs, const std::vector<TensorParams>& params);
 
-// This process's peak resident set size in bytes (getrusage).
-uint64_t peak_rss_bytes();
 
 }  // namespace recall
