@@ -139,7 +139,7 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     ok = True
     for name, models, extra, ranks in todo:
-        if a.only and a.only not in name:
+        if a.only and a.only not in name.replace(" ", "-"):
             continue
         for r in ranks:
             ok &= run_case(tmp, name.replace(" ", "-") + f"-np{r}", models, extra, r)
