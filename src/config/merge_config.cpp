@@ -228,6 +228,9 @@ const std::vector<Field>& fields() {
     f.push_back(integer("typical.max_samples", [](MergeConfig& c) -> auto& { return c.typical.max_samples; }, 0,
                         std::numeric_limits<int64_t>::max(), "use at most this many lines of `data` (0 = all)"));
 
+    f.push_back(choice("typical.pooling", [](MergeConfig& c) -> auto& { return c.typical.pooling; }, kPoolings,
+                       "a sample's token states -> one vector for the clustering: the mean over its tokens, the "
+                       "mean without the first (BOS) token, or the last token"));
     f.push_back(choice("kernel.kind", [](MergeConfig& c) -> auto& { return c.kernel.kind; }, kSimilarityKinds,
                        "similarity of representations: RBF kernel (RECALL) or linear / RBF CKA (ablations)"));
     f.push_back(number("kernel.bandwidth_factor", [](MergeConfig& c) -> auto& { return c.kernel.bandwidth_factor; },
@@ -239,6 +242,11 @@ const std::vector<Field>& fields() {
     f.push_back(boolean("kernel.cka_debiased", [](MergeConfig& c) -> auto& { return c.kernel.cka_debiased; },
                         "linear_cka, rbf_cka: the unbiased HSIC estimator"));
 
+    f.push_back(choice("kernel.pooling", [](MergeConfig& c) -> auto& { return c.kernel.pooling; }, kPoolings,
+                       "a sample's token states -> one representation per block: as typical.pooling"));
+    f.push_back(choice("recall.similarity", [](MergeConfig& c) -> auto& { return c.kernel.mode; }, kSimilarityModes,
+                       "each model against the reference (RECALL), or the mean of its similarities to every "
+                       "other model (the pairwise reading)"));
     f.push_back(number("recall.temperature", [](MergeConfig& c) -> auto& { return c.recall.temperature; }, 0, 1e6,
                        false, "tau of the softmax over models (0 = the most similar model alone)"));
     f.push_back(choice("recall.non_block", [](MergeConfig& c) -> auto& { return c.recall.non_block; },

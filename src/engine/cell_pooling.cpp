@@ -62,7 +62,7 @@ std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm c
                           [&] { return Model::load(inputs.models[m], lo); });
     };
     auto pool = [&](int64_t index, const at::Tensor& h, const Batch& batch) {
-      at::Tensor p = masked_mean(h, batch.mask);
+      at::Tensor p = pool_hidden(h, batch.mask, options.pooling);
       auto& slot = pooled[index - first_state];
       slot = slot.defined() ? at::cat({slot, p}) : p;
     };

@@ -85,6 +85,7 @@ TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, c
   eo.device = config.parallel.device;
   eo.micro_batch = config.parallel.micro_batch;
   eo.stream_samples = config.parallel.stream_samples;
+  eo.pooling = config.typical.pooling;
   const int ref = static_cast<int>(inputs.reference);
   Representations reps = extract_representations(grid, comm, inputs, task_samples, eo, ref);
   TypicalSelection sel;

@@ -68,6 +68,7 @@ RecallWeights recall_phases(Steps& steps, const dist::Grid& grid, MPI_Comm comm,
     eo.device = cfg.parallel.device;
     eo.micro_batch = cfg.parallel.micro_batch;
     eo.stream_samples = cfg.parallel.stream_samples;
+    eo.pooling = cfg.kernel.pooling;
     return extract_representations(grid, comm, in, typical, eo);
   });
   RecallWeights w = steps.timed("similarity", [&] {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "recall/config/param_setting.h"
+#include "recall/merge/pooling.h"
 #include "recall/merge/registry.h"
 #include "recall/merge/similarity.h"
 #include "recall/merge/weights.h"
@@ -32,9 +33,14 @@ struct TypicalConfig {
   uint64_t seed = 0;            // k-means++ seed
   int64_t iterations = 100;     // max Lloyd iterations
   int64_t max_samples = 0;      // use at most this many lines of `data` (0 = all)
+  Pooling pooling = Pooling::Mean;  // token states -> one vector per sample, for the clustering
 };
 
-using KernelConfig = SimilarityOptions;  // recall/merge/similarity.h
+// The kernel section: how representations are compared (recall/merge/similarity.h; `mode` is
+// the config's recall.similarity) and pooled.
+struct KernelConfig : SimilarityOptions {
+  Pooling pooling = Pooling::Mean;  // token states -> one vector per sample, for the similarity
+};
 
 struct RecallConfig {
   double temperature = 1.0;                          // tau of the softmax over models

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "recall/merge/pooling.h"
 #include "recall/util/device.h"
 
 namespace recall::engine {
@@ -16,6 +17,7 @@ struct ExtractOptions {
   std::string compute_dtype = "float32";
   int64_t micro_batch = 8;
   int64_t stream_samples = 0;  // > 0: blocks loaded one at a time for groups of this many samples
+  Pooling pooling = Pooling::Mean;  // token states -> one vector per sample
 };
 
 // The pooled representations of one hidden state of one model: [samples x hidden] float32.

@@ -36,10 +36,12 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
                                     int64_t k, PortableRng& rng);
 
 // Full clustering of x (n x h). Errors: K < 1, K > N, size mismatch, non-finite values.
-// Lloyd: assign each sample to the nearest centroid (ties: lowest cluster index); recompute means;
-// an empty cluster is re-seeded with the sample farthest from its own centroid (ties: lowest
-// index), taken out of its old cluster. Then, in cluster order, each centroid takes the nearest
-// sample not yet taken (ties: lowest sample index), so the K samples are distinct.
+// Lloyd: assign each sample to the nearest centroid (ties: lowest cluster index); an empty cluster
+// is re-seeded with the sample farthest from its own centroid (ties: lowest index), taken out of
+// its old cluster; then every centroid becomes the mean of its members. `converged` thus implies
+// centroids = member means and every sample at its nearest centroid. Then, in cluster order, each
+// centroid takes the nearest sample not yet taken (ties: lowest sample index), so the K samples
+// are distinct.
 KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt);
 
 }  // namespace recall
