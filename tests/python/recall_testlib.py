@@ -186,10 +186,11 @@ def kmeans_typical(x, k, seed, iterations=100):
     return out
 
 
-def block_means_hf(model_dir, samples):
+def block_means_hf(model_dir, samples, pooling="mean"):
     """[L, N, H] float64: the mean over tokens of every block's output (before the final norm) for
     each sample, from transformers in float32, one unpadded sample at a time (so the mean is over
-    exactly the sample's tokens)."""
+    exactly the sample's tokens). pooling: "mean" (every token), "mean_skip_first" (all but the
+    first; a 1-token sample keeps it) or "last" (the last token)."""
     import torch
     import transformers
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
@@ -201,7 +202,9 @@ def block_means_hf(model_dir, samples):
         for ids in samples:
             outs.clear()
             model(torch.tensor([ids]))
-            reps.append([o.reshape(len(ids), -1).mean(0).double().numpy() for o in outs])
+            keep = {"mean": slice(None), "last": slice(-1, None),
+                    "mean_skip_first": slice(1 if len(ids) > 1 else 0, None)}[pooling]
+            reps.append([o.reshape(len(ids), -1)[keep].mean(0).double().numpy() for o in outs])
     for h in hooks:
         h.remove()
     return np.stack([np.stack([r[l] for r in reps]) for l in range(len(model.model.layers))])

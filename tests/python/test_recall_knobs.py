@@ -36,13 +36,18 @@ WEIGHT_TOL = 1e-5  # |weight - reference| (the largest amplification is 1/tau = 
 check = Checks()
 
 
-def expected_similarity(reps, kind="rbf", factor=1.0, gamma=None, threshold=None):
-    """reps [M, L, K, H] -> [L, M] similarities to the reference, computed here."""
+def expected_similarity(reps, kind="rbf", factor=1.0, gamma=None, threshold=None, pairwise=False):
+    """reps [M, L, K, H] -> [L, M] similarities to the reference, computed here (pairwise: each
+    model's mean RBF similarity to every other model, the median bandwidth over all rows)."""
     M, L = reps.shape[0], reps.shape[1]
     out = np.zeros((L, M))
     for l in range(L):
         r = reps[:, l]
-        if kind == "rbf":
+        if pairwise:
+            sigma2 = factor * median_sq(r.reshape(-1, r.shape[-1]))
+            S = np.stack([rbf_similarity(r, j, sigma2=sigma2) for j in range(M)])  # S[j][i] = s(i, j)
+            out[l] = [(S[:, i].sum() - S[i, i]) / (M - 1) for i in range(M)]
+        elif kind == "rbf":
             sigma2 = factor * median_sq(r.reshape(-1, r.shape[-1]))
             out[l] = rbf_similarity(r, REF, sigma2=None if gamma else sigma2, gamma=gamma)
         elif kind == "linear_cka":
@@ -68,6 +73,16 @@ def non_block_expected(policy, W):
 
 
 class Fixture:
+    def reps_for(self, typical_pooling="mean", kernel_pooling="mean"):
+        """(typical samples, reps [M, L, K, H]) under the two pooling choices, computed here."""
+        def means(pooling):
+            if pooling not in self.means:
+                self.means[pooling] = np.stack([block_means_hf(f"{self.tmp}/{n}", self.samples, pooling)
+                                                for n in NAMES])
+            return self.means[pooling]
+        typical = kmeans_typical(means(typical_pooling)[REF, -1], K, SEED)
+        return typical, means(kernel_pooling)[:, :, typical, :]
+
     def __init__(self, tmp):
         self.tmp = tmp
         base = tiny_llama(f"{tmp}/base", seed=0)
@@ -77,11 +92,10 @@ class Fixture:
         self.samples = [[1] + rng.integers(3, 128, size=int(rng.integers(2, 16))).tolist() for _ in range(24)]
         write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": s} for s in self.samples])
         self.inputs = [load_file(f"{tmp}/{n}/model.safetensors") for n in NAMES]
-        all_reps = np.stack([block_means_hf(f"{tmp}/{n}", self.samples) for n in NAMES])  # [M, L, N, H]
-        self.L = all_reps.shape[1]
-        # typical.layer -1 = the last block's output of the reference model
-        self.typical = kmeans_typical(all_reps[REF, -1], K, SEED)
-        self.reps = all_reps[:, :, self.typical, :]  # [M, L, K, H]
+        self.means = {}
+        # typical.hidden_state -1 = the last block's output of the reference model
+        self.typical, self.reps = self.reps_for()  # [M, L, K, H]
+        self.L = self.reps.shape[1]
 
     def merge(self, tag, sets=(), np_=1):
         out = f"{self.tmp}/{tag}"
@@ -96,16 +110,17 @@ class Fixture:
         run(args, np=np_)
         return out
 
-    def verify(self, what, out, sim, W, non_block):
-        """The job's output in `out` against the expected similarities [L, M], weights [L, M] and
-        non-block weights, all computed here."""
+    def verify(self, what, out, sim, W, non_block, typical=None):
+        """The job's output in `out` against the expected similarities [L, M], weights [L, M],
+        non-block weights and typical samples (default: the mean-pooled ones), all computed here."""
+        typical = self.typical if typical is None else typical
         with h5py.File(f"{out}/merged.h5", "r") as f:
             got_sim, got_w = f["recall/similarity"][()], f["recall/weights"][()]
             got_typical = list(f["recall/typical_samples"][()])
         report = json.load(open(f"{out}/report.json"))
         got_typical = [int(i) for i in got_typical]
-        check(got_typical == self.typical and report["typical_samples"] == self.typical,
-              f"{what}: typical samples {got_typical} = recomputed k-means++ {self.typical}")
+        check(got_typical == typical and report["typical_samples"] == typical,
+              f"{what}: typical samples {got_typical} = recomputed k-means++ {typical}")
         ds = float(np.abs(got_sim - sim).max())
         check(ds <= SIM_TOL, f"{what}: similarities = numpy's (max |diff| {ds:.2e} <= {SIM_TOL})")
         dw = float(np.abs(got_w - W).max())
@@ -198,6 +213,30 @@ def main():
         differs(f"recall.temperature={tau}", W)
         fx.verify(f"recall.temperature={tau}", fx.merge(f"tau{tau}", [f"recall.temperature={tau}"], np_=np_),
                   base_sim, W, non_block_expected("uniform", W))
+
+    # typical.pooling: the clustering on the last token's states (representations stay means)
+    typical, reps = fx.reps_for(typical_pooling="last")
+    check(typical != fx.typical, f"typical.pooling=last: the recomputed typical samples {typical} differ from "
+          f"the mean-pooled {fx.typical}")
+    sim = expected_similarity(reps)
+    W = expected_weights(sim)
+    fx.verify("typical.pooling=last", fx.merge("tpool", ["typical.pooling=last"]), sim, W,
+              non_block_expected("uniform", W), typical=typical)
+
+    # kernel.pooling: representations without the BOS token (typical samples stay mean-pooled)
+    _, reps = fx.reps_for(kernel_pooling="mean_skip_first")
+    sim = expected_similarity(reps)
+    W = expected_weights(sim)
+    differs("kernel.pooling=mean_skip_first", W)
+    fx.verify("kernel.pooling=mean_skip_first", fx.merge("kpool", ["kernel.pooling=mean_skip_first"], np_=2), sim, W,
+              non_block_expected("uniform", W))
+
+    # recall.similarity: pairwise_mean
+    sim = expected_similarity(R, pairwise=True)
+    W = expected_weights(sim)
+    differs("recall.similarity=pairwise_mean", W)
+    fx.verify("recall.similarity=pairwise_mean", fx.merge("pairwise", ["recall.similarity=pairwise_mean"]), sim, W,
+              non_block_expected("uniform", W))
 
     shutil.rmtree(tmp)
     check.finish()
