@@ -19,6 +19,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"merge", recall::jobs::merge, "merge models with RECALL or a baseline (under mpirun/srun for many ranks)"},
     {"preflight", recall::jobs::preflight, "check a merge config and print the plan, reading headers only"},
+    {"config", recall::jobs::config, "check a merge config and print it resolved (no model opened)"},
     {"verify", recall::jobs::verify, "check every checksum of a merge output"},
     {"export", recall::jobs::export_h5, "write a Hugging Face directory from a merged.h5"},
     {"inspect", recall::jobs::inspect, "validate a model directory or .safetensors file and summarize it"},
