@@ -141,6 +141,8 @@ TEST(MergePlan, BudgetCheckNamesTheRankAndTheParts) {
     EXPECT_NE(std::string(e.what()).find("needs 5.00 KB (5000 bytes) on rank 1 but memory_budget is 5.00 KB (4999 bytes; "), std::string::npos)
         << e.what();
   }
+  const std::string gib = memory_plan_text(plans, 64ull << 30, false);
+  EXPECT_NE(gib.find("budget 64.00 GiB (68.72 GB)"), std::string::npos) << "in the unit it was written in: " << gib;
   const std::string text = memory_plan_text(plans, 4999, false);
   EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
 }
