@@ -34,7 +34,8 @@ class OutputDir {
   // else clears <dir>.partial and starts it with the key. Returns whether the work is kept.
   bool prepare(const std::string& key, bool fresh) const;
 
-  // Tensors recorded as merged and synced (empty when none).
+  // Tensors recorded as merged and synced (empty when none; the caller checks that the outputs
+  // they were written to are still there).
   std::set<std::string> merged_tensors() const;
   // Rank 0: starts an empty list / appends to it (synced to disk).
   void start_progress() const;
