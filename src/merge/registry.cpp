@@ -53,15 +53,20 @@ namespace {
 // Bytes of the accumulator type of an output dtype: float for 16-bit outputs, double for F32.
 uint64_t acc_bytes(DType out) { return out == DType::F32 ? 8 : 4; }
 
+// Staging buffers of the streaming kernels and the small per-call vectors of every kernel: a few
+// chunks of 8192 elements decoded and encoded at a time (recall/merge/kernel_io.h), with room to
+// spare (MergekitMethods.WorkBytesBoundEachKernelsMemory measures them).
+constexpr uint64_t kStagingBytes = uint64_t(512) << 10;
+uint64_t staging_bytes(uint64_t, size_t, DType) { return kStagingBytes; }
+
 // Working memory of a kernel holding `arrays(models)` whole-tensor arrays of the accumulator type
-// (the kernels decode and encode through small staging buffers: recall/merge/kernel_io.h).
+// and `mask_bytes` bytes per element, plus the staging buffers.
 std::function<uint64_t(uint64_t, size_t, DType)> whole_arrays(std::function<uint64_t(size_t)> arrays,
                                                               uint64_t mask_bytes = 0) {
   return [arrays = std::move(arrays), mask_bytes](uint64_t numel, size_t models, DType out) {
-    return numel * (arrays(models) * acc_bytes(out) + mask_bytes);
+    return numel * (arrays(models) * acc_bytes(out) + mask_bytes) + kStagingBytes;
   };
 }
-uint64_t staging_bytes(uint64_t, size_t, DType) { return uint64_t(256) << 10; }
 
 ParamSpec number(const char* name, ParamScope scope, std::optional<double> def, double lo, double hi,
                  const char* doc, bool lo_open = false) {
@@ -312,7 +317,7 @@ void add_other_methods(std::vector<MethodSpec>& r) {
   sce.whole_tensor = true;
   sce.params = {number("select_topk", ParamScope::Shared, 1.0, 0, 1, "fraction of the highest-variance elements kept"),
                 kInt8Mask};
-  sce.work_bytes = whole_arrays([](size_t models) { return models + 2; }, 1);
+  sce.work_bytes = whole_arrays([](size_t models) { return models + 2; }, 2);
   sce.merge = [](const MergeTask& t) {
     const Split s = split_base(t);
     merge_sce(required_base(s, "sce"), s.others, t.numel, t.params.shared("select_topk"), t.out_dtype, t.out);

@@ -149,3 +149,73 @@ TEST(MergekitMethods, RegistryChecksEachTensorsInputs) {
   EXPECT_THROW(merge_method("arcee_fusion"), Error);
   EXPECT_EQ(find_merge_method("ties")->param("int8_mask")->default_value, 0.0);
 }
+
+// ---- The memory plan counts each kernel's working memory (MethodSpec::work_bytes) --------------
+// Every heap allocation of this test binary is counted (malloc_usable_size, so frees need no
+// header); a kernel call's peak above what was allocated before it must not exceed the bytes its
+// registry entry declares.
+#include <malloc.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <new>
+
+namespace {
+std::atomic<int64_t> g_heap{0}, g_heap_peak{0};
+void* counted_alloc(size_t n) {
+  void* p = std::malloc(n ? n : 1);
+  if (!p) throw std::bad_alloc();
+  const int64_t now = g_heap += static_cast<int64_t>(malloc_usable_size(p));
+  for (int64_t peak = g_heap_peak; now > peak && !g_heap_peak.compare_exchange_weak(peak, now);) {
+  }
+  return p;
+}
+void counted_free(void* p) {
+  if (!p) return;
+  g_heap -= static_cast<int64_t>(malloc_usable_size(p));
+  std::free(p);
+}
+}  // namespace
+
+void* operator new(size_t n) { return counted_alloc(n); }
+void* operator new[](size_t n) { return counted_alloc(n); }
+void operator delete(void* p) noexcept { counted_free(p); }
+void operator delete[](void* p) noexcept { counted_free(p); }
+void operator delete(void* p, size_t) noexcept { counted_free(p); }
+void operator delete[](void* p, size_t) noexcept { counted_free(p); }
+
+TEST(MergekitMethods, WorkBytesBoundEachKernelsMemory) {
+  std::mt19937 gen(11);
+  std::normal_distribution<float> noise(0.0f, 0.02f);
+  for (const MethodSpec& m : merge_methods()) {
+    if (m.uses_representations) continue;
+    // Inputs as the merge loop gives them: whole tensors, or (row-wise methods) pieces of 256 KB.
+    const uint64_t numel = m.whole_tensor ? (uint64_t(1) << 19) : 65536;  // an array: 2 MB, above the staging
+    const std::vector<int64_t> shape = {static_cast<int64_t>(numel / 1024), 1024};
+    const size_t inputs = m.max_models > 0 ? static_cast<size_t>(m.max_models) : 4;
+    std::vector<std::vector<float>> data(inputs, std::vector<float>(numel));
+    for (size_t i = 0; i < inputs; ++i)
+      for (float& x : data[i]) x = (i ? data[0][&x - data[i].data()] : 0.05f) + noise(gen);
+    std::vector<TensorView> views;
+    for (const auto& d : data) views.push_back(f32(d));
+    const std::optional<size_t> base = m.base == BaseUse::None ? std::nullopt : std::optional<size_t>(0);
+    TensorParams params;
+    for (const ParamSpec& p : m.params) {
+      const double v = p.name == "density" ? 0.5 : p.name == "t" ? 0.3 : p.default_value.value_or(1.0);
+      if (p.scope == ParamScope::Shared)
+        params.set(p.name, v);
+      else
+        params.set(p.name, std::vector<double>(inputs, v));
+    }
+    for (DType out_dtype : {DType::BF16, DType::F32}) {
+      std::vector<uint8_t> out(numel * dtype_size(out_dtype));
+      const int64_t before = g_heap.load();
+      g_heap_peak = before;
+      m.merge(MergeTask{views, base, params, "model.layers.0.mlp.up_proj.weight", shape, 0, numel, out_dtype, out.data()});
+      const int64_t used = g_heap_peak.load() - before;
+      const uint64_t declared = m.work_bytes(numel, inputs, out_dtype);
+      EXPECT_LE(used, static_cast<int64_t>(declared)) << m.name << " " << dtype_name(out_dtype) << ": " << used
+                                                      << " bytes used, " << declared << " declared";
+    }
+  }
+}
