@@ -143,6 +143,30 @@ Field number(std::string key, Ref<double> ref, double lo, double hi, bool lo_ope
           [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
 }
 
+// A finite number in [lo, hi], or a non-empty list of them: a gradient over the blocks.
+Field gradient(std::string key, Ref<std::vector<double>> ref, double lo, double hi, std::string doc) {
+  const std::string range = "a finite number in [" + show_number(lo) + ", " + show_number(hi) + "]";
+  const std::string expected = range + " or a list of them (a gradient over the blocks)";
+  return {key, range + ", or a list of them (a gradient)", std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            if (n.IsSequence() && (n.size() == 0 || n.size() > kMaxListEntries)) r.bad(key, n, expected);
+            std::vector<double> v;
+            for (size_t i = 0; i < (n.IsSequence() ? n.size() : 1); ++i) {
+              const YAML::Node x = n.IsSequence() ? n[i] : n;
+              const std::string& what = n.IsScalar() ? range : expected;
+              const double d = scalar_as<double>(x, key, r, what.c_str());
+              if (!std::isfinite(d) || d < lo || d > hi) r.bad(key, x, what);
+              v.push_back(d);
+            }
+            ref(c) = v;
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) {
+            const std::vector<double>& v = ref(const_cast<MergeConfig&>(c));
+            if (v.size() == 1) e << v[0];
+            else e << YAML::Flow << v;
+          }};
+}
+
 Field boolean(std::string key, Ref<bool> ref, std::string doc) {
   return {key, "true or false", std::move(doc),
           [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
@@ -272,8 +296,9 @@ const std::vector<Field>& fields() {
     f.push_back(boolean("kernel.cka_debiased", [](MergeConfig& c) -> auto& { return c.kernel.cka_debiased; },
                         "linear_cka, rbf_cka: the unbiased HSIC estimator"));
 
-    f.push_back(number("recall.temperature", [](MergeConfig& c) -> auto& { return c.recall.temperature; }, 0, 1e6,
-                       false, "tau of the softmax over models (0 = the most similar model alone)"));
+    f.push_back(gradient("recall.temperature", [](MergeConfig& c) -> auto& { return c.recall.temperature; }, 0, 1e6,
+                         "tau of the softmax over models (0 = the most similar model alone); a list is a gradient "
+                         "over the blocks, interpolated as mergekit's"));
     f.push_back(choice("recall.non_block", [](MergeConfig& c) -> auto& { return c.recall.non_block; },
                        kNonBlockPolicies,
                        "weights of the tensors outside the blocks: 1/M each, the nearest block's, or the "
@@ -616,6 +641,9 @@ void check(MergeConfig& c, const Reader& r) {
   if (method.uses_representations && c.data.empty())
     fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL samples of the reference model's task)");
   if (c.output.dir.empty()) fail(r.where, ": missing key 'output.dir'");
+  if (c.recall.granularity == Granularity::Global && c.recall.temperature.size() > 1)
+    fail(at("recall.temperature"), ": 'recall.temperature' is a gradient but recall.granularity is global (one weight "
+         "vector for every block); give one temperature");
   // Required parameters must be set somewhere (per tensor, a filter may still leave one unset:
   // the merge names that tensor).
   for (const ParamSpec& p : method.params) {
@@ -795,6 +823,10 @@ MergeConfig load_merge_config(const std::string& path, const std::vector<std::st
 }
 
 std::string output_dtype_name(DType t) { return std::string(name_of(kOutputDTypes, t)); }
+
+double RecallConfig::temperature_at(int64_t block, int64_t blocks) const {
+  return ParamSetting{{{"", temperature}}}.resolve("", gradient_position(block, blocks), false).value();
+}
 
 std::string output_format_name(OutputFormat f) { return std::string(name_of(kOutputFormats, f)); }
 

@@ -54,9 +54,13 @@ struct TypicalConfig {
 using KernelConfig = SimilarityOptions;  // recall/merge/similarity.h
 
 struct RecallConfig {
-  double temperature = 1.0;                          // tau of the softmax over models
+  // tau of the softmax over models: one value, or a gradient over the blocks (mergekit's
+  // interpolation, recall/config/param_setting.h)
+  std::vector<double> temperature = {1.0};
   NonBlockPolicy non_block = NonBlockPolicy::Uniform;  // tensors outside the blocks
   Granularity granularity = Granularity::Block;      // per-block weights, or one vector for all
+
+  double temperature_at(int64_t block, int64_t blocks) const;  // the gradient at block / (blocks - 1)
 };
 
 struct ParallelConfig {
