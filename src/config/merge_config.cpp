@@ -804,6 +804,13 @@ void emit_params(YAML::Emitter& e, const ParamSettings& p) {
   e << YAML::EndMap;
 }
 
+// `params: {...}` inside an open mapping, when there are any.
+void emit_params_key(YAML::Emitter& e, const ParamSettings& p) {
+  if (p.empty()) return;
+  e << YAML::Key << "params" << YAML::Value;
+  emit_params(e, p);
+}
+
 }  // namespace
 
 MergeConfig parse_merge_config(const std::string& text, const std::string& where,
@@ -840,10 +847,7 @@ std::string to_yaml(const MergeConfig& c) {
     e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key << "path"
       << YAML::Value << m.path;
     if (!m.base_model.empty()) e << YAML::Key << "base_model" << YAML::Value << m.base_model;
-    if (!m.params.empty()) {
-      e << YAML::Key << "params" << YAML::Value;
-      emit_params(e, m.params);
-    }
+    emit_params_key(e, m.params);
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;
@@ -854,17 +858,11 @@ std::string to_yaml(const MergeConfig& c) {
       for (const SliceSource& src : sl.sources) {
         e << YAML::Flow << YAML::BeginMap << YAML::Key << "model" << YAML::Value << src.model << YAML::Key
           << "layer_range" << YAML::Value << YAML::Flow << YAML::BeginSeq << src.first << src.end << YAML::EndSeq;
-        if (!src.params.empty()) {
-          e << YAML::Key << "params" << YAML::Value;
-          emit_params(e, src.params);
-        }
+        emit_params_key(e, src.params);
         e << YAML::EndMap;
       }
       e << YAML::EndSeq;
-      if (!sl.params.empty()) {
-        e << YAML::Key << "params" << YAML::Value;
-        emit_params(e, sl.params);
-      }
+      emit_params_key(e, sl.params);
       e << YAML::EndMap;
     }
     e << YAML::EndSeq;

@@ -121,6 +121,30 @@ std::vector<double> per_other(const MergeTask& t, const Split& s, const char* na
   return v;
 }
 
+// The common fields of a whole-tensor method.
+MethodSpec whole_method(const char* name, const char* summary, const char* reference, BaseUse base) {
+  MethodSpec m;
+  m.name = name, m.summary = summary, m.reference = reference;
+  m.base = base;
+  m.whole_tensor = true;
+  return m;
+}
+
+// A method of the base and one other model with a shared `t` (slerp, nearswap); whole tensors.
+MethodSpec base_pair_method(const char* name, const char* summary, const char* reference, ParamSpec t_param,
+                            std::function<uint64_t(uint64_t, size_t, DType)> work,
+                            void (*kernel)(TensorView, TensorView, double, uint64_t, DType, void*)) {
+  MethodSpec m = whole_method(name, summary, reference, BaseUse::Required);
+  m.min_models = m.max_models = 2;
+  m.params = {std::move(t_param)};
+  m.work_bytes = std::move(work);
+  m.merge = [kernel, name](const MergeTask& t) {
+    const Split s = split_base(t);
+    kernel(required_base(s, name), s.others.at(0), t.params.shared("t"), t.numel, t.out_dtype, t.out);
+  };
+  return m;
+}
+
 // The generalized task arithmetic family (mergekit's GeneralizedTaskArithmeticMerge).
 struct TaskVectorFamily {
   const char* name;
@@ -221,30 +245,17 @@ void add_weighted_methods(std::vector<MethodSpec>& r) {
 }
 
 void add_interpolation_methods(std::vector<MethodSpec>& r) {
-  MethodSpec slerp;
-  slerp.name = "slerp";
-  slerp.summary = "spherical interpolation from the base (t = 0) to the other model (t = 1)";
-  slerp.reference = "mergekit merge_methods/slerp.py";
-  slerp.base = BaseUse::Required;
-  slerp.min_models = slerp.max_models = 2;
-  slerp.whole_tensor = true;
-  slerp.params = {number("t", ParamScope::Shared, 0.5, 0, 1, "interpolation factor: 0 = the base, 1 = the other model")};
-  slerp.work_bytes = whole_arrays([](size_t) { return 3; });
-  slerp.merge = [](const MergeTask& t) {
-    const Split s = split_base(t);
-    merge_slerp(required_base(s, "slerp"), s.others.at(0), t.params.shared("t"), t.numel, t.out_dtype, t.out);
-  };
-  r.push_back(std::move(slerp));
+  r.push_back(base_pair_method("slerp", "spherical interpolation from the base (t = 0) to the other model (t = 1)",
+                               "mergekit merge_methods/slerp.py",
+                               number("t", ParamScope::Shared, 0.5, 0, 1, "interpolation factor: 0 = the base, 1 = the other model"),
+                               whole_arrays([](size_t) { return 3; }), merge_slerp));
 
-  MethodSpec nu;
-  nu.name = "nuslerp";
-  nu.summary = "SLERP with weights (t = w_1 / (w_0 + w_1)), of task vectors when a base is given, per tensor, row or column";
-  nu.reference = "mergekit merge_methods/nuslerp.py";
-  nu.base = BaseUse::Optional;
+  MethodSpec nu = whole_method("nuslerp",
+                               "SLERP with weights (t = w_1 / (w_0 + w_1)), of task vectors when a base is given, per tensor, row or column",
+                               "mergekit merge_methods/nuslerp.py", BaseUse::Optional);
   nu.min_models = 2;
   nu.max_models = 3;
   nu.min_non_base = nu.max_non_base = 2;
-  nu.whole_tensor = true;
   nu.params = {weight_param(std::nullopt),
                bool_param("nuslerp_row_wise", false, "with nuslerp_flatten false: interpolate each column (mergekit's dim 0)"),
                bool_param("nuslerp_flatten", true, "interpolate the flattened tensor (false: each row)")};
@@ -260,13 +271,10 @@ void add_interpolation_methods(std::vector<MethodSpec>& r) {
   };
   r.push_back(std::move(nu));
 
-  MethodSpec multi;
-  multi.name = "multislerp";
-  multi.summary = "barycentric interpolation of any number of models on the hypersphere (around the base when given)";
-  multi.reference = "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea (mergekit merge_methods/multislerp.py)";
-  multi.base = BaseUse::Optional;
+  MethodSpec multi = whole_method("multislerp",
+                               "barycentric interpolation of any number of models on the hypersphere (around the base when given)",
+                               "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea (mergekit merge_methods/multislerp.py)", BaseUse::Optional);
   multi.min_non_base = 1;
-  multi.whole_tensor = true;
   multi.params = {weight_param(std::nullopt), bool_param("normalize_weights", true, "divide the weights by their sum"),
                   number("eps", ParamScope::Shared, 1e-8, 0, 1, "added to norms before dividing by them")};
   multi.work_bytes = whole_arrays([](size_t models) { return models + 3; });
@@ -277,11 +285,9 @@ void add_interpolation_methods(std::vector<MethodSpec>& r) {
   };
   r.push_back(std::move(multi));
 
-  MethodSpec karcher;
-  karcher.name = "karcher";
-  karcher.summary = "Karcher (Riemannian) mean of the models on the hypersphere, scaled by their mean norm";
-  karcher.reference = "https://arxiv.org/abs/2603.04972 (mergekit merge_methods/karcher.py)";
-  karcher.whole_tensor = true;
+  MethodSpec karcher = whole_method("karcher",
+                               "Karcher (Riemannian) mean of the models on the hypersphere, scaled by their mean norm",
+                               "https://arxiv.org/abs/2603.04972 (mergekit merge_methods/karcher.py)", BaseUse::None);
   karcher.params = {{"max_iter", ParamKind::Integer, ParamScope::Shared, 10.0, 0, 1e6, false, "at most this many iterations"},
                     number("tol", ParamScope::Shared, 1e-5, 0, 1, "convergence tolerance (and the smallest norm used)")};
   karcher.work_bytes = whole_arrays([](size_t models) { return models + 3; });
@@ -293,13 +299,10 @@ void add_interpolation_methods(std::vector<MethodSpec>& r) {
 }
 
 void add_other_methods(std::vector<MethodSpec>& r) {
-  MethodSpec stock;
-  stock.name = "model_stock";
-  stock.summary = "Model Stock: the average of the fine-tuned models pulled toward the base by their task vectors' angle";
-  stock.reference = "https://arxiv.org/abs/2403.19522 (mergekit merge_methods/model_stock.py)";
-  stock.base = BaseUse::Required;
+  MethodSpec stock = whole_method("model_stock",
+                               "Model Stock: the average of the fine-tuned models pulled toward the base by their task vectors' angle",
+                               "https://arxiv.org/abs/2403.19522 (mergekit merge_methods/model_stock.py)", BaseUse::Required);
   stock.min_models = 3;
-  stock.whole_tensor = true;
   stock.params = {bool_param("filter_wise", false, "one interpolation factor per row instead of per tensor")};
   stock.work_bytes = whole_arrays([](size_t models) { return models + 1; });
   stock.merge = [](const MergeTask& t) {
@@ -309,12 +312,9 @@ void add_other_methods(std::vector<MethodSpec>& r) {
   };
   r.push_back(std::move(stock));
 
-  MethodSpec sce;
-  sce.name = "sce";
-  sce.summary = "SCE: select high-variance elements, weight task vectors by their energy, erase minority signs";
-  sce.reference = "https://arxiv.org/abs/2408.07990 (mergekit merge_methods/sce.py)";
-  sce.base = BaseUse::Required;
-  sce.whole_tensor = true;
+  MethodSpec sce = whole_method("sce",
+                               "SCE: select high-variance elements, weight task vectors by their energy, erase minority signs",
+                               "https://arxiv.org/abs/2408.07990 (mergekit merge_methods/sce.py)", BaseUse::Required);
   sce.params = {number("select_topk", ParamScope::Shared, 1.0, 0, 1, "fraction of the highest-variance elements kept"),
                 kInt8Mask};
   sce.work_bytes = whole_arrays([](size_t models) { return models + 2; }, 2);
@@ -324,18 +324,12 @@ void add_other_methods(std::vector<MethodSpec>& r) {
   };
   r.push_back(std::move(sce));
 
-  MethodSpec near;
-  near.name = "nearswap";
-  near.summary = "NearSwap: take the other model's value where it is within t of the base's";
-  near.reference = "https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001 (mergekit merge_methods/nearswap.py)";
-  near.base = BaseUse::Required;
-  near.min_models = near.max_models = 2;
-  near.params = {number("t", ParamScope::Shared, std::nullopt, 0, 1e6, "distance below which the other model's value is taken")};
-  near.work_bytes = staging_bytes;
-  near.merge = [](const MergeTask& t) {
-    const Split s = split_base(t);
-    merge_nearswap(required_base(s, "nearswap"), s.others.at(0), t.params.shared("t"), t.numel, t.out_dtype, t.out);
-  };
+  MethodSpec near = base_pair_method(
+      "nearswap", "NearSwap: take the other model's value where it is within t of the base's",
+      "https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001 (mergekit merge_methods/nearswap.py)",
+      number("t", ParamScope::Shared, std::nullopt, 0, 1e6, "distance below which the other model's value is taken"),
+      staging_bytes, merge_nearswap);
+  near.whole_tensor = false;  // elementwise: rows split among ranks
   r.push_back(std::move(near));
 
   MethodSpec pass;
