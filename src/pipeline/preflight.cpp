@@ -186,8 +186,10 @@ std::string preflight_summary(const MergeInputs& in, int plan_world, int world) 
   for (size_t m = 0; m < in.models.size(); ++m) bytes += in.model_bytes(m);
   std::ostringstream os;
   os << "preflight ok: " << in.models.size() << " " << arch_name(arch.arch) << " models, " << arch.num_hidden_layers
-     << " blocks, " << in.slots.size() << " tensors each, " << format_bytes(bytes) << " to read; " << plan_world
+     << " blocks, " << in.models[in.reference].slots.size() << " tensors each, " << format_bytes(bytes) << " to read; " << plan_world
      << " rank(s)" << (plan_world != world ? " (planned)" : "");
+  if (in.output_blocks != arch.num_hidden_layers)
+    os << "; the merged model (slices): " << in.output_blocks << " blocks, " << in.slots.size() << " tensors";
   return os.str();
 }
 
