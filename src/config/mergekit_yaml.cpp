@@ -64,8 +64,8 @@ void Translator::check_keys(const YAML::Node& map, const std::string& key, const
 }
 
 std::string Translator::scalar(const YAML::Node& n, const std::string& key) const {
-  if (!n || !n.IsScalar()) fail(yaml_position(where_, n), ": mergekit key '", key, "' must be a string, got ",
-                                n ? yaml_describe(n) : "nothing");
+  if (!n) fail(where_, ": mergekit key '", key, "' is missing");
+  if (!n.IsScalar()) fail(yaml_position(where_, n), ": mergekit key '", key, "' must be a string, got ", yaml_describe(n));
   return n.Scalar();
 }
 

@@ -87,6 +87,8 @@ TEST(MergekitConfig, RefusedKeysNameTheirPlace) {
   std::string hub = kTies;
   hub.replace(hub.find("/m/math"), 7, "org/math@v2");
   EXPECT_HAS(error_of(hub), "mk.yml:6:12: mergekit key 'models[1].model' names a Hugging Face Hub revision");
+  EXPECT_HAS(error_of("merge_method: ties\nmodels:\n  - parameters: {weight: 1}\n"),
+             "mk.yml: mergekit key 'models[0].model' is missing");
   std::string method = kTies;
   method.replace(method.find("merge_method: ties"), 18, "merge_method: arcee_fusion");
   EXPECT_HAS(error_of(method), "mk.yml:13:15: merge method 'arcee_fusion' (mergekit) is not supported");
