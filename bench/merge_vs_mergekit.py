@@ -1,13 +1,15 @@
 """Merge throughput of `recall merge` against mergekit and this machine's limits, in one run.
 
     python bench/merge_vs_mergekit.py [--hidden 1024 --layers 16 --inter 2816 --vocab 32000] [--np 1 2]
+                                      [--formats hf | hf,h5 | h5]
 
 Creates three random Llamas in bf16 (same shapes), then times, side by side:
   - memory copy bandwidth (numpy, 1 GiB), file write and read bandwidth (dd, 2 GiB, page cache dropped
-    where permitted), and the job's own bytes (the inputs read, the output written twice) through
-    cat and dd, one after the other and at the same time: the disk's floor for this job;
+    where permitted), and the job's own bytes (the inputs read, the output written once per output
+    format) through cat and dd, one after the other and at the same time: the disk's floor for this job;
   - mergekit's linear merge (mergekit-yaml, CPU, --lazy-unpickle off) of the three models;
-  - recall's linear merge (the same weights) under mpirun with each --np.
+  - recall's linear merge (the same weights) under mpirun with each --np, writing output.formats
+    --formats (default hf: the Hugging Face directory alone, the same bytes mergekit writes).
 Prints GB/s of input read for each, the ratio recall / mergekit (target >= 3) and recall / the slower
 of the disk limits (target >= 0.7), recall's time against the disk floor, recall's phases and where
 rank 0's merge loop spent its time. Everything is written under a temporary directory and removed."""
@@ -52,6 +54,7 @@ def main():
     ap.add_argument("--np", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--recall", default=os.path.join(os.path.dirname(__file__), "../build/bin/recall"))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--formats", default="hf", help="recall's output.formats, comma-separated (hf, h5)")
     a = ap.parse_args()
     import torch
     import transformers
@@ -89,11 +92,12 @@ def main():
     print(f"machine: memory copy {copy_gbs:.2f} GB/s (read+write), file write {write_gbs:.2f} GB/s, "
           f"file read {read_gbs:.2f} GB/s ({'cold' if dropped else 'page cache not dropped'})")
     # The job's own bytes through the disk without any merging: read the three inputs (cat, cold)
-    # and write the output twice (merged.h5 + HF shards: dd, fsync'd), one after the other and at
-    # the same time. The faster of the two is the disk's floor for this job.
+    # and write the output once per format (HF shards, merged.h5: dd, fsync'd), one after the other
+    # and at the same time. The faster of the two is the disk's floor for this job.
+    formats = [f for f in a.formats.split(",") if f]
     inputs = [os.path.join(f"{tmp}/{n}", f) for n in names for f in sorted(os.listdir(f"{tmp}/{n}"))
               if f.endswith(".safetensors")]
-    out_mib = int(2 * in_bytes / 3 / 2**20)
+    out_mib = int(len(formats) * in_bytes / 3 / 2**20)
     write_cmd = ["dd", "if=/dev/zero", f"of={ddf}", "bs=1M", f"count={out_mib}", "conv=fsync", "status=none"]
     drop_caches()
     t0 = time.perf_counter()
@@ -122,7 +126,7 @@ def main():
     t_mk = timed([mergekit, mk, f"{tmp}/out-mergekit", "--no-copy-tokenizer", "--allow-crimes"],
                  env=dict(os.environ, HF_HUB_OFFLINE="1"))
     mk_gbs = in_bytes / t_mk / 1e9
-    # mergekit leaves its output in the page cache; recall syncs its two copies before it commits.
+    # mergekit leaves its output in the page cache; recall syncs its outputs before it commits.
     # Also shown, for reference only: mergekit's time until its one copy is on disk too.
     t_sync = timed(["sync"])
     print(f"mergekit linear: {t_mk:.2f} s, {mk_gbs:.3f} GB/s of input (+ {t_sync:.2f} s until `sync` has its "
@@ -134,11 +138,12 @@ def main():
         rc = f"{tmp}/recall-{np_}.yaml"
         with open(rc, "w") as f:
             f.write("models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}}}\n" for n in names) +
-                    f"method: linear\noutput: {{dir: {tmp}/out-recall-{np_}, dtype: bfloat16}}\n")
+                    f"method: linear\noutput: {{dir: {tmp}/out-recall-{np_}, dtype: bfloat16, "
+                    f"formats: [{', '.join(formats)}]}}\n")
         drop_caches()
         t = timed(["mpirun", "-np", str(np_), "--oversubscribe", a.recall, "merge", "--config", rc, "--quiet"], env=env)
         gbs = in_bytes / t / 1e9
-        print(f"recall linear, {np_} rank(s): {t:.2f} s, {gbs:.3f} GB/s of input; "
+        print(f"recall linear, {np_} rank(s), output.formats [{', '.join(formats)}]: {t:.2f} s, {gbs:.3f} GB/s of input; "
               f"{gbs / mk_gbs:.2f}x mergekit (target >= 3), {gbs / min(read_gbs, write_gbs):.2f}x the slower "
               f"disk limit (target >= 0.7)")
         with open(f"{tmp}/out-recall-{np_}/report.json") as f:

@@ -5,12 +5,15 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <functional>
 #include <limits>
 #include <set>
 #include <sstream>
 
+#include "recall/config/mergekit_yaml.h"
 #include "recall/config/yaml_text.h"
 #include "recall/util/byte_size.h"
 #include "recall/util/error.h"
@@ -37,6 +40,7 @@ namespace {
 
 constexpr EnumName<DType> kOutputDTypes[] = {
     {"bfloat16", DType::BF16}, {"float16", DType::F16}, {"float32", DType::F32}};
+constexpr EnumName<OutputFormat> kOutputFormats[] = {{"hf", OutputFormat::Hf}, {"h5", OutputFormat::H5}};
 
 // Bounds on what a config may hold, so that a hostile file fails with a message instead of
 // exhausting memory: the file itself, any string, any list.
@@ -49,15 +53,20 @@ constexpr size_t kMaxListEntries = 65536;
 struct Reader {
   std::string where;
   std::map<std::string, std::string> overrides;  // dotted key -> "k=v" as given
+  // Keys translated from a mergekit file named by `mergekit:` -> that file (else `where`).
+  std::map<std::string, std::string> files;
 
   std::string at(const std::string& key, const YAML::Node& n) const {
+    std::string file = where;
+    bool file_found = false;
     for (std::string k = key;;) {
       if (auto it = overrides.find(k); it != overrides.end()) return "--set '" + it->second + "'";
+      if (auto it = files.find(k); it != files.end() && !file_found) file = it->second, file_found = true;
       const auto cut = k.find_last_of(".[");
       if (cut == std::string::npos) break;
       k = k.substr(0, cut);
     }
-    return yaml_position(where, n);
+    return yaml_position(file, n);
   }
   [[noreturn]] void bad(const std::string& key, const YAML::Node& n, const std::string& expected) const {
     fail(at(key, n), ": '", key, "' must be ", expected, ", got ", yaml_describe(n));
@@ -134,6 +143,30 @@ Field number(std::string key, Ref<double> ref, double lo, double hi, bool lo_ope
           [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
 }
 
+// A finite number in [lo, hi], or a non-empty list of them: a gradient over the blocks.
+Field gradient(std::string key, Ref<std::vector<double>> ref, double lo, double hi, std::string doc) {
+  const std::string range = "a finite number in [" + show_number(lo) + ", " + show_number(hi) + "]";
+  const std::string expected = range + " or a list of them (a gradient over the blocks)";
+  return {key, range + ", or a list of them (a gradient)", std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            if (n.IsSequence() && (n.size() == 0 || n.size() > kMaxListEntries)) r.bad(key, n, expected);
+            std::vector<double> v;
+            for (size_t i = 0; i < (n.IsSequence() ? n.size() : 1); ++i) {
+              const YAML::Node x = n.IsSequence() ? n[i] : n;
+              const std::string& what = n.IsScalar() ? range : expected;
+              const double d = scalar_as<double>(x, key, r, what.c_str());
+              if (!std::isfinite(d) || d < lo || d > hi) r.bad(key, x, what);
+              v.push_back(d);
+            }
+            ref(c) = v;
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) {
+            const std::vector<double>& v = ref(const_cast<MergeConfig&>(c));
+            if (v.size() == 1) e << v[0];
+            else e << YAML::Flow << v;
+          }};
+}
+
 Field boolean(std::string key, Ref<bool> ref, std::string doc) {
   return {key, "true or false", std::move(doc),
           [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
@@ -185,6 +218,30 @@ Field choice(std::string key, typename NonDeduced<Ref<E>>::type ref, const EnumN
           },
           [=, &table](const MergeConfig& c, YAML::Emitter& e) {
             e << std::string(name_of(table, ref(const_cast<MergeConfig&>(c))));
+          }};
+}
+
+// A non-empty list of distinct names from the table.
+template <typename E, size_t N>
+Field choices(std::string key, typename NonDeduced<Ref<std::vector<E>>>::type ref, const EnumName<E> (&table)[N],
+              std::string doc) {
+  const std::string names = names_of(table);
+  const std::string expected = "a non-empty list of distinct values among " + names;
+  return {key, "a list of " + names, std::move(doc),
+          [=, &table](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            if (!n.IsSequence() || n.size() == 0) r.bad(key, n, expected);
+            std::vector<E> v;
+            for (size_t i = 0; i < n.size(); ++i) {
+              const auto e = n[i].IsScalar() ? parse_name(table, n[i].Scalar()) : std::nullopt;
+              if (!e || std::find(v.begin(), v.end(), *e) != v.end()) r.bad(key, n[i], expected);
+              v.push_back(*e);
+            }
+            ref(c) = v;
+          },
+          [=, &table](const MergeConfig& c, YAML::Emitter& e) {
+            e << YAML::Flow << YAML::BeginSeq;
+            for (E x : ref(const_cast<MergeConfig&>(c))) e << std::string(name_of(table, x));
+            e << YAML::EndSeq;
           }};
 }
 
@@ -247,8 +304,9 @@ const std::vector<Field>& fields() {
     f.push_back(choice("recall.similarity", [](MergeConfig& c) -> auto& { return c.kernel.mode; }, kSimilarityModes,
                        "each model against the reference (RECALL), or the mean of its similarities to every "
                        "other model (the pairwise reading)"));
-    f.push_back(number("recall.temperature", [](MergeConfig& c) -> auto& { return c.recall.temperature; }, 0, 1e6,
-                       false, "tau of the softmax over models (0 = the most similar model alone)"));
+    f.push_back(gradient("recall.temperature", [](MergeConfig& c) -> auto& { return c.recall.temperature; }, 0, 1e6,
+                         "tau of the softmax over models (0 = the most similar model alone); a list is a gradient "
+                         "over the blocks, interpolated as mergekit's"));
     f.push_back(choice("recall.non_block", [](MergeConfig& c) -> auto& { return c.recall.non_block; },
                        kNonBlockPolicies,
                        "weights of the tensors outside the blocks: 1/M each, the nearest block's, or the "
@@ -273,6 +331,11 @@ const std::vector<Field>& fields() {
                        "output directory; written as <dir>.partial and renamed when every rank succeeded"));
     f.push_back(choice("output.dtype", [](MergeConfig& c) -> auto& { return c.output.dtype; }, kOutputDTypes,
                        "dtype of the merged tensors"));
+    f.push_back(choices("output.formats", [](MergeConfig& c) -> auto& { return c.output.formats; }, kOutputFormats,
+                        "what the merge writes: hf = the Hugging Face directory hf/ (safetensors shards, config.json, "
+                        "tokenizer), h5 = merged.h5 (parallel HDF5 with the merge's metadata)"));
+    f.push_back(string("output.tokenizer", [](MergeConfig& c) -> auto& { return c.output.tokenizer; },
+                       "name of the model whose tokenizer files hf/ gets (default: the reference)"));
     f.push_back(bytes("output.shard_bytes", [](MergeConfig& c) -> auto& { return c.output.shard_bytes; }, 1,
                       "largest safetensors shard of the Hugging Face export"));
     f.push_back(bytes("output.checkpoint_bytes", [](MergeConfig& c) -> auto& { return c.output.checkpoint_bytes; },
@@ -299,6 +362,7 @@ std::vector<std::string> allowed_keys(const std::string& section) {
     if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
   };
   if (section.empty()) add("models");
+  if (section.empty()) add("slices");
   for (const Field& f : fields()) {
     if (section.empty()) add(section_of(f.key).empty() ? f.key : section_of(f.key));
     else if (section_of(f.key) == section) add(name_in_section(f.key));
@@ -487,37 +551,123 @@ void read_models(const YAML::Node& models, MergeConfig* c, const Reader& r) {
   }
 }
 
-// Cross-field checks, each naming where the key was set.
-void check(MergeConfig& c, const Reader& r) {
-  const size_t M = c.models.size();
+// mergekit's `layer_range: [first, end)` of a slice source.
+void read_layer_range(const YAML::Node& n, const std::string& key, SliceSource* src, const Reader& r) {
+  const std::string expected = "[first, end): two integers with 0 <= first < end";
+  if (!n || !n.IsSequence() || n.size() != 2) r.bad(key, n ? n : YAML::Node(), expected);
+  src->first = scalar_as<int64_t>(n[0], key, r, expected.c_str());
+  src->end = scalar_as<int64_t>(n[1], key, r, expected.c_str());
+  if (src->first < 0 || src->end <= src->first || src->end > (1 << 20)) r.bad(key, n, expected);
+}
+
+// `slices`: a list of {sources: [{model, layer_range, params}], params}.
+void read_slices(const YAML::Node& slices, MergeConfig* c, std::vector<std::string>* notes, const Reader& r) {
+  if (!slices || slices.IsNull()) return;
+  if (!slices.IsSequence() || slices.size() == 0) r.bad("slices", slices, "a non-empty list of {sources, params}");
+  if (slices.size() > kMaxListEntries) fail(r.at("slices", slices), ": 'slices' has too many entries");
+  for (size_t k = 0; k < slices.size(); ++k) {
+    const std::string key = "slices[" + std::to_string(k) + "]";
+    const YAML::Node sl = slices[k];
+    if (!sl.IsMap()) r.bad(key, sl, "a mapping {sources, params}");
+    check_keys(sl, key, {"sources", "params"}, r);
+    const YAML::Node sources = sl["sources"];
+    if (!sources || !sources.IsSequence() || sources.size() == 0 || sources.size() > kMaxModels)
+      r.bad(key + ".sources", sources ? sources : sl, "a non-empty list of {model, layer_range, params}");
+    SliceConfig slice;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const std::string skey = key + ".sources[" + std::to_string(i) + "]";
+      const YAML::Node src = sources[i];
+      if (!src.IsMap()) r.bad(skey, src, "a mapping {model, layer_range, params}");
+      check_keys(src, skey, {"model", "layer_range", "params"}, r);
+      SliceSource s;
+      if (!src["model"]) fail(r.at(skey, src), ": '", skey, "' needs 'model' (a model's name)");
+      s.model = read_string(src["model"], skey + ".model", r);
+      read_layer_range(src["layer_range"], skey + ".layer_range", &s, r);
+      if (YAML::Node p = src["params"]; p && !p.IsNull())
+        s.params = read_params(p, skey + ".params", *c->method, true, notes, r);
+      c->origin.set(skey, r.at(skey, src));
+      slice.sources.push_back(std::move(s));
+    }
+    if (YAML::Node p = sl["params"]; p && !p.IsNull()) slice.params = read_params(p, key + ".params", *c->method, false, notes, r);
+    c->origin.set(key, r.at(key, sl));
+    c->slices.push_back(std::move(slice));
+  }
+  c->origin.set("slices", r.at("slices", slices));
+}
+
+// The inputs of every output tensor suit the method: every model (with the base), or each
+// slice's sources; slice sources name models and agree on their length.
+void check_inputs(const MergeConfig& c) {
   const MethodSpec& method = *c.method;
   auto at = [&](const std::string& key) { return c.origin.of(key); };
-  if (M < static_cast<size_t>(std::max(2, method.min_models)))
-    fail(at("models"), ": 'models' lists ", M, " model(s); method '", method.name, "' needs at least ",
-         std::max(2, method.min_models));
-  if (method.max_models > 0 && M > static_cast<size_t>(method.max_models))
-    fail(at("models"), ": method '", method.name, "' merges at most ", method.max_models, " models, got ", M);
+  if (c.slices.empty()) {
+    const std::string problem = method.check_inputs(c.models.size(), !c.base.empty());
+    if (!problem.empty()) fail(at("models"), ": method '", method.name, "' ", problem);
+    return;
+  }
+  if (method.uses_representations)
+    fail(at("slices"), ": method '", method.name, "' merges every block of every model; 'slices' are for the "
+         "baselines (e.g. passthrough frankenmerges)");
+  for (size_t k = 0; k < c.slices.size(); ++k) {
+    const std::string key = "slices[" + std::to_string(k) + "]";
+    const SliceConfig& sl = c.slices[k];
+    bool has_base = false;
+    std::set<std::string> seen;
+    for (size_t i = 0; i < sl.sources.size(); ++i) {
+      const SliceSource& src = sl.sources[i];
+      const std::string skey = key + ".sources[" + std::to_string(i) + "]";
+      bool known = false;
+      for (const auto& m : c.models) known = known || m.name == src.model;
+      if (!known) fail(at(skey), ": '", skey, ".model' is '", src.model, "', which is not among the models");
+      if (!seen.insert(src.model).second)
+        fail(at(skey), ": model '", src.model, "' is a source of ", key, " twice; a slice merges distinct models");
+      if (src.end - src.first != sl.length())
+        fail(at(skey), ": layer_range [", src.first, ", ", src.end, ") has ", src.end - src.first, " blocks but the "
+             "slice's first source has ", sl.length(), "; every source of a slice must have as many");
+      has_base = has_base || (!c.base.empty() && src.model == c.base);
+    }
+    const std::string problem = method.check_inputs(sl.sources.size(), has_base);
+    if (!problem.empty()) fail(at(key), ": method '", method.name, "' ", problem, " in ", key);
+  }
+}
+
+// Cross-field checks, each naming where the key was set.
+void check(MergeConfig& c, const Reader& r) {
+  const MethodSpec& method = *c.method;
+  auto at = [&](const std::string& key) { return c.origin.of(key); };
   std::set<std::string> names;
   for (const auto& m : c.models) names.insert(m.name);
+  if (c.models.empty()) fail(at("models"), ": 'models' is empty; list the models to merge");
   if (c.reference.empty()) c.reference = c.models.back().name;
   if (!names.count(c.reference)) fail(at("reference"), ": 'reference' is '", c.reference, "', which is not among the models");
   if (!c.base.empty() && !names.count(c.base)) fail(at("base"), ": 'base' is '", c.base, "', which is not among the models");
   if (method.base == BaseUse::Required && c.base.empty())
     fail(at("method"), ": method '", method.name, "' needs 'base' (the model the others are taken relative to)");
+  check_inputs(c);
+  if (!c.output.tokenizer.empty() && !names.count(c.output.tokenizer))
+    fail(at("output.tokenizer"), ": 'output.tokenizer' is '", c.output.tokenizer, "', which is not among the models");
   if (method.uses_representations && c.data.empty())
     fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL samples of the reference model's task)");
   if (c.output.dir.empty()) fail(r.where, ": missing key 'output.dir'");
+  if (c.recall.granularity == Granularity::Global && c.recall.temperature.size() > 1)
+    fail(at("recall.temperature"), ": 'recall.temperature' is a gradient but recall.granularity is global (one weight "
+         "vector for every block); give one temperature");
   // Required parameters must be set somewhere (per tensor, a filter may still leave one unset:
   // the merge names that tensor).
   for (const ParamSpec& p : method.params) {
     if (p.default_value) continue;
     bool given = c.params.count(p.name) > 0;
     for (const auto& m : c.models) given = given || m.params.count(p.name) > 0;
+    for (const auto& sl : c.slices) {
+      given = given || sl.params.count(p.name) > 0;
+      for (const auto& src : sl.sources) given = given || src.params.count(p.name) > 0;
+    }
     if (!given) fail(at("params"), ": method '", method.name, "' needs parameter '", p.name, "' (", p.doc, ")");
   }
 }
 
-MergeConfig decode(const std::string& text, const std::string& where, const std::vector<std::string>& overrides) {
+// YAML text parsed, with bounds on its size and nesting so that a hostile file fails with a message.
+YAML::Node load_yaml(const std::string& text, const std::string& where) {
   if (text.size() > kMaxConfigBytes)
     fail(where, ": ", text.size(), " bytes; a merge config is at most ", kMaxConfigBytes, " bytes");
   // yaml-cpp parses flow collections recursively: bound their nesting before it can exhaust the
@@ -539,14 +689,71 @@ MergeConfig decode(const std::string& text, const std::string& where, const std:
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) fail(where, ": the config must be a YAML mapping");
-  Reader r{where, {}};
+  return root;
+}
+
+// A mergekit config becomes recall keys (recall/config/mergekit_yaml.h): the whole file, or the
+// file a recall config names with `mergekit: FILE` (relative to the recall config), whose keys
+// join the recall config's (a key set in both is an error; errors point into the file each key
+// came from).
+YAML::Node expand_mergekit(YAML::Node root, const std::string& where, Reader* r, std::vector<std::string>* notes) {
+  if (is_mergekit_config(root)) {
+    MergekitTranslation t = translate_mergekit_config(root, where);
+    *notes = t.notes;
+    return t.config;
+  }
+  const YAML::Node& given = root;
+  const YAML::Node ref = given["mergekit"];
+  if (!ref) return root;
+  std::string path = read_string(ref, "mergekit", *r);
+  if (!path.empty() && path[0] != '/' && where.find('/') != std::string::npos)
+    path = join_path(where.substr(0, where.rfind('/')), path);
+  if (!path_exists(path) || is_directory(path))
+    fail(r->at("mergekit", ref), ": 'mergekit' names '", path, "', which is not a file");
+  // Read at most one byte more than a config may hold (the name may be any file, /dev/zero too).
+  std::ifstream file(path, std::ios::binary);
+  std::string text(kMaxConfigBytes + 1, '\0');
+  file.read(text.data(), static_cast<std::streamsize>(text.size()));
+  if (file.bad()) fail(r->at("mergekit", ref), ": cannot read '", path, "'");
+  text.resize(static_cast<size_t>(file.gcount()));
+  const YAML::Node mk = load_yaml(text, path);
+  if (!is_mergekit_config(mk)) fail(path, ": not a mergekit config (it has no 'merge_method')");
+  MergekitTranslation t = translate_mergekit_config(mk, path);
+  *notes = t.notes;
+  root.remove("mergekit");
+  for (const auto& kv : t.config) {
+    const std::string k = kv.first.Scalar();
+    const bool section = kv.second.IsMap() && k == "output";
+    for (const auto& sub : section ? kv.second : YAML::Node(YAML::NodeType::Map)) {
+      const std::string key = k + "." + sub.first.Scalar();
+      if (const YAML::Node mine = given[k]; mine && mine.IsMap() && mine[sub.first.Scalar()])
+        fail(r->at(key, mine[sub.first.Scalar()]), ": '", key, "' is also set by the mergekit config ", path,
+             "; set it in one place");
+      root[k][sub.first.Scalar()] = sub.second;
+      r->files[key] = path;
+    }
+    if (section) continue;
+    if (const YAML::Node mine = given[k]; mine)
+      fail(r->at(k, mine), ": '", k, "' comes from the mergekit config ", path, "; remove it here");
+    root[k] = kv.second;
+    r->files[k] = path;
+  }
+  return root;
+}
+
+MergeConfig decode(const std::string& text, const std::string& where, const std::vector<std::string>& overrides) {
+  YAML::Node root = load_yaml(text, where);
+  Reader r{where, {}, {}};
+  std::vector<std::string> translation_notes;
+  root = expand_mergekit(root, where, &r, &translation_notes);
   for (const std::string& o : overrides) apply_override(root, o, &r);
 
   MergeConfig c;
   c.origin.file = where;
+  c.notes = translation_notes;
   check_keys(root, "", allowed_keys(""), r);
   for (const std::string& section : allowed_keys("")) {
-    if (section == "models" || section == "params") continue;
+    if (section == "models" || section == "slices" || section == "params") continue;
     const YAML::Node n = root[section];
     const bool is_section = std::any_of(fields().begin(), fields().end(),
                                         [&](const Field& f) { return section_of(f.key) == section; });
@@ -571,6 +778,7 @@ MergeConfig decode(const std::string& text, const std::string& where, const std:
     if (YAML::Node p = root["models"][i]["params"]; p && !p.IsNull())
       c.models[i].params = read_params(p, key, *c.method, true, &c.notes, r);
   }
+  read_slices(root["slices"], &c, &c.notes, r);
   check(c, r);
   return c;
 }
@@ -604,6 +812,13 @@ void emit_params(YAML::Emitter& e, const ParamSettings& p) {
   e << YAML::EndMap;
 }
 
+// `params: {...}` inside an open mapping, when there are any.
+void emit_params_key(YAML::Emitter& e, const ParamSettings& p) {
+  if (p.empty()) return;
+  e << YAML::Key << "params" << YAML::Value;
+  emit_params(e, p);
+}
+
 }  // namespace
 
 MergeConfig parse_merge_config(const std::string& text, const std::string& where,
@@ -624,6 +839,14 @@ MergeConfig load_merge_config(const std::string& path, const std::vector<std::st
 
 std::string output_dtype_name(DType t) { return std::string(name_of(kOutputDTypes, t)); }
 
+double RecallConfig::temperature_at(int64_t block, int64_t blocks) const {
+  return ParamSetting{{{"", temperature}}}.resolve("", gradient_position(block, blocks), false).value();
+}
+
+std::string output_format_name(OutputFormat f) { return std::string(name_of(kOutputFormats, f)); }
+
+bool OutputConfig::writes(OutputFormat f) const { return std::find(formats.begin(), formats.end(), f) != formats.end(); }
+
 std::string to_yaml(const MergeConfig& c) {
   YAML::Emitter e;
   e << YAML::BeginMap;
@@ -632,13 +855,26 @@ std::string to_yaml(const MergeConfig& c) {
     e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key << "path"
       << YAML::Value << m.path;
     if (!m.base_model.empty()) e << YAML::Key << "base_model" << YAML::Value << m.base_model;
-    if (!m.params.empty()) {
-      e << YAML::Key << "params" << YAML::Value;
-      emit_params(e, m.params);
-    }
+    emit_params_key(e, m.params);
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;
+  if (!c.slices.empty()) {
+    e << YAML::Key << "slices" << YAML::Value << YAML::BeginSeq;
+    for (const SliceConfig& sl : c.slices) {
+      e << YAML::BeginMap << YAML::Key << "sources" << YAML::Value << YAML::BeginSeq;
+      for (const SliceSource& src : sl.sources) {
+        e << YAML::Flow << YAML::BeginMap << YAML::Key << "model" << YAML::Value << src.model << YAML::Key
+          << "layer_range" << YAML::Value << YAML::Flow << YAML::BeginSeq << src.first << src.end << YAML::EndSeq;
+        emit_params_key(e, src.params);
+        e << YAML::EndMap;
+      }
+      e << YAML::EndSeq;
+      emit_params_key(e, sl.params);
+      e << YAML::EndMap;
+    }
+    e << YAML::EndSeq;
+  }
   std::string open;  // the section whose mapping is open
   for (const Field& f : fields()) {
     const std::string sec = section_of(f.key);
@@ -666,6 +902,13 @@ std::string config_reference_markdown() {
      << "A list of `{name, path, base_model, params}`: `path` is a Hugging Face model directory or a PEFT LoRA\n"
      << "adapter directory (then `base_model` is the directory it was trained on); `name` (default `model<i>`)\n"
      << "is used by `base`, `reference` and the reports; `params` sets this model's method parameters.\n\n"
+     << "## slices\n\n"
+     << "Optional (baselines only): a list of `{sources: [{model, layer_range: [first, end], params}], params}`,\n"
+     << "mergekit's `slices`. Each slice merges blocks [first, end) of each source (a model's name; every source of\n"
+     << "a slice has as many blocks) with the method; the output stacks the slices, so its block count (config.json's\n"
+     << "`num_hidden_layers`) is the sum of their lengths. The embedding comes from the first slice's sources, the\n"
+     << "final norm and lm_head from the last slice's. Parameters resolve from the source's `params`, the slice's,\n"
+     << "the model's (`models[i].params`), then the top-level `params`; a gradient spans each slice's blocks.\n\n"
      << "## Keys\n\n| key | type | default | meaning |\n|---|---|---|---|\n";
   for (const Field& f : fields()) {
     YAML::Emitter e;

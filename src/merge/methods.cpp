@@ -8,6 +8,8 @@
 #include <functional>
 #include <type_traits>
 
+#include "kernel_io.h"
+#include "recall/merge/sparsify.h"
 #include "recall/util/error.h"
 
 namespace recall {
@@ -19,97 +21,8 @@ void check_merge_output_dtype(DType out) {
 
 namespace {
 
-constexpr uint64_t kChunk = 8192;  // elements decoded at a time by the streaming kernels
+using namespace kernel;
 
-void check_view(const TensorView& v, const char* what, size_t index) {
-  if (!is_float(v.dtype)) fail("merge: ", what, " ", index, " has dtype ", dtype_name(v.dtype), "; expected a float dtype");
-  if (!v.data) fail("merge: ", what, " ", index, " has no data");
-}
-
-// Decodes elements [begin, begin + n) of v into dst (exact: every source value fits Acc, except
-// F64 into float, which rounds to nearest).
-inline float bf16_bits_to_float(uint16_t bits) {  // = bf16_to_float, inlined for the hot loops
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
-inline uint16_t float_to_bf16_bits(float value) {  // = float_to_bf16 (RNE; NaN stays quiet NaN)
-  uint32_t u;
-  std::memcpy(&u, &value, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40u);
-  return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-// Decodes elements [begin, begin + n) of v into dst (exact: every source value fits Acc, except
-// F64 into float, which rounds to nearest).
-template <typename Acc>
-void load(const TensorView& v, uint64_t begin, uint64_t n, Acc* dst) {
-  const auto* b = static_cast<const unsigned char*>(v.data);
-  switch (v.dtype) {
-    case DType::BF16: {
-      std::vector<uint16_t> raw(n);
-      std::memcpy(raw.data(), b + begin * 2, n * 2);
-      for (uint64_t i = 0; i < n; ++i) dst[i] = static_cast<Acc>(bf16_bits_to_float(raw[i]));
-      return;
-    }
-    case DType::F16: {
-      std::vector<uint16_t> raw(n);
-      std::memcpy(raw.data(), b + begin * 2, n * 2);
-      for (uint64_t i = 0; i < n; ++i) dst[i] = static_cast<Acc>(f16_to_float(raw[i]));
-      return;
-    }
-    case DType::F32: {
-      if constexpr (std::is_same_v<Acc, float>) {
-        std::memcpy(dst, b + begin * 4, n * 4);
-      } else {
-        std::vector<float> raw(n);
-        std::memcpy(raw.data(), b + begin * 4, n * 4);
-        for (uint64_t i = 0; i < n; ++i) dst[i] = static_cast<Acc>(raw[i]);
-      }
-      return;
-    }
-    case DType::F64: {
-      std::vector<double> raw(n);
-      std::memcpy(raw.data(), b + begin * 8, n * 8);
-      for (uint64_t i = 0; i < n; ++i) dst[i] = static_cast<Acc>(raw[i]);
-      return;
-    }
-    default: {
-      std::vector<float> tmp(n);
-      decode_to_float(v.dtype, b + begin * dtype_size(v.dtype), n, tmp.data());
-      for (uint64_t i = 0; i < n; ++i) dst[i] = static_cast<Acc>(tmp[i]);
-    }
-  }
-}
-
-template <typename Acc>
-std::vector<Acc> load_all(const TensorView& v, uint64_t numel) {
-  std::vector<Acc> r(numel);
-  load(v, 0, numel, r.data());
-  return r;
-}
-
-// Encodes n values at out + begin elements (round to nearest even).
-template <typename Acc>
-void store(const Acc* src, uint64_t begin, uint64_t n, DType out, void* dst) {
-  auto* b = static_cast<unsigned char*>(dst);
-  if (out == DType::F32) {
-    std::vector<float> raw(n);
-    for (uint64_t i = 0; i < n; ++i) raw[i] = static_cast<float>(src[i]);
-    std::memcpy(b + begin * 4, raw.data(), n * 4);
-    return;
-  }
-  std::vector<uint16_t> raw(n);
-  if (out == DType::BF16)
-    for (uint64_t i = 0; i < n; ++i) raw[i] = float_to_bf16_bits(static_cast<float>(src[i]));
-  else
-    for (uint64_t i = 0; i < n; ++i) raw[i] = float_to_f16(static_cast<float>(src[i]));
-  std::memcpy(b + begin * 2, raw.data(), n * 2);
-}
-
-// Where every model has the same bits as model 0 at an element, copies them to out.
 // Where every model has the same bits as model 0 at an element, copies them to out (a branch-free
 // select, so the loops vectorize).
 template <typename Bits>
@@ -242,13 +155,6 @@ void weighted_impl(const std::vector<TensorView>& models, const std::vector<doub
   }
 }
 
-uint64_t splitmix64_mix(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
-constexpr uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
-
 // mergekit's rescaled_masked_tensor with the L1 norm: masked * (|t|_1 / |masked|_1) unless either
 // norm is below 1e-7. The norms are summed in double, in index order.
 template <typename Acc>
@@ -261,6 +167,26 @@ void rescale_l1(const std::vector<Acc>& original, std::vector<Acc>& masked) {
   if (before < 1e-7 || after < 1e-7) return;
   const Acc scale = static_cast<Acc>(before / after);
   for (Acc& v : masked) v *= scale;
+}
+
+// The mask of model i's delta under the options' sparsification (recall/merge/sparsify.h).
+template <typename Acc>
+std::vector<char> sparsify_mask(const std::vector<Acc>& d, size_t i, const TaskVectorOptions& opt) {
+  const double density = opt.densities[i];
+  switch (opt.sparsification) {
+    case Sparsification::Magnitude: return magnitude_mask(d, density);
+    case Sparsification::MagnitudeOutliers: return magnitude_outlier_mask(d, density, opt.gammas.at(i));
+    case Sparsification::DellaMagprune:
+      return della_mask(d, opt.row_length, density, opt.epsilons.at(i), dare_stream(opt.seed, static_cast<int64_t>(i)));
+    case Sparsification::Random: {
+      std::vector<char> mask(d.size());
+      const uint64_t stream = dare_stream(opt.seed, static_cast<int64_t>(i));
+      for (uint64_t j = 0; j < d.size(); ++j) mask[j] = dare_keep(stream, j, density);
+      return mask;
+    }
+    case Sparsification::None: break;
+  }
+  return std::vector<char>(d.size(), 1);
 }
 
 template <typename Acc>
@@ -278,18 +204,11 @@ void task_vectors_impl(const TensorView& base_v, const std::vector<TensorView>& 
   for (size_t i = 0; i < m; ++i) {
     std::vector<Acc> d = load_all<Acc>(models[i], numel);
     for (uint64_t j = 0; j < numel; ++j) d[j] -= base[j];
-    const double density = opt.densities[i];
-    if (opt.sparsification != Sparsification::None && density < 1) {
+    if (opt.sparsification != Sparsification::None && opt.densities[i] < 1) {
+      const std::vector<char> mask = sparsify_mask(d, i, opt);
       std::vector<Acc> kept(numel, Acc(0));
-      if (opt.sparsification == Sparsification::Magnitude) {
-        const std::vector<char> mask = magnitude_mask(d, density);
-        for (uint64_t j = 0; j < numel; ++j)
-          if (mask[j]) kept[j] = d[j];
-      } else {
-        const uint64_t stream = dare_stream(opt.seed, static_cast<int64_t>(i));
-        for (uint64_t j = 0; j < numel; ++j)
-          if (dare_keep(stream, j, density)) kept[j] = d[j];
-      }
+      for (uint64_t j = 0; j < numel; ++j)
+        if (mask[j]) kept[j] = d[j];
       if (opt.rescale) rescale_l1(d, kept);
       d.swap(kept);
     }
@@ -360,48 +279,18 @@ void slerp_impl(const TensorView& v0, const TensorView& v1, double t, uint64_t n
 
 }  // namespace
 
-template <typename T>
-std::vector<char> magnitude_mask(const std::vector<T>& v, double density) {
-  const uint64_t n = v.size();
-  if (density >= 1) return std::vector<char>(n, 1);
-  std::vector<char> mask(n, 0);
-  if (density <= 0 || n == 0) return mask;
-  const uint64_t k = std::max<uint64_t>(1, static_cast<uint64_t>(density * static_cast<double>(n)));
-  // The k-th largest magnitude; everything above it is kept, then equal ones from the lowest index.
-  std::vector<T> mag(n);
-  for (uint64_t i = 0; i < n; ++i) mag[i] = std::fabs(v[i]);
-  std::vector<T> sorted = mag;
-  std::nth_element(sorted.begin(), sorted.begin() + (k - 1), sorted.end(), std::greater<T>());
-  const T threshold = sorted[k - 1];
-  uint64_t kept = 0;
-  for (uint64_t i = 0; i < n; ++i)
-    if (mag[i] > threshold) {
-      mask[i] = 1;
-      ++kept;
-    }
-  for (uint64_t i = 0; i < n && kept < k; ++i)
-    if (mag[i] == threshold) {
-      mask[i] = 1;
-      ++kept;
-    }
-  return mask;
-}
-template std::vector<char> magnitude_mask<float>(const std::vector<float>&, double);
-template std::vector<char> magnitude_mask<double>(const std::vector<double>&, double);
-
 uint64_t dare_tensor_seed(uint64_t seed, std::string_view tensor_name) {
   uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a 64 of the name
   for (unsigned char c : tensor_name) h = (h ^ c) * 0x100000001b3ULL;
-  return splitmix64_mix(seed ^ h);
+  return kernel::splitmix64_mix(seed ^ h);
 }
 
 uint64_t dare_stream(uint64_t tensor_seed, int64_t model_index) {
-  return splitmix64_mix(tensor_seed + (static_cast<uint64_t>(model_index) + 1) * kGolden);
+  return kernel::splitmix64_mix(tensor_seed + (static_cast<uint64_t>(model_index) + 1) * kernel::kGolden);
 }
 
 bool dare_keep(uint64_t stream, uint64_t element, double density) {
-  const uint64_t z = splitmix64_mix(stream + (element + 1) * kGolden);
-  return static_cast<double>(z >> 11) * 0x1.0p-53 < density;
+  return kernel::stream_uniform(stream, element) < density;
 }
 
 void merge_weighted(const std::vector<TensorView>& models, const std::vector<double>& weights, bool normalize,
@@ -429,6 +318,10 @@ void merge_task_vectors(TensorView base, const std::vector<TensorView>& models, 
     fail("merge: ", opt.weights.size(), " weights given for ", models.size(), " non-base models");
   if (opt.densities.size() != models.size())
     fail("merge: ", opt.densities.size(), " densities given for ", models.size(), " non-base models");
+  if (opt.sparsification == Sparsification::MagnitudeOutliers && opt.gammas.size() != models.size())
+    fail("merge: ", opt.gammas.size(), " gammas given for ", models.size(), " non-base models");
+  if (opt.sparsification == Sparsification::DellaMagprune && opt.epsilons.size() != models.size())
+    fail("merge: ", opt.epsilons.size(), " epsilons given for ", models.size(), " non-base models");
   for (size_t i = 0; i < models.size(); ++i) {
     if (!std::isfinite(opt.weights[i])) fail("merge: weight of model ", i, " is not finite (", opt.weights[i], ")");
     if (!(opt.densities[i] >= 0 && opt.densities[i] <= 1))

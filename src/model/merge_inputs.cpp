@@ -9,4 +9,12 @@ uint64_t MergeInputs::model_bytes(size_t model) const {
   return sum;
 }
 
+std::optional<size_t> MergeInputs::base_source(size_t slot) const {
+  if (!base) return std::nullopt;
+  const auto& sources = layout.at(slot).sources;
+  for (size_t i = 0; i < sources.size(); ++i)
+    if (sources[i].model == *base) return i;
+  return std::nullopt;
+}
+
 }  // namespace recall

@@ -21,22 +21,28 @@ std::string manifest_json(const CommitInputs& c) {
   for (size_t m = 0; m < c.inputs.models.size(); ++m)
     inputs.push_back({{"name", cfg.models[m].name}, {"path", cfg.models[m].path},
                       {"tensor_bytes", c.inputs.models[m].checkpoint.total_bytes()}});
+  ojson formats = ojson::array();
+  for (OutputFormat f : cfg.output.formats) formats.push_back(output_format_name(f));
   ojson manifest = {{"format", "recall-merge-1"}, {"checksum", "xxh3_64"}, {"method", cfg.method->name},
-                    {"tensors", tensors}, {"inputs", inputs}, {"hf_shards", c.shard_files},
+                    {"outputs", formats}, {"tensors", tensors}, {"inputs", inputs}, {"hf_shards", c.shard_files},
                     {"config", c.resolved_yaml}, {"created_utc", utc_now()}};
   return manifest.dump(2) + "\n";
 }
 
 void write_outputs_and_commit(const CommitInputs& c, const OutputDir& out) {
   const MergeConfig& cfg = c.config;
-  std::vector<std::string> paths;
-  for (const auto& m : cfg.models) paths.push_back(m.path);
   const std::string hf = out.hf();
-  write_file_atomic(join_path(hf, "config.json"),
-                    export_config_json(c.inputs.models[c.inputs.reference].config.raw_json,
-                                       output_dtype_name(cfg.output.dtype)));
-  copy_tokenizer_files(c.inputs.models[c.inputs.reference].path, hf);
-  write_file_atomic(join_path(hf, "README.md"), model_card(c.report, c.resolved_yaml, paths));
+  if (cfg.output.writes(OutputFormat::Hf)) {
+    std::vector<std::string> paths;
+    for (const auto& m : cfg.models) paths.push_back(m.path);
+    write_file_atomic(join_path(hf, "config.json"),
+                      export_config_json(c.inputs.output_config_json, output_dtype_name(cfg.output.dtype)));
+    const size_t tokenizer = cfg.output.tokenizer.empty() ? c.inputs.reference : cfg.model_index(cfg.output.tokenizer);
+    copy_tokenizer_files(c.inputs.models[tokenizer].path, hf);
+    write_file_atomic(join_path(hf, "README.md"), model_card(c.report, c.resolved_yaml, paths));
+  } else {
+    remove_tree(hf);  // output.formats has no hf: no empty directory either
+  }
   write_file_atomic(out.file("config.resolved.yaml"), c.resolved_yaml);
   write_file_atomic(out.file("report.json"), report_json(c.report));
   write_file_atomic(out.file("report.svg"), report_svg(c.report));

@@ -2,6 +2,8 @@
 #include "recall/pipeline/export.h"
 
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 
 #include "recall/io/checkpoint.h"
 #include "recall/io/h5_reader.h"
@@ -143,26 +145,34 @@ std::vector<std::string> verify_output(const std::string& path, bool verbose) {
     problems.push_back(manifest_path + ": missing 'tensors'");
     return problems;
   }
+  // The outputs the merge wrote (output.formats; both before the manifest listed them).
+  std::set<std::string> outputs = {"hf", "h5"};
+  if (manifest.contains("outputs") && manifest["outputs"].is_array()) outputs = manifest["outputs"].get<std::set<std::string>>();
   try {
-    H5Reader h5(join_path(path, "merged.h5"));
-    Checkpoint hf = Checkpoint::open(join_path(path, "hf"));
+    std::optional<H5Reader> h5;
+    std::optional<Checkpoint> hf;
+    if (outputs.count("h5")) h5.emplace(join_path(path, "merged.h5"));
+    if (outputs.count("hf")) hf.emplace(Checkpoint::open(join_path(path, "hf")));
     for (const json& t : manifest["tensors"]) {
       const std::string name = t.at("name"), expected = t.at("xxh3_64");
-      auto bytes = h5.read("/tensors/" + name);
-      check("merged.h5:/tensors/" + name, expected, xxh3_64(bytes.data(), bytes.size()));
-      auto attr = h5.attribute("/tensors/" + name, "xxh3_64");
-      if (!attr || *attr != expected)
-        problems.push_back("merged.h5:/tensors/" + name + ": xxh3_64 attribute " + (attr ? *attr : "missing") +
-                           " differs from the manifest's " + expected);
-      const Checkpoint::Entry* e = hf.find(name);
+      if (h5) {
+        auto bytes = h5->read("/tensors/" + name);
+        check("merged.h5:/tensors/" + name, expected, xxh3_64(bytes.data(), bytes.size()));
+        auto attr = h5->attribute("/tensors/" + name, "xxh3_64");
+        if (!attr || *attr != expected)
+          problems.push_back("merged.h5:/tensors/" + name + ": xxh3_64 attribute " + (attr ? *attr : "missing") +
+                             " differs from the manifest's " + expected);
+      }
+      if (!hf) continue;
+      const Checkpoint::Entry* e = hf->find(name);
       if (!e) {
         problems.push_back("hf/: missing tensor '" + name + "'");
         continue;
       }
       check("hf/" + name, expected, xxh3_64(e->file->data(*e->info), e->info->nbytes()));
     }
-    if (hf.entries().size() != manifest["tensors"].size())
-      problems.push_back("hf/ holds " + std::to_string(hf.entries().size()) + " tensors; the manifest lists " +
+    if (hf && hf->entries().size() != manifest["tensors"].size())
+      problems.push_back("hf/ holds " + std::to_string(hf->entries().size()) + " tensors; the manifest lists " +
                          std::to_string(manifest["tensors"].size()));
   } catch (const std::exception& e) {
     problems.push_back(e.what());

@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "recall/dist/mpi_check.h"
+#include "recall/pipeline/checksums.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
@@ -125,37 +125,9 @@ void HfShardWriter::close() {
 
 std::map<std::string, uint64_t> hf_checksums(MPI_Comm comm, const HfShardWriter& shards,
                                              const std::map<size_t, uint64_t>& known) {
-  int rank = 0, world = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &world);
-  const auto& specs = shards.specs();
-  std::vector<uint64_t> mine(specs.size(), 0), all(specs.size(), 0);
-  // Which tensors some rank hashed as it wrote them: those are not read back.
-  std::vector<int> hashed(specs.size(), 0), hashed_anywhere(specs.size(), 0);
-  for (const auto& [t, h] : known) {
-    if (t >= specs.size()) fail("internal error: checksum of tensor ", t, " of ", specs.size());
-    hashed[t] = 1;
-    mine[t] = h;
-  }
-  MPI_CHECK(MPI_Allreduce(hashed.data(), hashed_anywhere.data(), static_cast<int>(specs.size()), MPI_INT, MPI_MAX,
-                          comm));
-  std::string error;
-  try {
-    for (size_t t = static_cast<size_t>(rank); t < specs.size(); t += static_cast<size_t>(world))
-      if (!hashed_anywhere[t]) mine[t] = shards.checksum(t);
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  // A failure is shared before the next collective, so that no rank waits for a failed peer.
-  int failed = error.empty() ? 0 : 1, any_failed = 0;
-  MPI_CHECK(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm));
-  if (failed) throw Error(error);
-  if (any_failed) fail("another rank failed to checksum the export");
-  // Each checksum is non-zero on exactly one rank (or zero everywhere): a bitwise OR gathers them.
-  MPI_CHECK(MPI_Allreduce(mine.data(), all.data(), static_cast<int>(specs.size()), MPI_UINT64_T, MPI_BOR, comm));
-  std::map<std::string, uint64_t> out;
-  for (size_t t = 0; t < specs.size(); ++t) out[specs[t].name] = all[t];
-  return out;
+  std::vector<std::string> names;
+  for (const TensorSpec& s : shards.specs()) names.push_back(s.name);
+  return collective_checksums(comm, names, known, [&shards](size_t t) { return shards.checksum(t); });
 }
 
 }  // namespace recall

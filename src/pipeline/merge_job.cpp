@@ -163,14 +163,17 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   });
   log("merge: ", format_bytes(ms.bytes_read), " read and ", format_bytes(ms.bytes_written), " written by rank 0 in ",
       report.timings.back().second, " s");
-  const auto checksums = steps.timed("checksums", [&] { return write_checksums(comm, out.h5(), hf, in, ms.checksums); });
+  const auto checksums =
+      steps.timed("checksums", [&] { return write_checksums(comm, cfg, out.h5(), hf, in, ms.checksums); });
   std::vector<std::string> shard_files;
-  for (const std::string& f : hf.files()) shard_files.push_back(f.substr(f.rfind('/') + 1));
-  log("export: ", shard_files.size(), " shard(s) in hf/, written during the merge");
+  if (cfg.output.writes(OutputFormat::Hf)) {
+    for (const std::string& f : hf.files()) shard_files.push_back(f.substr(f.rfind('/') + 1));
+    log("export: ", shard_files.size(), " shard(s) in hf/, written during the merge");
+  }
 
   // ---- totals, report, manifest (last), commit --------------------------------------------------
   peaks.stop();
-  gather_merge_totals(comm, ms, plans[rank].total(), peaks, &report);
+  gather_merge_totals(comm, cfg, ms, plans[rank].total(), peaks, &report);
   for (int r = 0; r < world; ++r)
     if (report.memory[r].peak_anon > report.memory[r].planned)
       log("warning: rank ", r, "'s resident anonymous memory peaked at ", format_bytes(report.memory[r].peak_anon),

@@ -10,6 +10,8 @@
 
 #include "recall/build_id.h"
 #include "recall/dist/mpi_check.h"
+#include "recall/io/h5_reader.h"
+#include "recall/pipeline/checksums.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
 #include "recall/util/fault.h"
@@ -60,11 +62,58 @@ void write_metadata(H5Writer& h5, const MergeConfig& cfg, const MergeInputs& in,
   gethostname(host, sizeof host - 1);
   ojson provenance = {{"tool", "recall"}, {"version", RECALL_VERSION}, {"git_revision", RECALL_GIT_REVISION},
                       {"time_utc", utc_now()}, {"host", host}, {"world_size", world}, {"inputs", models}};
-  h5.set_attribute("/", "architecture_config", in.models[in.reference].config.raw_json);
+  h5.set_attribute("/", "architecture_config", in.output_config_json);
   h5.set_attribute("/", "merge_config", resolved_yaml);
   h5.set_attribute("/", "provenance", provenance.dump());
   h5.set_attribute("/", "method", cfg.method->name);
   h5.set_attribute("/", "models", models.dump());
+}
+
+}  // namespace
+
+namespace {
+
+// The outputs of a merge phase, opened on every rank: merged.h5 (when the config writes it) and
+// the HF shards (when it writes them), fresh or, on resume, as the interrupted job left them.
+struct Outputs {
+  std::unique_ptr<H5Writer> h5;
+  HfShardWriter* hf = nullptr;
+  std::set<std::string> done;  // tensors an interrupted job merged and synced
+};
+
+Outputs open_outputs(MPI_Comm comm, const MergeConfig& cfg, const OutputDir& out, bool resume, HfShardWriter& hf,
+                     const Log& log, size_t tensors) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  const bool h5 = cfg.output.writes(OutputFormat::H5), shards = cfg.output.writes(OutputFormat::Hf);
+  Outputs o;
+  // Tensors an interrupted job merged: only when its shards and merged.h5 survived with them.
+  o.done = resume ? out.merged_tensors() : std::set<std::string>{};
+  int outputs_ok = rank == 0 && !o.done.empty() && (!shards || hf.intact()) && (!h5 || path_exists(out.h5()));
+  MPI_Bcast(&outputs_ok, 1, MPI_INT, 0, comm);
+  if (!outputs_ok) o.done.clear();
+  if (!o.done.empty() && h5) {
+    try {
+      o.h5 = std::make_unique<H5Writer>(out.h5(), comm, H5Writer::Mode::Append);
+    } catch (const std::exception&) {
+      o.done.clear();  // the same unreadable file on every rank: start the merge over
+    }
+  }
+  if (o.done.empty()) {
+    if (rank == 0) {
+      out.start_progress();
+      if (shards) hf.create();
+    }
+    if (h5) o.h5 = std::make_unique<H5Writer>(out.h5(), comm);
+  } else {
+    log("resuming: ", o.done.size(), " of ", tensors, " tensors already merged");
+  }
+  MPI_Barrier(comm);  // the shards exist before any rank opens them
+  if (shards) {
+    hf.open();
+    o.hf = &hf;
+  }
+  return o;
 }
 
 }  // namespace
@@ -77,31 +126,8 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &world);
   const std::string h5_path = out.h5();
-  // Tensors an interrupted job merged: only when its shards and merged.h5 survived with them.
-  std::set<std::string> done = resume ? out.merged_tensors() : std::set<std::string>{};
-  int shards_ok = rank == 0 && !done.empty() && hf.intact();
-  MPI_Bcast(&shards_ok, 1, MPI_INT, 0, comm);
-  if (!shards_ok) done.clear();
-  std::unique_ptr<H5Writer> writer;
-  if (!done.empty()) {
-    try {
-      writer = std::make_unique<H5Writer>(h5_path, comm, H5Writer::Mode::Append);
-    } catch (const std::exception&) {
-      done.clear();  // the same unreadable file on every rank: start the merge over
-    }
-  }
-  if (!writer) {
-    if (rank == 0) {
-      out.start_progress();
-      hf.create();
-    }
-    writer = std::make_unique<H5Writer>(h5_path, comm);
-  } else {
-    log("resuming: ", done.size(), " of ", in.slots.size(), " tensors already merged");
-  }
-  MPI_Barrier(comm);  // the shards exist before any rank opens them
-  hf.open();
-  H5Writer& h5 = *writer;
+  Outputs o = open_outputs(comm, cfg, out, resume, hf, log, in.slots.size());
+  H5Writer* h5 = o.h5.get();
 
   // Resume checkpoints: every checkpoint_bytes of merged output (the same tensors on every rank,
   // so no extra agreement is needed) each rank syncs what it wrote, then rank 0 records the
@@ -110,9 +136,9 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
   std::vector<std::string> pending;
   uint64_t since_checkpoint = 0;
   auto checkpoint = [&] {
-    if (h5.is_open()) h5.flush();  // collective: every rank checkpoints after the same tensor
-    sync_file(h5_path);
-    hf.sync();
+    if (h5 && h5->is_open()) h5->flush();  // collective: every rank checkpoints after the same tensor
+    if (h5) sync_file(h5_path);
+    if (o.hf) o.hf->sync();
     MPI_Barrier(comm);
     if (rank == 0) out.record_merged(pending);
     pending.clear();
@@ -122,7 +148,7 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
   // slurm-%j.out; under mpirun stdout is a pty, so no terminal tricks).
   const auto started = std::chrono::steady_clock::now();
   auto last = started;
-  const std::vector<double> progress_bytes = cumulative_input_bytes(in, done, world);
+  const std::vector<double> progress_bytes = cumulative_input_bytes(in, o.done, world);
   const size_t todo = progress_bytes.size();
   std::map<std::string, uint64_t> out_bytes;
   for (const TensorSpec& t : hf.specs()) out_bytes[t.name] = t.nbytes();
@@ -132,9 +158,9 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
     ~Fd() {
       if (fd >= 0) ::close(fd);
     }
-  } h5_fd{::open(h5_path.c_str(), O_RDONLY | O_CLOEXEC)};
+  } h5_fd{h5 ? ::open(h5_path.c_str(), O_RDONLY | O_CLOEXEC) : -1};
   int64_t merged_now = 0;
-  MergeStats ms = merge_into_h5(h5, comm, cfg, in, params, !done.empty(), done, &hf, [&](const std::string& name) {
+  MergeStats ms = merge_tensors(h5, comm, cfg, in, params, !o.done.empty(), o.done, o.hf, [&](const std::string& name) {
     if (h5_fd.fd >= 0) start_writeback(h5_fd.fd);
     pending.push_back(name);
     since_checkpoint += out_bytes.at(name);
@@ -150,36 +176,55 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
         " GB/s), ETA ", static_cast<int64_t>(eta), " s");
   });
   if (ms.aborted) {
-    h5.close();
+    if (h5) h5->close();
     if (!ms.error.empty()) throw Error(ms.error);
     return ms;  // another rank failed: the caller's agreement reports its error
   }
-  write_metadata(h5, cfg, in, report, resolved_yaml, world);
-  h5.close();
+  if (h5) {
+    write_metadata(*h5, cfg, in, report, resolved_yaml, world);
+    h5->close();
+  }
   checkpoint();  // everything merged is on disk before the checksums and the commit
   return ms;
 }
 
-std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const std::string& h5_path, HfShardWriter& hf,
-                                                const MergeInputs& in, const std::map<size_t, uint64_t>& known) {
-  std::map<std::string, uint64_t> checksums = hf_checksums(comm, hf, known);
-  H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
-  for (const TensorSlot& s : in.slots) h5.set_attribute("/tensors/" + s.name, "xxh3_64", checksum_hex(checksums.at(s.name)));
-  h5.close();
+std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig& cfg, const std::string& h5_path,
+                                                HfShardWriter& hf, const MergeInputs& in,
+                                                const std::map<size_t, uint64_t>& known) {
+  std::map<std::string, uint64_t> checksums;
+  if (cfg.output.writes(OutputFormat::Hf)) {
+    checksums = hf_checksums(comm, hf, known);
+  } else {
+    std::vector<std::string> names;
+    for (const TensorSlot& s : in.slots) names.push_back(s.name);
+    std::unique_ptr<H5Reader> reader;  // opened by the ranks that read something back
+    checksums = collective_checksums(comm, names, known, [&](size_t t) {
+      if (!reader) reader = std::make_unique<H5Reader>(h5_path);
+      const std::vector<uint8_t> bytes = reader->read("/tensors/" + names[t]);
+      return xxh3_64(bytes.data(), bytes.size());
+    });
+  }
+  if (cfg.output.writes(OutputFormat::H5)) {
+    H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
+    for (const TensorSlot& s : in.slots)
+      h5.set_attribute("/tensors/" + s.name, "xxh3_64", checksum_hex(checksums.at(s.name)));
+    h5.close();
+  }
   hf.close();
   return checksums;
 }
 
-void gather_merge_totals(MPI_Comm comm, const MergeStats& ms, uint64_t planned, const MemoryPeaks& peaks,
-                         MergeReport* report) {
+void gather_merge_totals(MPI_Comm comm, const MergeConfig& cfg, const MergeStats& ms, uint64_t planned,
+                         const MemoryPeaks& peaks, MergeReport* report) {
   int world = 1;
   MPI_Comm_size(comm, &world);
   uint64_t local[2] = {ms.bytes_read, ms.bytes_written}, total[2] = {0, 0};
   MPI_CHECK(MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, comm));
   report->bytes_read = total[0];
   report->merge_bytes_written = total[1];
-  report->export_bytes_written = total[1];  // the same bytes go to merged.h5 and the shards
-  report->bytes_written = 2 * total[1];
+  // The same bytes go to each output the config asks for (merged.h5, the shards).
+  report->export_bytes_written = cfg.output.writes(OutputFormat::Hf) ? total[1] : 0;
+  report->bytes_written = total[1] * cfg.output.formats.size();
   double loop[3] = {ms.wait_seconds, ms.merge_seconds, ms.write_seconds};
   std::vector<double> loops(3 * static_cast<size_t>(world));
   MPI_CHECK(MPI_Allgather(loop, 3, MPI_DOUBLE, loops.data(), 3, MPI_DOUBLE, comm));

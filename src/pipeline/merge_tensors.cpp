@@ -1,4 +1,5 @@
-// The merge loop: reads, merge kernels, NaN checks and collective HDF5 writes, chunk by chunk.
+// The merge loop: chunks of rows read from each tensor's sources, merged by the method's kernel,
+// written to the HF shards and merged.h5 (see merge_tensors.h).
 #include "recall/pipeline/merge_tensors.h"
 
 #include <chrono>
@@ -6,6 +7,7 @@
 #include <cstring>
 #include <future>
 #include <memory>
+#include <optional>
 
 #include "recall/dist/failure.h"
 #include "recall/pipeline/plan.h"
@@ -100,148 +102,177 @@ uint64_t row_elems(const std::vector<int64_t>& shape) {
   return n;
 }
 
-
-// The loop's state: the plan of this rank, the input buffers (two sets when the next chunk's
-// reads overlap this chunk's merge), the output buffer and the running hash of the tensor.
+// One merge loop: the chunks of this rank (plan_merge_chunks), their reads on a helper thread,
+// the kernel calls, and the writes to the outputs.
 class MergeLoop {
  public:
-  MergeLoop(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
+  MergeLoop(H5Writer* h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
             const std::vector<TensorParams>& params, HfShardWriter* hf)
       : h5_(h5), comm_(comm), c_(c), in_(in), params_(params), hf_(hf), method_(*c.method),
-        prefetch_(!method_.whole_tensor) {
+        out_dtype_(c.output.dtype) {
     MPI_Comm_rank(comm, &rank_);
     MPI_Comm_size(comm, &world_);
+    // Reads of the next chunk overlap the merge and writes of this one (two sets of input
+    // buffers; whole-tensor methods, which hold whole tensors, read in turn).
+    prefetch_ = !method_.whole_tensor;
     const size_t M = in.models.size();
     buffers_[0].resize(M);
     buffers_[1].resize(prefetch_ ? M : 0);
   }
 
-  MergeStats run(const std::set<std::string>& done, const std::function<void(const std::string&)>& on_tensor_done);
+  MergeStats run(bool resume, const std::set<std::string>& done,
+                 const std::function<void(const std::string&)>& on_tensor_done);
 
  private:
-  [[noreturn]] void input_not_finite(size_t m, const TensorSlot& slot, uint64_t flat) const {
-    fail("model '", c_.models[m].name, "' (", c_.models[m].path, "): tensor '", slot.name,
-         "' holds NaN or infinity at ", position(slot.shape, flat));
+  [[noreturn]] void input_not_finite(size_t m, const std::string& name, const std::vector<int64_t>& shape,
+                                     uint64_t flat) const {
+    fail("model '", c_.models[m].name, "' (", c_.models[m].path, "): tensor '", name, "' holds NaN or infinity at ",
+         position(shape, flat));
   }
   void read_chunk(const MergeChunk& ch, std::vector<ByteBuffer>* dst) const;
   void merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& inputs);
-  std::future<void> start_hf_write(const MergeChunk& ch);
-  // Agrees on this chunk's outcome; false (with stats_.aborted) when any rank failed.
-  bool agree(const std::string& error) {
-    if (!dist::any_rank_failed(comm_, !error.empty())) return true;
-    stats_.aborted = true;
-    stats_.error = error;
-    return false;
-  }
+  // Writes the chunk's output rows (HF shards on a helper thread, merged.h5 collectively); false
+  // when some rank failed (stats_ then says whether it was this one).
+  bool write_chunk(const MergeChunk& ch, std::string error, std::future<void>* hf_write, Clock::time_point h0);
 
-  H5Writer& h5_;
+  H5Writer* h5_;
   MPI_Comm comm_;
   const MergeConfig& c_;
   const MergeInputs& in_;
   const std::vector<TensorParams>& params_;
   HfShardWriter* hf_;
   const MethodSpec& method_;
-  const bool prefetch_;
+  const DType out_dtype_;
   int rank_ = 0, world_ = 1;
-  std::vector<ByteBuffer> buffers_[2];
+  bool prefetch_ = true;
+  std::vector<ByteBuffer> buffers_[2];  // per source of the chunk's tensor
   ByteBuffer out_;
-  std::unique_ptr<Xxh3Stream> hash_;  // of the tensor being merged, when this rank writes it whole
+  std::unique_ptr<Xxh3Stream> hash_;  // of the tensor being merged, when its chunks are hashed
   MergeStats stats_;
 };
 
-// Reads a chunk's rows of every model; each piece is checked for NaN/infinity as it arrives
+// Reads a chunk's rows of every source; each piece is checked for NaN/infinity as it arrives
 // (models with a LoRA adapter are checked after the adapter is applied, on the merging thread).
-// Runs on a helper thread: no MPI or HDF5 calls.
 void MergeLoop::read_chunk(const MergeChunk& ch, std::vector<ByteBuffer>* dst) const {
   const TensorSlot& slot = in_.slots[ch.tensor];
   const uint64_t elems = row_elems(slot.shape), n_rows = ch.rows();
   if (n_rows == 0) return;
-  for (size_t m = 0; m < in_.models.size(); ++m) {
-    const Checkpoint::Entry& e = in_.models[m].checkpoint.at(slot.name);
+  const std::vector<TensorSource>& sources = in_.layout[ch.tensor].sources;
+  for (size_t j = 0; j < sources.size(); ++j) {
+    const size_t m = sources[j].model;
+    const Checkpoint::Entry& e = in_.models[m].checkpoint.at(sources[j].name);
     const uint64_t esize = dtype_size(e.info->dtype), row_bytes = elems * esize;
     const uint64_t bytes = n_rows * row_bytes, piece = std::max<uint64_t>(esize, kPieceBytes / esize * esize);
-    uint8_t* data = (*dst)[m].reserve(bytes);
+    uint8_t* data = (*dst)[j].reserve(bytes);
     const bool check = !in_.models[m].lora;
-    with_context("reading '" + slot.name + "' of model '" + c_.models[m].name + "'", [&] {
+    with_context("reading '" + sources[j].name + "' of model '" + c_.models[m].name + "'", [&] {
       for (uint64_t off = 0; off < bytes; off += piece) {
         const uint64_t n = std::min(piece, bytes - off);
         e.file->read(*e.info, ch.first_row * row_bytes + off, n, data + off);
         if (!check) continue;
         if (int64_t bad = first_non_finite(e.info->dtype, data + off, n / esize); bad >= 0)
-          input_not_finite(m, slot, (ch.first_row * row_bytes + off) / esize + static_cast<uint64_t>(bad));
+          input_not_finite(m, sources[j].name, slot.shape,
+                           (ch.first_row * row_bytes + off) / esize + static_cast<uint64_t>(bad));
       }
     });
   }
 }
 
-// Merges a chunk's rows into out_ with the method's kernel. Row-wise methods merge it in pieces,
-// each checked for NaN/infinity while it is still in cache; whole-tensor methods at once.
+// Merges a chunk's rows into out_. Row-wise methods merge it in pieces, each checked for
+// NaN/infinity while it is still in cache; whole-tensor methods merge and check it at once.
 void MergeLoop::merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& inputs) {
-  const TensorSlot& slot = in_.slots[ch.tensor];
-  const size_t M = in_.models.size();
+  const size_t t = ch.tensor;
+  const TensorSlot& slot = in_.slots[t];
+  const std::vector<TensorSource>& sources = in_.layout[t].sources;
   const uint64_t elems = row_elems(slot.shape), r0 = ch.first_row, n_rows = ch.rows(), numel = n_rows * elems;
-  const DType out_dtype = c_.output.dtype;
-  std::vector<TensorView> views(M);
-  for (size_t m = 0; m < M; ++m) {
-    const Checkpoint::Entry& e = in_.models[m].checkpoint.at(slot.name);
+  std::vector<TensorView> views(sources.size());
+  for (size_t j = 0; j < sources.size(); ++j) {
+    const size_t m = sources[j].model;
+    const Checkpoint::Entry& e = in_.models[m].checkpoint.at(sources[j].name);
     stats_.bytes_read += n_rows * elems * dtype_size(e.info->dtype);
     if (in_.models[m].lora) {
-      in_.models[m].lora->apply_rows(slot.name, e.info->dtype, r0, n_rows, elems, inputs[m].data());
-      if (int64_t bad = first_non_finite(e.info->dtype, inputs[m].data(), numel); bad >= 0)
-        input_not_finite(m, slot, r0 * elems + static_cast<uint64_t>(bad));
+      in_.models[m].lora->apply_rows(sources[j].name, e.info->dtype, r0, n_rows, elems, inputs[j].data());
+      if (int64_t bad = first_non_finite(e.info->dtype, inputs[j].data(), numel); bad >= 0)
+        input_not_finite(m, sources[j].name, slot.shape, r0 * elems + static_cast<uint64_t>(bad));
     }
-    views[m] = TensorView{e.info->dtype, inputs[m].data()};
+    views[j] = TensorView{e.info->dtype, inputs[j].data()};
   }
+  const std::optional<size_t> base = in_.base_source(t);
   const auto m0 = Clock::now();
-  const uint64_t out_esize = dtype_size(out_dtype);
+  const uint64_t out_esize = dtype_size(out_dtype_);
   const uint64_t step = method_.whole_tensor ? numel : std::max<uint64_t>(1, kPieceBytes / out_esize);
-  std::vector<TensorView> piece(M);
+  std::vector<TensorView> piece(views.size());
   for (uint64_t p0 = 0; p0 < numel; p0 += step) {
     const uint64_t n = std::min(step, numel - p0);
-    for (size_t m = 0; m < M; ++m)
-      piece[m] = TensorView{views[m].dtype, static_cast<const uint8_t*>(views[m].data) + p0 * dtype_size(views[m].dtype)};
+    for (size_t j = 0; j < views.size(); ++j)
+      piece[j] = TensorView{views[j].dtype, static_cast<const uint8_t*>(views[j].data) + p0 * dtype_size(views[j].dtype)};
     uint8_t* dst = out_.data() + p0 * out_esize;
     with_context("merging '" + slot.name + "'", [&] {
-      method_.merge(MergeTask{piece, in_.base, params_[ch.tensor], slot.name, slot.shape, r0 * elems + p0, n, out_dtype, dst});
+      method_.merge(MergeTask{piece, base, params_[t], slot.name, slot.shape, r0 * elems + p0, n, out_dtype_, dst});
     });
-    if (int64_t bad = first_non_finite(out_dtype, dst, n); bad >= 0)
+    if (int64_t bad = first_non_finite(out_dtype_, dst, n); bad >= 0)
       fail("merged tensor '", slot.name, "' is NaN or infinite at ",
            position(slot.shape, r0 * elems + p0 + static_cast<uint64_t>(bad)), " (overflow in ",
-           output_dtype_name(out_dtype), "? check params.lambda and the weights)");
+           output_dtype_name(out_dtype_), "? check params.lambda and the weights)");
   }
   stats_.merge_seconds += seconds_since(m0);
 }
 
-// The HF shard write (plain pwrite, no MPI) on a helper thread, while this thread writes the same
-// rows to merged.h5; a tensor this rank writes whole is hashed as it goes.
-std::future<void> MergeLoop::start_hf_write(const MergeChunk& ch) {
-  if (ch.whole && hf_ && ch.first) hash_ = std::make_unique<Xxh3Stream>();
-  const uint64_t numel = ch.rows() * row_elems(in_.slots[ch.tensor].shape);
-  if (!hf_ || numel == 0) return {};
-  const uint64_t esize = dtype_size(c_.output.dtype);
-  Xxh3Stream* h = ch.whole ? hash_.get() : nullptr;
-  return std::async(std::launch::async, [hf = hf_, &out = out_, h, t = ch.tensor,
-                                         offset = ch.first_row * row_elems(in_.slots[ch.tensor].shape) * esize,
-                                         n = numel * esize] {
-    hf->write(t, offset, out.data(), n);
-    if (h) h->update(out.data(), n);
-  });
+bool MergeLoop::write_chunk(const MergeChunk& ch, std::string error, std::future<void>* hf_write, Clock::time_point h0) {
+  // The pending HF write's error, if any ("" when none or none pending).
+  auto finish_hf_write = [hf_write]() -> std::string {
+    if (!hf_write->valid()) return "";
+    try {
+      hf_write->get();
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+    return "";
+  };
+  // A failure on one rank must not leave the others waiting in the collective write: every rank
+  // learns of it here, the loop stops everywhere, and the caller closes the files together.
+  if (dist::any_rank_failed(comm_, !error.empty())) {
+    finish_hf_write();
+    stats_.aborted = true;
+    stats_.error = error;
+    return false;
+  }
+  const TensorSlot& slot = in_.slots[ch.tensor];
+  if (h5_) {
+    try {
+      h5_->write_rows("/tensors/" + slot.name, ch.first_row, ch.rows(), out_.data());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  if (std::string hf_error = finish_hf_write(); error.empty()) error = hf_error;
+  if (dist::any_rank_failed(comm_, !error.empty())) {
+    stats_.aborted = true;
+    stats_.error = error;
+    return false;
+  }
+  stats_.bytes_written += ch.rows() * row_elems(slot.shape) * dtype_size(out_dtype_);
+  stats_.write_seconds += seconds_since(h0);
+  return true;
 }
 
-MergeStats MergeLoop::run(const std::set<std::string>& done,
+MergeStats MergeLoop::run(bool resume, const std::set<std::string>& done,
                           const std::function<void(const std::string&)>& on_tensor_done) {
   const auto t0 = Clock::now();
+  if (!resume && h5_) {
+    h5_->create_group("/tensors");
+    for (const TensorSlot& slot : in_.slots) h5_->create_dataset("/tensors/" + slot.name, out_dtype_, slot.shape);
+  }
   const std::vector<MergeChunk> plan = plan_merge_chunks(c_, in_, rank_, world_, done);
+  auto read = [this](const MergeChunk& ch, std::vector<ByteBuffer>* dst) { read_chunk(ch, dst); };
   std::future<void> pending;
-  if (prefetch_ && !plan.empty()) pending = std::async(std::launch::async, [this, &plan] { read_chunk(plan[0], &buffers_[0]); });
+  if (prefetch_ && !plan.empty()) pending = std::async(std::launch::async, read, plan[0], &buffers_[0]);
   for (size_t k = 0; k < plan.size(); ++k) {
     const MergeChunk& chunk = plan[k];
-    const TensorSlot& slot = in_.slots[chunk.tensor];
-    const uint64_t numel = chunk.rows() * row_elems(slot.shape);
+    const size_t t = chunk.tensor;
     std::vector<ByteBuffer>& inputs = buffers_[prefetch_ ? k % 2 : 0];
-    out_.reserve(numel * dtype_size(c_.output.dtype));
-    // A failure on one rank must not leave the others waiting in the collective write: every
-    // rank learns of it here, the loop stops everywhere, and the caller closes the file together.
+    const uint64_t numel = chunk.rows() * row_elems(in_.slots[t].shape);
+    out_.reserve(numel * dtype_size(out_dtype_));
     std::string error;
     std::future<void> hf_write;
     Clock::time_point h0 = Clock::now();
@@ -249,43 +280,34 @@ MergeStats MergeLoop::run(const std::set<std::string>& done,
       const auto w0 = Clock::now();
       if (prefetch_) {
         pending.get();  // this chunk's reads (rethrows their error)
-        if (k + 1 < plan.size())
-          pending = std::async(std::launch::async, [this, &plan, k] { read_chunk(plan[k + 1], &buffers_[(k + 1) % 2]); });
+        if (k + 1 < plan.size()) pending = std::async(std::launch::async, read, plan[k + 1], &buffers_[(k + 1) % 2]);
       } else {
         read_chunk(chunk, &inputs);
       }
       stats_.wait_seconds += seconds_since(w0);
       if (numel > 0) merge_chunk(chunk, inputs);
       h0 = Clock::now();
-      hf_write = start_hf_write(chunk);
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-    // The pending HF write's error, if any ("" when none or none pending).
-    auto finish_hf_write = [&hf_write]() -> std::string {
-      if (!hf_write.valid()) return "";
-      try {
-        hf_write.get();
-      } catch (const std::exception& e) {
-        return e.what();
+      // The HF shard write (plain pwrite, no MPI) runs on a helper thread while this thread
+      // writes the same rows to merged.h5; both finish before the chunk counts as written.
+      // A tensor merged whole by this rank is hashed as written (its checksum needs no read-back).
+      if (chunk.whole && chunk.first) hash_ = std::make_unique<Xxh3Stream>();
+      const uint64_t esize = dtype_size(out_dtype_);
+      Xxh3Stream* h = chunk.whole ? hash_.get() : nullptr;
+      if (hf_ && numel > 0) {
+        hf_write = std::async(std::launch::async, [this, h, t, offset = chunk.first_row * row_elems(in_.slots[t].shape) * esize,
+                                                   n = numel * esize] {
+          hf_->write(t, offset, out_.data(), n);
+          if (h) h->update(out_.data(), n);
+        });
+      } else if (h && numel > 0) {
+        h->update(out_.data(), numel * esize);
       }
-      return "";
-    };
-    if (!agree(error)) {
-      finish_hf_write();
-      return stats_;
-    }
-    try {
-      h5_.write_rows("/tensors/" + slot.name, chunk.first_row, chunk.rows(), out_.data());
     } catch (const std::exception& e) {
       error = e.what();
     }
-    if (std::string hf_error = finish_hf_write(); error.empty()) error = hf_error;
-    if (!agree(error)) return stats_;
-    stats_.bytes_written += numel * dtype_size(c_.output.dtype);
-    stats_.write_seconds += seconds_since(h0);
-    if (chunk.last && chunk.whole && hf_) stats_.checksums[chunk.tensor] = hash_->digest();
-    if (chunk.last && on_tensor_done) on_tensor_done(slot.name);
+    if (!write_chunk(chunk, error, &hf_write, h0)) return stats_;
+    if (chunk.last && chunk.whole) stats_.checksums[t] = hash_->digest();
+    if (chunk.last && on_tensor_done) on_tensor_done(in_.slots[t].name);
   }
   stats_.seconds = seconds_since(t0);
   return stats_;
@@ -293,14 +315,11 @@ MergeStats MergeLoop::run(const std::set<std::string>& done,
 
 }  // namespace
 
-MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
+MergeStats merge_tensors(H5Writer* h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
                          const std::vector<TensorParams>& params, bool resume, const std::set<std::string>& done,
                          HfShardWriter* hf, const std::function<void(const std::string&)>& on_tensor_done) {
-  if (!resume) {
-    h5.create_group("/tensors");
-    for (const TensorSlot& slot : in.slots) h5.create_dataset("/tensors/" + slot.name, c.output.dtype, slot.shape);
-  }
-  return MergeLoop(h5, comm, c, in, params, hf).run(done, on_tensor_done);
+  MergeLoop loop(h5, comm, c, in, params, hf);
+  return loop.run(resume, done, on_tensor_done);
 }
 
 }  // namespace recall

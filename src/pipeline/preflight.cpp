@@ -5,6 +5,7 @@
 #include <optional>
 #include <sstream>
 
+#include "recall/pipeline/layout.h"
 #include "recall/pipeline/output_dir.h"
 #include "recall/util/dtype.h"
 #include "recall/util/error.h"
@@ -16,8 +17,9 @@ namespace recall {
 namespace {
 
 // The fields that must agree for two models to be merged tensor by tensor.
+// With slices (`any_depth`) the block counts may differ: each slice names the blocks it takes.
 void compare_configs(const ModelEntry& a, const ModelConfig& x, const ModelEntry& b,
-                     const ModelConfig& y, std::vector<std::string>* problems) {
+                     const ModelConfig& y, bool any_depth, std::vector<std::string>* problems) {
   auto differ = [&](const char* field, const std::string& u, const std::string& v) {
     if (u != v)
       problems->push_back("model '" + b.name + "' (" + b.path + "): " + field + " is " + v +
@@ -26,7 +28,8 @@ void compare_configs(const ModelEntry& a, const ModelConfig& x, const ModelEntry
   differ("architecture", arch_name(x.arch), arch_name(y.arch));
   differ("hidden_size", std::to_string(x.hidden_size), std::to_string(y.hidden_size));
   differ("intermediate_size", std::to_string(x.intermediate_size), std::to_string(y.intermediate_size));
-  differ("num_hidden_layers", std::to_string(x.num_hidden_layers), std::to_string(y.num_hidden_layers));
+  if (!any_depth)
+    differ("num_hidden_layers", std::to_string(x.num_hidden_layers), std::to_string(y.num_hidden_layers));
   differ("num_attention_heads", std::to_string(x.num_attention_heads), std::to_string(y.num_attention_heads));
   differ("num_key_value_heads", std::to_string(x.num_key_value_heads), std::to_string(y.num_key_value_heads));
   differ("head_dim", std::to_string(x.head_dim), std::to_string(y.head_dim));
@@ -57,12 +60,6 @@ std::optional<std::string> description_of(const ModelEntry& m, const PreflightOp
          "--arch CONFIG.json describing the architecture");
   }
   return std::nullopt;
-}
-
-uint64_t described_bytes(const TensorSlot& slot, DType dtype) {
-  uint64_t n = dtype_size(dtype);
-  for (int64_t d : slot.shape) n *= static_cast<uint64_t>(d);
-  return n;
 }
 
 }  // namespace
@@ -114,32 +111,14 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
       first = static_cast<int>(i);
       continue;
     }
-    compare_configs(c.models[first], in->models[first].config, c.models[i], in->models[i].config, &problems);
+    compare_configs(c.models[first], in->models[first].config, c.models[i], in->models[i].config, !c.slices.empty(),
+                    &problems);
   }
   in->reference = c.model_index(c.reference);
   if (!c.base.empty()) in->base = c.model_index(c.base);
-  if (first >= 0) in->slots = expected_tensors(in->models[first].config);
-
-  // Bytes of every tensor: from the headers, or from shape x dtype for a described model.
-  in->slot_bytes.assign(in->models.size(), std::vector<uint64_t>(in->slots.size(), 0));
-  if (problems.empty())
-    for (size_t m = 0; m < in->models.size(); ++m) {
-      if (!opened[m]) continue;
-      const ModelDir& md = in->models[m];
-      if (in->described[m]) {
-        const std::string dt = md.config.torch_dtype.empty() ? "bfloat16" : md.config.torch_dtype;
-        const auto dtype = parse_torch_dtype(dt);
-        if (!dtype) {
-          problems.push_back("model '" + c.models[m].name + "': torch_dtype '" + dt +
-                             "' is not one of bfloat16, float16, float32, float64, float8_e4m3fn, float8_e5m2");
-          continue;
-        }
-        for (size_t s = 0; s < in->slots.size(); ++s) in->slot_bytes[m][s] = described_bytes(in->slots[s], *dtype);
-      } else {
-        for (size_t s = 0; s < in->slots.size(); ++s)
-          in->slot_bytes[m][s] = md.checkpoint.at(in->slots[s].name).info->nbytes();
-      }
-    }
+  // The output's tensors and their sources, with the bytes read from each model (headers, or
+  // shape x dtype for a described model).
+  if (problems.empty()) build_output_layout(c, in, opened, &problems);
 
   // Data: present and with at least K samples.
   if (c.uses_representations()) {
@@ -201,8 +180,10 @@ std::string preflight_summary(const MergeInputs& in, int plan_world, int world) 
   for (size_t m = 0; m < in.models.size(); ++m) bytes += in.model_bytes(m);
   std::ostringstream os;
   os << "preflight ok: " << in.models.size() << " " << arch_name(arch.arch) << " models, " << arch.num_hidden_layers
-     << " blocks, " << in.slots.size() << " tensors each, " << format_bytes(bytes) << " to read; " << plan_world
+     << " blocks, " << in.models[in.reference].slots.size() << " tensors each, " << format_bytes(bytes) << " to read; " << plan_world
      << " rank(s)" << (plan_world != world ? " (planned)" : "");
+  if (in.output_blocks != arch.num_hidden_layers)
+    os << "; the merged model (slices): " << in.output_blocks << " blocks, " << in.slots.size() << " tensors";
   return os.str();
 }
 

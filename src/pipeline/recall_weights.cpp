@@ -47,10 +47,11 @@ RecallWeights weights_from_representations(const Representations& reps, const Me
     out.blocks.push_back({l, bs.sigma2, bs.similarity, {}});
   }
   std::vector<std::vector<double>> w;
-  if (c.recall.granularity == Granularity::Global)
-    w.assign(sim.size(), global_weights(sim, c.recall.temperature));
-  else
-    w = block_weights(sim, c.recall.temperature);
+  if (c.recall.granularity == Granularity::Global) {
+    w.assign(sim.size(), global_weights(sim, c.recall.temperature.at(0)));
+  } else {
+    for (int64_t l = 0; l < L; ++l) w.push_back(softmax_weights(sim[l], c.recall.temperature_at(l, L)));  // per block
+  }
   for (size_t l = 0; l < w.size(); ++l) out.blocks[l].weights = w[l];
   return out;
 }

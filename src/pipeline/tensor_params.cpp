@@ -31,20 +31,31 @@ double resolve(const ParamSpec& p, const std::vector<const ParamSettings*>& scop
 std::vector<TensorParams> resolve_tensor_params(const MergeConfig& c, const MergeInputs& in,
                                                 const std::vector<std::vector<double>>& block_weights) {
   const MethodSpec& method = *c.method;
-  const int64_t L = in.models.empty() ? 0 : in.models[in.reference].config.num_hidden_layers;
   std::vector<TensorParams> out;
-  for (const TensorSlot& slot : in.slots) {
+  for (size_t s = 0; s < in.slots.size(); ++s) {
+    const TensorSlot& slot = in.slots[s];
+    const SlotLayout& layout = in.layout.at(s);
+    const SliceConfig* slice = layout.slice >= 0 ? &c.slices.at(static_cast<size_t>(layout.slice)) : nullptr;
     TensorParams tp;
-    const double t = gradient_position(slot.block, L);
     for (const ParamSpec& p : method.params) {
+      // Shared parameters: the slice's, then the top level's, against the output tensor's name.
       if (p.scope == ParamScope::Shared) {
-        tp.set(p.name, resolve(p, {&c.params}, slot.name, t, ""));
+        std::vector<const ParamSettings*> scopes = {&c.params};
+        if (slice) scopes.insert(scopes.begin(), &slice->params);
+        tp.set(p.name, resolve(p, scopes, slot.name, layout.t, ""));
         continue;
       }
+      // Per-model parameters, one per source in order: the source's, the slice's, the model's, the
+      // top level's, against the source tensor's name (mergekit resolves an input's parameters
+      // with its own tensor name).
       std::vector<double> v;
-      for (size_t m = 0; m < c.models.size(); ++m)
-        v.push_back(resolve(p, {&c.models[m].params, &c.params}, slot.name, t, " of model '" + c.models[m].name + "'",
-                            in.base && *in.base == m && method.base != BaseUse::None));
+      for (size_t i = 0; i < layout.sources.size(); ++i) {
+        const TensorSource& src = layout.sources[i];
+        std::vector<const ParamSettings*> scopes = {&c.models[src.model].params, &c.params};
+        if (slice) scopes.insert(scopes.begin(), {&slice->sources.at(i).params, &slice->params});
+        const bool unused = in.base && *in.base == src.model && method.base != BaseUse::None;
+        v.push_back(resolve(p, scopes, src.name, layout.t, " of model '" + c.models[src.model].name + "'", unused));
+      }
       tp.set(p.name, std::move(v));
     }
     if (method.uses_representations)

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-BIN = os.environ.get("RECALL_BIN", os.path.join(os.path.dirname(__file__), "../../build/bin/recall"))
+BIN = os.path.abspath(os.environ.get("RECALL_BIN", os.path.join(os.path.dirname(__file__), "../../build/bin/recall")))
 SHARED = os.environ.get("RECALL_SHARED_DIR", os.path.join(os.path.dirname(__file__), "../../../shared"))
 MPIRUN = os.environ.get("RECALL_MPIRUN", "mpirun")
 

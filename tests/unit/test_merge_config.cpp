@@ -47,7 +47,7 @@ TEST(MergeConfig, Defaults) {
   EXPECT_EQ(c.kernel.kind, SimilarityKind::Rbf);
   EXPECT_DOUBLE_EQ(c.kernel.bandwidth_factor, 1.0);
   EXPECT_DOUBLE_EQ(c.kernel.cka_threshold, 0.5);
-  EXPECT_DOUBLE_EQ(c.recall.temperature, 1.0);
+  EXPECT_EQ(c.recall.temperature, std::vector<double>{1.0});
   EXPECT_EQ(c.recall.non_block, NonBlockPolicy::Uniform);
   EXPECT_EQ(c.recall.granularity, Granularity::Block);
   EXPECT_EQ(c.parallel.stages, 1);

@@ -135,12 +135,12 @@ TEST(SweepPlan, WritesResolvedConfigsIndexAndPlan) {
     EXPECT_EQ(c.models[1].path, "/m/b");
   }
   const recall::MergeConfig c1 = recall::load_merge_config(p.points[1].dir + "/config.yaml");
-  EXPECT_EQ(c1.recall.temperature, 0.5);
+  EXPECT_EQ(c1.recall.temperature, std::vector<double>{0.5});
   EXPECT_EQ(c1.kernel.kind, recall::SimilarityKind::LinearCka);
   const recall::MergeConfig c4 = recall::load_merge_config(p.points[4].dir + "/config.yaml");
   EXPECT_EQ(c4.method->name, "linear");
   EXPECT_EQ(c4.params.at("weight").entries.at(0).values, (std::vector<double>{1, 3}));  // a gradient
-  EXPECT_EQ(c4.recall.temperature, 1.0);
+  EXPECT_EQ(c4.recall.temperature, std::vector<double>{1.0});
   EXPECT_EQ(recall::read_text_file(d.file("sweep/index.csv")),
             "point,recall.temperature,kernel.kind,method,params.weight\n"
             "0000,0.5,rbf,recall,\n"

@@ -27,6 +27,23 @@ struct ModelEntry {
   ParamSettings params;    // this model's method parameters (mergekit's models[i].parameters)
 };
 
+// One source of a slice: blocks [first, end) of a model (mergekit's `layer_range`).
+struct SliceSource {
+  std::string model;     // a model's name
+  int64_t first = 0;     // first block
+  int64_t end = 0;       // one past the last block
+  ParamSettings params;  // this source's method parameters (mergekit's sources[i].parameters)
+};
+
+// One slice of the output's blocks (mergekit's `slices`): its blocks are merged from the same
+// number of consecutive blocks of every source; the output stacks the slices in order, so the
+// output's block count is the sum of the slices' lengths.
+struct SliceConfig {
+  std::vector<SliceSource> sources;
+  ParamSettings params;  // method parameters of this slice (mergekit's slices[i].parameters)
+  int64_t length() const { return sources.empty() ? 0 : sources[0].end - sources[0].first; }
+};
+
 struct TypicalConfig {
   int64_t clusters = 32;        // K typical samples
   int64_t hidden_state = -1;    // hidden state clustered: -1 = last block's output, i = hidden.i
@@ -45,9 +62,13 @@ struct KernelConfig : SimilarityOptions {
 };
 
 struct RecallConfig {
-  double temperature = 1.0;                          // tau of the softmax over models
+  // tau of the softmax over models: one value, or a gradient over the blocks (mergekit's
+  // interpolation, recall/config/param_setting.h)
+  std::vector<double> temperature = {1.0};
   NonBlockPolicy non_block = NonBlockPolicy::Uniform;  // tensors outside the blocks
   Granularity granularity = Granularity::Block;      // per-block weights, or one vector for all
+
+  double temperature_at(int64_t block, int64_t blocks) const;  // the gradient at block / (blocks - 1)
 };
 
 struct ParallelConfig {
@@ -61,14 +82,22 @@ struct ParallelConfig {
   uint64_t merge_chunk_bytes = 64ull << 20;
 };
 
+// What a merge writes: the Hugging Face directory hf/ (safetensors shards, config.json, tokenizer)
+// and merged.h5 (parallel HDF5 with the merge's metadata).
+enum class OutputFormat { Hf, H5 };
+
 struct OutputConfig {
   std::string dir;                    // output directory (created; must not exist unless overwrite)
+  std::vector<OutputFormat> formats = {OutputFormat::Hf, OutputFormat::H5};
+  std::string tokenizer;              // model whose tokenizer files hf/ gets ("" = the reference)
   DType dtype = DType::BF16;          // BF16, F16 or F32 (spelled bfloat16, float16, float32)
   uint64_t shard_bytes = 5000000000;  // HF export shard size limit
   // Resume checkpoints: after this many merged bytes (and at the end) the outputs are synced and
   // the finished tensors recorded, so a rerun skips them; 0 = after every tensor.
   uint64_t checkpoint_bytes = 4000000000;
   bool overwrite = false;
+
+  bool writes(OutputFormat f) const;
 };
 
 // Where each key of a decoded config came from: "<file>:<line>:<column>", or "--set 'k=v'".
@@ -85,6 +114,7 @@ class ConfigOrigin {
 
 struct MergeConfig {
   std::vector<ModelEntry> models;
+  std::vector<SliceConfig> slices;  // empty: every block of every model (mergekit's `models`)
   std::string base;              // base model name for methods that use one ("" = none)
   std::string reference;         // RECALL's M_N (default: the last model)
   const MethodSpec* method = &merge_method("recall");
@@ -106,6 +136,8 @@ struct MergeConfig {
 };
 
 // Decodes YAML text with overrides ("key.sub=value", applied in order). `where` names the file.
+// A mergekit config (a mapping with `merge_method`) is translated first, and so is a recall config
+// naming one (`mergekit: FILE`) beside recall's own keys (recall/config/mergekit_yaml.h).
 MergeConfig parse_merge_config(const std::string& yaml_text, const std::string& where,
                                const std::vector<std::string>& overrides = {});
 MergeConfig load_merge_config(const std::string& path, const std::vector<std::string>& overrides = {});
@@ -119,5 +151,7 @@ std::string config_reference_markdown();
 
 // The output dtype's config spelling: "bfloat16", "float16" or "float32".
 std::string output_dtype_name(DType t);
+// An output format's config spelling: "hf" or "h5".
+std::string output_format_name(OutputFormat f);
 
 }  // namespace recall

@@ -11,6 +11,7 @@
 #include <string_view>
 #include <vector>
 
+#include "recall/merge/sparsify.h"  // magnitude_mask and the other masks
 #include "recall/util/dtype.h"
 
 namespace recall {
@@ -32,7 +33,9 @@ void merge_weighted(const std::vector<TensorView>& models, const std::vector<dou
                     bool normalize, uint64_t numel, DType out_dtype, void* out);
 
 // Generalized task arithmetic (mergekit's GeneralizedTaskArithmeticMerge).
-enum class Sparsification { None, Magnitude, Random };
+// Magnitude: TIES's top-k; Random: DARE's drop; MagnitudeOutliers: Model Breadcrumbs' band;
+// DellaMagprune: DELLA's magnitude-ranked drop (recall/merge/sparsify.h).
+enum class Sparsification { None, Magnitude, Random, MagnitudeOutliers, DellaMagprune };
 struct TaskVectorOptions {
   Sparsification sparsification = Sparsification::None;
   bool consensus = false;         // TIES sign election by weighted sum ("sum" consensus)
@@ -41,7 +44,10 @@ struct TaskVectorOptions {
   double lambda = 1.0;            // scale of the mixed delta
   std::vector<double> weights;    // per non-base model
   std::vector<double> densities;  // per non-base model, fraction kept (1 = all)
-  uint64_t seed = 0;              // Random: the tensor seed (dare_tensor_seed)
+  uint64_t seed = 0;              // Random, DellaMagprune: the tensor seed (dare_tensor_seed)
+  std::vector<double> gammas;     // MagnitudeOutliers: per non-base model, fraction of the largest dropped
+  std::vector<double> epsilons;   // DellaMagprune: per non-base model, half-width of the keep probabilities
+  uint64_t row_length = 0;        // DellaMagprune: elements per row, ranked within it (0: the whole tensor)
 };
 // base + lambda * mix_m(w_m * sparsify(P_m - base)), see docs/ALGORITHM.md. Without
 // sparsification the kernel is elementwise (any element range may be passed); with it (TIES's
@@ -65,10 +71,5 @@ void merge_slerp(TensorView v0, TensorView v1, double t, uint64_t numel, DType o
 uint64_t dare_tensor_seed(uint64_t seed, std::string_view tensor_name);
 uint64_t dare_stream(uint64_t tensor_seed, int64_t model_index);
 bool dare_keep(uint64_t stream, uint64_t element, double density);
-
-// The top-k-by-magnitude mask of TIES: k = max(1, floor(density * n)) elements with the largest
-// |v|, ties broken by the lowest index; all for density >= 1, none for density <= 0.
-template <typename T>
-std::vector<char> magnitude_mask(const std::vector<T>& v, double density);
 
 }  // namespace recall

@@ -57,8 +57,10 @@ class TensorParams {
 
 // One call of a method's kernel: a piece of one output tensor. Row-wise methods get any range of
 // whole rows ([first_element, first_element + numel) of the flattened tensor); whole-tensor
-// methods get the whole tensor (first_element 0). `models` holds every input in config order
-// (the base included, at index `base`); each view points at the piece's first element.
+// methods get the whole tensor (first_element 0). `models` holds the inputs of this output tensor
+// in config order (every model, or the sources of its slice; the base included, at index `base`),
+// and the per-model values of `params` follow the same order; each view points at the piece's
+// first element.
 struct MergeTask {
   const std::vector<TensorView>& models;
   std::optional<size_t> base;
@@ -79,6 +81,8 @@ struct MethodSpec {
   BaseUse base = BaseUse::None;
   int min_models = 2;      // inputs, the base included
   int max_models = 0;      // 0: no limit
+  int min_non_base = 0;    // inputs besides the base
+  int max_non_base = 0;    // 0: no limit
   // Whole tensors on one rank (top-k masks, norms, random masks over the tensor) instead of rows
   // split among ranks.
   bool whole_tensor = false;
@@ -91,6 +95,9 @@ struct MethodSpec {
   std::function<void(const MergeTask&)> merge;
 
   const ParamSpec* param(std::string_view name) const;  // nullptr when the method has none
+  // "" when `inputs` models (one of them the base when `has_base`) suit the method, else what is
+  // wrong ("merges at most 2 models, got 3").
+  std::string check_inputs(size_t inputs, bool has_base) const;
 };
 
 // Every registered method, in documentation order.

@@ -1,5 +1,6 @@
 // The merge phase of the job around the merge loop (recall/pipeline/merge_tensors.h): merged.h5
-// created or reopened on resume, the HF shards written in place, resume checkpoints every
+// created or reopened on resume, the HF shards written in place (each only when output.formats
+// lists it), resume checkpoints every
 // output.checkpoint_bytes (outputs synced, then the merged tensors recorded), progress lines with
 // an ETA, and at the end what produced the tensors (/recall/* datasets and root attributes).
 #pragma once
@@ -32,15 +33,17 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& config, const Merge
                            HfShardWriter& hf, const MergeReport& report, const std::string& resolved_yaml,
                            const Log& log);
 
-// Collective: the XXH3-64 of every exported tensor (those a rank hashed as it wrote them are
-// not read back; recall/pipeline/hf_shards.h), stored as attributes of merged.h5's datasets,
-// which hold the same bytes. Closes the shards. Returns tensor name -> checksum on every rank.
-std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const std::string& h5_path, HfShardWriter& hf,
-                                                const MergeInputs& inputs, const std::map<size_t, uint64_t>& known);
+// Collective: the XXH3-64 of every merged tensor (those a rank hashed as it wrote them are not
+// read back; the others are read from the shards, or from merged.h5 when there are no shards),
+// stored as attributes of merged.h5's datasets when it is written (they hold the same bytes).
+// Closes the shards. Returns tensor name -> checksum on every rank.
+std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig& config, const std::string& h5_path,
+                                                HfShardWriter& hf, const MergeInputs& inputs,
+                                                const std::map<size_t, uint64_t>& known);
 
 // Collective: the merge's bytes (summed over ranks), each rank's loop seconds and memory (its
 // plan's total and the peaks `peaks` sampled), into the report.
-void gather_merge_totals(MPI_Comm comm, const MergeStats& stats, uint64_t planned, const MemoryPeaks& peaks,
-                         MergeReport* report);
+void gather_merge_totals(MPI_Comm comm, const MergeConfig& config, const MergeStats& stats, uint64_t planned,
+                         const MemoryPeaks& peaks, MergeReport* report);
 
 }  // namespace recall

@@ -1,5 +1,6 @@
 // The merge loop: every tensor of the output, merged by the configured method (the registry's
-// kernel, with the tensor's resolved parameters) and written into merged.h5 collectively, in the
+// kernel, with the tensor's resolved parameters) from its sources (recall/pipeline/layout.h) and
+// written into the HF shards and merged.h5 (collectively), whichever the config asks for, in the
 // chunks of plan_merge_chunks (recall/pipeline/plan.h). Row-wise methods split each tensor's rows
 // among all ranks and each rank reads only its rows of every input, so every input byte is read
 // once; whole-tensor methods give each tensor to one rank. Arithmetic is in fixed model order, so
@@ -31,23 +32,25 @@ struct MergeStats {
   double wait_seconds = 0;   // waiting for a chunk's reads
   double merge_seconds = 0;  // merge kernels and NaN/infinity checks of the outputs
   double write_seconds = 0;  // HF shard and merged.h5 writes, and the collective calls around them
-  // XXH3-64 of the export bytes of every tensor this rank merged whole (one rank, or a whole-tensor
-  // method's owner), hashed as written: slot index -> checksum. hf_checksums need not read them back.
+  // XXH3-64 of the output bytes of every tensor this rank merged whole (one rank, or a whole-tensor
+  // method's owner), hashed as written: slot index -> checksum. The checksum phase need not read
+  // them back.
   std::map<size_t, uint64_t> checksums;
   bool aborted = false;  // some rank failed; every rank stopped at the same collective point
   std::string error;     // this rank's error ("" when another rank failed)
 };
 
-// Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes (and,
-// when `hf` is given, the same bytes into the export's shards, tensor index = slot index). On a
-// failure on any rank every rank returns with `aborted` set (the file must still be closed by all).
-// Resuming: `done` lists tensors already merged into an existing file (their datasets exist and
-// are complete); the datasets are then not created again. `on_tensor_done` runs on every rank
-// after each tensor's collective write (the caller flushes and records progress there).
+// Collective over comm: when `h5` is given, creates /tensors/<name> for every slot and writes the
+// merged bytes there; when `hf` is given, writes the same bytes into the export's shards (tensor
+// index = slot index). On a failure on any rank every rank returns with `aborted` set (merged.h5
+// must still be closed by all). Resuming: `done` lists tensors already merged into the existing
+// outputs (their datasets exist and are complete); the datasets are then not created again.
+// `on_tensor_done` runs on every rank after each tensor's writes (the caller flushes and records
+// progress there).
 // Threads: a helper reads (and checks for NaN/infinity) the next chunk's inputs while the calling
 // thread merges the current one; another writes the chunk's HF rows while the calling thread makes
 // the collective merged.h5 write. Only the calling thread makes MPI or HDF5 calls.
-MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
+MergeStats merge_tensors(H5Writer* h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                          const std::vector<TensorParams>& params, bool resume = false,
                          const std::set<std::string>& done = {}, HfShardWriter* hf = nullptr,
                          const std::function<void(const std::string&)>& on_tensor_done = {});

@@ -53,7 +53,8 @@ class OutputDir {
   // Returns whether the work is kept; `log` gets a line saying what was removed.
   bool prepare(const std::string& key, bool fresh, std::string* log) const;
 
-  // Tensors recorded as merged and synced (empty when none).
+  // Tensors recorded as merged and synced (empty when none; the caller checks that the outputs
+  // they were written to are still there).
   std::set<std::string> merged_tensors() const;
   // Rank 0: starts an empty list / appends to it (synced to disk).
   void start_progress() const;
