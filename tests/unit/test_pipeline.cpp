@@ -37,6 +37,13 @@ MergeInputs fake_inputs(size_t M, int64_t L, DType dtype = DType::BF16) {
   in.described.assign(M, true);
   in.reference = M - 1;
   in.slots = expected_tensors(cfg);
+  in.output_blocks = L;
+  for (const TensorSlot& s : in.slots) {  // without slices: every model's tensor of the same name
+    SlotLayout l;
+    for (size_t m = 0; m < M; ++m) l.sources.push_back({m, s.name});
+    l.t = gradient_position(s.block, L);
+    in.layout.push_back(l);
+  }
   in.slot_bytes.assign(M, {});
   for (size_t m = 0; m < M; ++m)
     for (const TensorSlot& s : in.slots) {
