@@ -258,6 +258,10 @@ bool holder_is_dead_here(const std::string& token) {
 }  // namespace
 
 OutputLock::OutputLock(const std::string& final_dir) : path_(final_dir + ".lock"), token_(lock_token()) {
+  // The output's parent may not exist yet (output.dir: runs/new/merged): create it, as the job
+  // creates <dir>.partial's.
+  if (const auto slash = path_.rfind('/'); slash != std::string::npos && slash > 0)
+    make_directories(path_.substr(0, slash));
   for (int attempt = 0; attempt < 2; ++attempt) {
     const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd >= 0) {

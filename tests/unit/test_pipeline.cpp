@@ -300,6 +300,10 @@ TEST(OutputLock, OneHolderAtATimeAndStaleLocksOfDeadProcesses) {
     }
   }
   EXPECT_FALSE(path_exists(dir + ".lock")) << "released";
+  {
+    OutputLock nested(tmp.file("runs/new/out"));  // a parent that does not exist yet
+    EXPECT_TRUE(path_exists(tmp.file("runs/new/out.lock")));
+  }
   // A lock of a process that no longer exists on this host is taken over.
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
