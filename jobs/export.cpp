@@ -18,9 +18,10 @@ int export_h5(int argc, char** argv) {
   ArgParser args("export", "Writes a Hugging Face directory from a merged.h5 written by 'recall merge'.");
   args.positional("H5", "merged.h5")
       .option("out", "DIR", "output directory (created; must not exist)", "", true)
-      .option("shard-bytes", "N", "largest shard in bytes", "5000000000");
+      .option("shard-bytes", "SIZE", "largest shard, e.g. 5GB, 500MiB or 1e9 (bytes)", "5GB");
   if (!args.parse(argc, argv)) return 0;
   const std::string h5_path = args.get("H5"), out = args.get("out");
+  const uint64_t shard_bytes = args.get_bytes("shard-bytes");
   if (path_exists(out)) fail("'", out, "' already exists; choose a new directory");
   std::vector<std::string> order;
   std::string config_json, dtype;
@@ -42,7 +43,7 @@ int export_h5(int argc, char** argv) {
   if (!initialized) MPI_Init(&argc, &argv);
   const std::string tmp = out + ".partial";
   make_directories(tmp);
-  ExportResult ex = export_hf_shards(MPI_COMM_SELF, h5_path, tmp, order, std::stoull(args.get("shard-bytes")));
+  ExportResult ex = export_hf_shards(MPI_COMM_SELF, h5_path, tmp, order, shard_bytes);
   H5Reader h5(h5_path);
   for (const auto& [name, h] : ex.checksums) {
     auto expected = h5.attribute("/tensors/" + name, "xxh3_64");
