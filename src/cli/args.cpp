@@ -154,7 +154,7 @@ double ArgParser::get_number(const std::string& name) const {
 }
 
 uint64_t ArgParser::get_bytes(const std::string& name) const {
-  return parse_byte_size_or_fail(get(name), "recall " + command_ + ": --" + name);
+  return parse_byte_size_or_fail(get(name), "--" + name);
 }
 
 int64_t ArgParser::get_integer(const std::string& name, int64_t min) const {

@@ -1,4 +1,5 @@
-// report.json, report.svg and the model card of a merge.
+// report.json and the model card of a merge, and what the config says about it (report.svg is
+// drawn in report_svg.cpp).
 #include "recall/pipeline/report.h"
 
 #include <sys/resource.h>
@@ -9,6 +10,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "recall/config/merge_config.h"
+#include "recall/merge/methods.h"
+
 namespace recall {
 
 using ojson = nlohmann::ordered_json;
@@ -17,6 +21,68 @@ uint64_t peak_rss_bytes() {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<uint64_t>(ru.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+void describe_merge(MergeReport* r, const MergeConfig& c) {
+  r->method = c.method;
+  r->models.clear();
+  for (const ModelEntry& m : c.models) r->models.push_back(m.name);
+  const MergeMethod method = parse_merge_method(c.method);
+  const bool task_vectors = method != MergeMethod::Recall && method != MergeMethod::Linear && method != MergeMethod::Slerp;
+  r->reference = method == MergeMethod::Recall ? c.reference : "";
+  r->base = task_vectors ? c.base : "";
+  if (method == MergeMethod::Recall) return;
+  r->weights = c.params.weight.empty() ? std::vector<double>(c.models.size(), 1.0) : c.params.weight;
+  r->normalize = c.params.normalize.value_or(method == MergeMethod::Linear ||
+                                             (task_vectors && task_vector_defaults(method).normalize));
+  r->density = c.params.density;
+  r->lambda = c.params.lambda;
+  r->t = c.params.t;
+  r->seed = c.params.seed;
+}
+
+std::string method_summary(const MergeReport& r) {
+  std::ostringstream s;
+  const std::string base = "`" + r.base + "`";
+  if (r.method == "recall")
+    s << "RECALL: representation-aware, layer-wise merging; each block's weights are a softmax over the RBF-kernel "
+         "similarity of every model's hidden representations to the reference model's on typical samples";
+  else if (r.method == "linear")
+    s << "a weighted average of every tensor" << (r.normalize ? ", the weights divided by their sum" : " (weights not normalized)");
+  else if (r.method == "slerp")
+    s << "spherical interpolation of every tensor from `" << (r.models.empty() ? "" : r.models[0]) << "` (t = 0) to `"
+      << (r.models.size() > 1 ? r.models[1] : "") << "` (t = 1) at t = " << r.t;
+  else if (r.method == "task_arithmetic")
+    s << "task arithmetic: " << base << " + lambda x the weighted sum of the task vectors (model - " << base << ")";
+  else if (r.method == "ties")
+    s << "TIES: task vectors (model - " << base << ") trimmed to the top " << r.density * 100
+      << "% by magnitude, signs elected, disagreeing entries dropped, the rest averaged and added to " << base
+      << " (scaled by lambda)";
+  else if (r.method == "dare_linear" || r.method == "dare_ties")
+    s << "DARE: task vectors (model - " << base << ") with entries dropped at random (keeping " << r.density * 100
+      << "%, seed " << r.seed << ") and rescaled, then " << (r.method == "dare_ties" ? "TIES sign election and " : "")
+      << "a weighted sum added to " << base << " (scaled by lambda)";
+  else
+    s << r.method;
+  return s.str();
+}
+
+std::vector<double> baseline_weights(const MergeReport& r) {
+  if (r.method == "recall" || r.weights.size() != r.models.size()) return {};
+  if (r.method == "slerp") return {1 - r.t, r.t};
+  std::vector<double> w = r.weights;
+  double sum = 0;
+  for (double x : w) sum += x;
+  for (size_t m = 0; m < w.size(); ++m) {
+    if (!r.base.empty() && r.models[m] == r.base) w[m] = std::nan("");
+    else if (r.method == "linear" && r.normalize && sum != 0) w[m] /= sum;
+  }
+  return w;
+}
+
+std::string baseline_weight_meaning(const MergeReport& r) {
+  if (!r.base.empty()) return "weight of its task vector";
+  return r.method == "linear" && !r.normalize ? "weight" : "share of the output";
 }
 
 std::string report_json(const MergeReport& r) {
@@ -57,106 +123,34 @@ std::string report_json(const MergeReport& r) {
   }
   if (export_s > 0) rates["export_write_gb_per_s"] = static_cast<double>(r.export_bytes_written) / 1e9 / export_s;
   j["gb_per_s"] = rates;
+  if (r.method == "slerp") {
+    j["params"] = {{"t", r.t}};
+  } else if (r.method != "recall" && !r.weights.empty()) {
+    ojson params = {{"weight", r.weights}, {"normalize", r.normalize}};
+    if (!r.base.empty()) params["base"] = r.base, params["lambda"] = r.lambda;
+    if (r.method == "ties" || r.method.rfind("dare_", 0) == 0) params["density"] = r.density;
+    if (r.method.rfind("dare_", 0) == 0) params["seed"] = r.seed;
+    if (r.method == "slerp") params["t"] = r.t;
+    j["params"] = params;
+  }
   return j.dump(2) + "\n";
-}
-
-namespace {
-
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
-  }
-  return o;
-}
-
-// White (0) to dark blue (1).
-std::string color(double v) {
-  v = std::clamp(v, 0.0, 1.0);
-  const int r = static_cast<int>(255 - v * (255 - 8)), g = static_cast<int>(255 - v * (255 - 48)),
-            b = static_cast<int>(255 - v * (255 - 107));
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", r, g, b);
-  return buf;
-}
-
-const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
-
-}  // namespace
-
-std::string report_svg(const MergeReport& r) {
-  const size_t M = r.models.size(), L = r.blocks.size();
-  const int cell_w = 70, cell_h = std::max(8, std::min(22, L ? 440 / static_cast<int>(L) : 22)), left = 60, top = 60;
-  const int heat_w = static_cast<int>(M) * cell_w, heat_h = static_cast<int>(L) * cell_h;
-  const int plot_x = left + heat_w + 80, plot_w = 360, plot_h = std::max(heat_h, 200);
-  const int width = plot_x + plot_w + 40, height = top + std::max(heat_h, plot_h) + 80;
-  std::ostringstream s;
-  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
-    << "' font-family='sans-serif' font-size='11'>\n<rect width='100%' height='100%' fill='white'/>\n";
-  s << "<text x='" << left << "' y='20' font-size='14' font-weight='bold'>" << esc(r.method)
-    << " merge: per-block weights (reference: " << esc(r.reference) << ")</text>\n";
-  if (L == 0) {
-    s << "<text x='" << left << "' y='50'>method '" << esc(r.method)
-      << "' has no per-block weights; see config.resolved.yaml for its parameters</text>\n</svg>\n";
-    return s.str();
-  }
-  // Heatmap: rows = blocks, columns = models.
-  for (size_t m = 0; m < M; ++m)
-    s << "<text x='" << left + m * cell_w + cell_w / 2 << "' y='" << top - 8 << "' text-anchor='middle'>"
-      << esc(r.models[m]) << "</text>\n";
-  for (size_t l = 0; l < L; ++l) {
-    s << "<text x='" << left - 6 << "' y='" << top + l * cell_h + cell_h * 0.7 << "' text-anchor='end'>block "
-      << r.blocks[l].index << "</text>\n";
-    for (size_t m = 0; m < M; ++m) {
-      const double w = r.blocks[l].weights[m];
-      s << "<rect x='" << left + m * cell_w << "' y='" << top + l * cell_h << "' width='" << cell_w
-        << "' height='" << cell_h << "' fill='" << color(w) << "' stroke='#ccc'><title>block " << r.blocks[l].index
-        << ", " << esc(r.models[m]) << ": weight " << w << ", similarity " << r.blocks[l].similarity[m]
-        << "</title></rect>\n";
-      if (cell_h >= 12) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.3f", w);
-        s << "<text x='" << left + m * cell_w + cell_w / 2 << "' y='" << top + l * cell_h + cell_h * 0.7
-          << "' text-anchor='middle' fill='" << (w > 0.55 ? "white" : "black") << "'>" << buf << "</text>\n";
-      }
-    }
-  }
-  // Similarity curves: x = block, y = similarity in [0, 1].
-  s << "<text x='" << plot_x << "' y='" << top - 8 << "'>similarity to the reference per block</text>\n";
-  s << "<rect x='" << plot_x << "' y='" << top << "' width='" << plot_w << "' height='" << plot_h
-    << "' fill='none' stroke='black'/>\n";
-  for (double y : {0.0, 0.5, 1.0})
-    s << "<text x='" << plot_x - 4 << "' y='" << top + plot_h - y * plot_h + 4 << "' text-anchor='end'>" << y
-      << "</text>\n";
-  auto px = [&](size_t l) { return plot_x + (L > 1 ? static_cast<double>(l) / (L - 1) * plot_w : plot_w / 2.0); };
-  auto py = [&](double v) { return top + plot_h - std::clamp(v, 0.0, 1.0) * plot_h; };
-  for (size_t m = 0; m < M; ++m) {
-    s << "<polyline fill='none' stroke-width='2' stroke='" << kPalette[m % 8] << "' points='";
-    for (size_t l = 0; l < L; ++l) s << px(l) << "," << py(r.blocks[l].similarity[m]) << " ";
-    s << "'/>\n";
-    s << "<text x='" << plot_x + 8 << "' y='" << top + plot_h + 20 + 14 * m << "' fill='" << kPalette[m % 8]
-      << "'>" << esc(r.models[m]) << "</text>\n";
-  }
-  s << "<text x='" << plot_x + plot_w / 2 << "' y='" << top + plot_h + 14 << "' text-anchor='middle'>block</text>\n";
-  s << "</svg>\n";
-  return s.str();
 }
 
 std::string model_card(const MergeReport& r, const std::string& resolved_yaml, const std::vector<std::string>& paths) {
   std::ostringstream s;
-  s << "---\ntags:\n- merge\n- recall\n- " << r.method << "\n---\n\n";
-  s << "# Merged model\n\nThis model was merged with recall using the **" << r.method
-    << "** method";
-  if (r.method == "recall")
-    s << " (RECALL: representation-aware, layer-wise merging; per-block weights from the RBF-kernel similarity "
-         "of each model's hidden representations to the reference model's on typical samples)";
-  s << ".\n\n## Input models\n\n";
-  for (size_t m = 0; m < r.models.size(); ++m)
-    s << "- `" << r.models[m] << "`: " << (m < paths.size() ? paths[m] : "") << (r.models[m] == r.reference ? " (reference)" : "")
-      << "\n";
+  s << "---\nlibrary_name: transformers\ntags:\n- merge\n- recall\n";
+  if (r.method != "recall") s << "- " << r.method << "\n";
+  s << "---\n\n# Merged model\n\nThis model was merged with recall using the **" << r.method << "** method ("
+    << method_summary(r) << ").\n\n## Input models\n\n";
+  for (size_t m = 0; m < r.models.size(); ++m) {
+    s << "- `" << r.models[m] << "`: " << (m < paths.size() ? paths[m] : "");
+    if (r.method == "recall" && r.models[m] == r.reference)
+      s << " (reference: the newly fine-tuned model whose task data chose the typical samples)";
+    if (!r.base.empty() && r.models[m] == r.base) s << " (base: the task vectors are differences to it)";
+    if (r.method == "slerp" && m < 2) s << (m == 0 ? " (t = 0)" : " (t = 1)");
+    s << "\n";
+  }
+  char buf[64];
   if (!r.blocks.empty()) {
     s << "\n## Per-block weights\n\n| block |";
     for (const auto& n : r.models) s << " " << n << " |";
@@ -166,12 +160,24 @@ std::string model_card(const MergeReport& r, const std::string& resolved_yaml, c
     for (const auto& b : r.blocks) {
       s << "| " << b.index << " |";
       for (double w : b.weights) {
-        char buf[32];
         std::snprintf(buf, sizeof buf, " %.4f |", w);
         s << buf;
       }
       s << "\n";
     }
+  } else if (const std::vector<double> w = baseline_weights(r); !w.empty()) {
+    s << "\n## Parameters\n\n| model | " << baseline_weight_meaning(r) << " |\n|---|---|\n";
+    for (size_t m = 0; m < w.size(); ++m) {
+      std::snprintf(buf, sizeof buf, "%.4g", w[m]);
+      s << "| " << r.models[m] << " | " << (std::isnan(w[m]) ? std::string("(base)") : std::string(buf)) << " |\n";
+    }
+    s << "\n";
+    if (r.method != "slerp") s << "normalize: " << (r.normalize ? "true" : "false");
+    if (!r.base.empty()) s << "; lambda: " << r.lambda;
+    if (r.method == "ties" || r.method.rfind("dare_", 0) == 0) s << "; density: " << r.density;
+    if (r.method.rfind("dare_", 0) == 0) s << "; seed: " << r.seed;
+    if (r.method == "slerp") s << "t: " << r.t;
+    s << "\n";
   }
   s << "\n## Configuration\n\n```yaml\n" << resolved_yaml << "```\n";
   return s.str();

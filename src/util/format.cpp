@@ -1,4 +1,4 @@
-// Human-readable formatting of byte counts and shapes.
+// Human-readable formatting of byte counts, shapes and XML text.
 #include "recall/util/format.h"
 
 #include <cstdio>
@@ -20,6 +20,19 @@ std::string format_shape(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+std::string xml_escape(const std::string& text) {
+  std::string o;
+  for (char c : text) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else if (c == '\'') o += "&apos;";
+    else if (c == '"') o += "&quot;";
+    else o += c;
+  }
+  return o;
 }
 
 }  // namespace recall
