@@ -43,27 +43,36 @@ void describe_merge(MergeReport* r, const MergeConfig& c) {
 
 std::string method_summary(const MergeReport& r) {
   std::ostringstream s;
-  const std::string base = "`" + r.base + "`";
-  if (r.method == "recall")
+  // The parameters are known when the job recorded them (describe_merge); otherwise the sentence
+  // names none rather than print defaults that may not be what ran.
+  const bool known = !r.weights.empty();
+  const std::string base = known && !r.base.empty() ? "`" + r.base + "`" : "the base model";
+  auto percent = [&](const char* what) {
+    if (known) s << " (" << what << r.density * 100 << "%)";
+  };
+  if (r.method == "recall") {
     s << "RECALL: representation-aware, layer-wise merging; each block's weights are a softmax over the RBF-kernel "
          "similarity of every model's hidden representations to the reference model's on typical samples";
-  else if (r.method == "linear")
-    s << "a weighted average of every tensor" << (r.normalize ? ", the weights divided by their sum" : " (weights not normalized)");
-  else if (r.method == "slerp")
-    s << "spherical interpolation of every tensor from `" << (r.models.empty() ? "" : r.models[0]) << "` (t = 0) to `"
-      << (r.models.size() > 1 ? r.models[1] : "") << "` (t = 1) at t = " << r.t;
-  else if (r.method == "task_arithmetic")
+  } else if (r.method == "linear") {
+    s << "a weighted average of every tensor";
+    if (known) s << (r.normalize ? ", the weights divided by their sum" : " (weights not normalized)");
+  } else if (r.method == "slerp") {
+    s << "spherical interpolation of every tensor from the first model (t = 0) to the second (t = 1)";
+    if (known) s << " at t = " << r.t;
+  } else if (r.method == "task_arithmetic") {
     s << "task arithmetic: " << base << " + lambda x the weighted sum of the task vectors (model - " << base << ")";
-  else if (r.method == "ties")
-    s << "TIES: task vectors (model - " << base << ") trimmed to the top " << r.density * 100
-      << "% by magnitude, signs elected, disagreeing entries dropped, the rest averaged and added to " << base
-      << " (scaled by lambda)";
-  else if (r.method == "dare_linear" || r.method == "dare_ties")
-    s << "DARE: task vectors (model - " << base << ") with entries dropped at random (keeping " << r.density * 100
-      << "%, seed " << r.seed << ") and rescaled, then " << (r.method == "dare_ties" ? "TIES sign election and " : "")
+  } else if (r.method == "ties") {
+    s << "TIES: task vectors (model - " << base << ") trimmed by magnitude";
+    percent("keeping the top ");
+    s << ", signs elected, disagreeing entries dropped, the rest averaged and added to " << base << " (scaled by lambda)";
+  } else if (r.method == "dare_linear" || r.method == "dare_ties") {
+    s << "DARE: task vectors (model - " << base << ") with entries dropped at random";
+    percent("keeping ");
+    s << " and rescaled, then " << (r.method == "dare_ties" ? "TIES sign election and " : "")
       << "a weighted sum added to " << base << " (scaled by lambda)";
-  else
+  } else {
     s << r.method;
+  }
   return s.str();
 }
 

@@ -60,9 +60,10 @@ double luminance(const Rgb& c) {
 
 // Okabe-Ito colours (told apart with colour-blindness); with a dash pattern and a marker per
 // model the curves are told apart in grey as well.
-const char* const kLineColors[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000"};
-const char* const kDashes[] = {"none", "8,4", "2,3", "10,3,2,3", "5,2", "14,4", "1,3"};
-constexpr int kStyles = 7;
+const char* const kLineColors[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7",
+                                   "#E69F00", "#56B4E9", "#000000", "#882255"};
+const char* const kDashes[] = {"none", "8,4", "2,3", "10,3,2,3", "5,2", "14,4", "1,3", "4,2,1,2"};
+constexpr int kStyles = 8;
 
 // A marker of style `k` centred at (x, y).
 std::string marker(int k, double x, double y, const char* color) {
@@ -90,9 +91,14 @@ std::string marker(int k, double x, double y, const char* color) {
       s << "<path d='M" << num(x - r) << "," << num(y) << " H" << num(x + r) << " M" << num(x) << "," << num(y - r)
         << " V" << num(y + r) << "' stroke-width='2'";
       break;
-    default:
+    case 6:
       s << "<path d='M" << num(x - r) << "," << num(y - r) << " L" << num(x + r) << "," << num(y + r) << " M"
         << num(x - r) << "," << num(y + r) << " L" << num(x + r) << "," << num(y - r) << "' stroke-width='2'";
+      break;
+    default:  // a hexagon
+      s << "<path d='M" << num(x - r) << "," << num(y) << " L" << num(x - r / 2) << "," << num(y - r) << " L"
+        << num(x + r / 2) << "," << num(y - r) << " L" << num(x + r) << "," << num(y) << " L" << num(x + r / 2) << ","
+        << num(y + r) << " L" << num(x - r / 2) << "," << num(y + r) << " Z'";
   }
   s << " fill='" << fill << "' stroke='" << color << "'/>\n";
   return s.str();
@@ -155,14 +161,14 @@ void text(std::ostream& s, double x, double y, const std::string& t, const std::
     << "</text>\n";
 }
 
-// Block ticks under a panel whose block l is centred at x(l): every step-th block, and the last one
-// when it is not too close to the previous label.
+// Block ticks under a panel whose block l is centred at x(l), `cell` pixels apart: every step-th
+// block, and the last one when its label does not touch the previous one.
 template <typename X>
-void block_ticks(std::ostream& s, const MergeReport& r, X x, double y) {
+void block_ticks(std::ostream& s, const MergeReport& r, X x, double cell, double y) {
   const int64_t step = block_step(r.blocks.size());
   for (size_t l = 0; l < r.blocks.size(); ++l) {
     const int64_t off = r.blocks[l].index % step;
-    if (off != 0 && !(l + 1 == r.blocks.size() && 2 * off >= step)) continue;
+    if (off != 0 && !(l + 1 == r.blocks.size() && static_cast<double>(off) * cell >= 26)) continue;
     s << "<line x1='" << num(x(l)) << "' y1='" << num(y) << "' x2='" << num(x(l)) << "' y2='" << num(y + 5)
       << "' stroke='black'/>\n";
     text(s, x(l), y + 17, std::to_string(r.blocks[l].index), "text-anchor='middle'");
@@ -179,7 +185,13 @@ std::string recall_svg(const MergeReport& r) {
   const double row_h = M > 12 ? 16 : 24, top1 = 84, heat_h = row_h * static_cast<double>(M);
   const double bar_h = std::max(heat_h, 110.0);
   const double top2 = top1 + bar_h + 84, h2 = 240;
-  const int height = static_cast<int>(top2 + h2 + 86);
+  std::vector<std::string> note;  // the weights of the tensors outside the blocks
+  if (r.non_block_weights.size() == M) {
+    std::string t = "embedding, final norm and lm_head (outside the blocks):";
+    for (size_t m = 0; m < M; ++m) t += " " + r.models[m] + " " + num(r.non_block_weights[m], "%.3f") + (m + 1 < M ? "," : "");
+    note = wrap_words(t, 130);
+  }
+  const int height = static_cast<int>(top2 + h2 + 70 + 18.0 * static_cast<double>(note.size()));
   auto cx = [&](size_t l) { return left + (static_cast<double>(l) + 0.5) * cell_w; };
 
   std::ostringstream s;
@@ -218,7 +230,7 @@ std::string recall_svg(const MergeReport& r) {
   }
   s << "<rect x='" << num(left) << "' y='" << num(top1) << "' width='" << num(plot_w) << "' height='" << num(heat_h)
     << "' fill='none' stroke='black'/>\n";
-  block_ticks(s, r, cx, top1 + heat_h);
+  block_ticks(s, r, cx, cell_w, top1 + heat_h);
   text(s, left + plot_w / 2, top1 + heat_h + 34, "block", "text-anchor='middle'");
 
   // Colour scale: stacked bands from the lowest value (bottom) to the highest (top), with ticks.
@@ -255,7 +267,7 @@ std::string recall_svg(const MergeReport& r) {
   }
   s << "<rect x='" << num(left) << "' y='" << num(top2) << "' width='" << num(plot_w) << "' height='" << num(h2)
     << "' fill='none' stroke='black'/>\n";
-  block_ticks(s, r, cx, top2 + h2);
+  block_ticks(s, r, cx, cell_w, top2 + h2);
   text(s, left + plot_w / 2, top2 + h2 + 34, "block", "text-anchor='middle'");
   s << "<text transform='translate(" << num(left - 52) << "," << num(top2 + h2 / 2)
     << ") rotate(-90)' text-anchor='middle'>similarity</text>\n";
@@ -281,11 +293,7 @@ std::string recall_svg(const MergeReport& r) {
     text(s, x + 13, y + 4, r.models[m] + (r.models[m] == r.reference ? " (reference)" : ""),
          std::string("fill='") + kLineColors[k] + "'");
   }
-  if (r.non_block_weights.size() == M) {
-    std::string t = "embedding, final norm and lm_head (outside the blocks):";
-    for (size_t m = 0; m < M; ++m) t += " " + r.models[m] + " " + num(r.non_block_weights[m], "%.3f");
-    text(s, 16, top2 + h2 + 66, t);
-  }
+  for (size_t i = 0; i < note.size(); ++i) text(s, 16, top2 + h2 + 66 + 18.0 * static_cast<double>(i), note[i]);
   s << "</svg>\n";
   return s.str();
 }
@@ -298,7 +306,7 @@ std::string baseline_svg(const MergeReport& r) {
   for (const auto& n : r.models) name_chars = std::max(name_chars, n.size());
   const double left = std::max(90.0, kCharWidth * name_chars + 30), bar_w = kWidth - left - 260;
   const double top = 64 + 18.0 * static_cast<double>(summary.size()) + 30, row_h = 30;
-  const int height = static_cast<int>(top + row_h * static_cast<double>(M) + 120);
+  const int height = static_cast<int>(top + row_h * static_cast<double>(M) + 84);
   std::ostringstream s;
   s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kWidth << "' height='" << height << "' viewBox='0 0 "
     << kWidth << " " << height << "' font-family='sans-serif' font-size='12'>\n"
@@ -333,9 +341,9 @@ std::string baseline_svg(const MergeReport& r) {
     << num(top + row_h * static_cast<double>(M)) << "' stroke='black'/>\n";
   std::ostringstream p;
   if (r.method != "slerp") p << "normalize: " << (r.normalize ? "true" : "false");
-  if (!r.base.empty()) p << "   base: " << r.base << "   lambda: " << r.lambda;
-  if (r.method == "ties" || r.method.rfind("dare_", 0) == 0) p << "   density: " << r.density;
-  if (r.method.rfind("dare_", 0) == 0) p << "   seed: " << r.seed;
+  if (!r.base.empty()) p << ";  base: " << r.base << ";  lambda: " << r.lambda;
+  if (r.method == "ties" || r.method.rfind("dare_", 0) == 0) p << ";  density: " << r.density;
+  if (r.method.rfind("dare_", 0) == 0) p << ";  seed: " << r.seed;
   if (r.method == "slerp") p << "t: " << r.t;
   text(s, 16, top + row_h * static_cast<double>(M) + 40, p.str());
   text(s, 16, top + row_h * static_cast<double>(M) + 62,
