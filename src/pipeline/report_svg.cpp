@@ -4,6 +4,7 @@
 // same x axis (a colour, dash pattern and marker per model, each curve labelled at its end).
 // Baselines: a bar per model with its weight or share, and the method's parameters.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <sstream>
@@ -301,7 +302,9 @@ std::string recall_svg(const MergeReport& r) {
 std::string baseline_svg(const MergeReport& r) {
   const size_t M = r.models.size();
   const std::vector<double> w = baseline_weights(r);
-  const std::vector<std::string> summary = wrap_words(method_summary(r) + ".", 125);
+  std::string sentence = method_summary(r) + ".";
+  sentence[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(sentence[0])));
+  const std::vector<std::string> summary = wrap_words(sentence, 125);
   size_t name_chars = 0;
   for (const auto& n : r.models) name_chars = std::max(name_chars, n.size());
   const double left = std::max(90.0, kCharWidth * name_chars + 30), bar_w = kWidth - left - 260;

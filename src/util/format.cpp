@@ -1,6 +1,8 @@
 // Human-readable formatting of byte counts, shapes and XML text.
 #include "recall/util/format.h"
 
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 
 namespace recall {
@@ -20,6 +22,17 @@ std::string format_shape(const std::vector<int64_t>& shape) {
   std::string s = "[";
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
   return s + "]";
+}
+
+std::string shortest_number(const std::string& text) {
+  if (text.find_first_of(".eE") == std::string::npos) return text;  // integers, words
+  double v = 0;
+  const char* end = text.data() + text.size();
+  const auto parsed = std::from_chars(text.data(), end, v);
+  if (parsed.ec != std::errc() || parsed.ptr != end || !std::isfinite(v)) return text;
+  char buf[64];
+  const auto written = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
+  return std::string(buf, written.ptr);
 }
 
 std::string xml_escape(const std::string& text) {
