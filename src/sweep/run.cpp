@@ -15,6 +15,7 @@
 #include <ostream>
 
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 #include "recall/util/lock_file.h"
 
@@ -23,15 +24,6 @@ extern char** environ;
 namespace recall {
 
 namespace {
-
-std::string utc_now() {
-  char b[32];
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return b;
-}
 
 std::string join_args(const std::vector<std::string>& argv) {
   std::string s;
@@ -88,7 +80,7 @@ int run_logged(const std::vector<std::string>& argv, const std::string& log_path
   if (argv.empty()) fail("run_logged: empty command");
   const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot open the log '", log_path, "': ", std::strerror(errno));
-  const std::string header = "=== " + utc_now() + " $ " + join_args(argv) + "\n";
+  const std::string header = "=== " + utc_timestamp() + " $ " + join_args(argv) + "\n";
   if (::write(fd, header.data(), header.size()) < 0) {
     const int err = errno;
     ::close(fd);

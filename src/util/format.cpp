@@ -4,6 +4,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 
 namespace recall {
 
@@ -33,6 +34,15 @@ std::string shortest_number(const std::string& text) {
   char buf[64];
   const auto written = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
   return std::string(buf, written.ptr);
+}
+
+std::string utc_timestamp() {
+  char b[32];
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return b;
 }
 
 std::string xml_escape(const std::string& text) {

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 
 namespace recall {
 
@@ -26,15 +27,6 @@ namespace {
 std::string this_host() {
   char b[256] = {0};
   ::gethostname(b, sizeof b - 1);
-  return b;
-}
-
-std::string utc_now() {
-  char b[32];
-  const std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return b;
 }
 
@@ -153,7 +145,7 @@ LockFile::LockFile(std::string path, LockOptions options) : path_(std::move(path
   nonce_ = random_nonce();
   const std::string mine = "job=" + (options_.job.empty() ? std::string("-") : options_.job) +
                            " restart=" + std::to_string(options_.restart) + " host=" + host + " pid=" + pid +
-                           " since=" + utc_now() + " nonce=" + nonce_ + "\n";
+                           " since=" + utc_timestamp() + " nonce=" + nonce_ + "\n";
   for (int attempt = 0; attempt < 3; ++attempt) {
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd_ >= 0) {

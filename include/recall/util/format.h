@@ -13,6 +13,8 @@ std::string format_shape(const std::vector<int64_t>& shape);  // "[64, 172]"
 // "0.1", "1.0000000000000001e-05" -> "1e-05"); integers and anything that is not a number are
 // returned as they are.
 std::string shortest_number(const std::string& text);
+// The current time in UTC as ISO 8601, "2026-12-01T15:04:05Z".
+std::string utc_timestamp();
 // Text for XML/SVG content and quoted attributes: & < > ' " escaped.
 std::string xml_escape(const std::string& text);
 
