@@ -18,7 +18,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev libyaml-cpp-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev libgtest-dev clang libclang-rt-14-dev python3-venv
-  librsvg2-bin  # rsvg-convert: the report.svg test renders it
+  librsvg2-bin shellcheck  # rsvg-convert renders report.svg in a test; shellcheck lints slurm/
 )
 missing=()
 for p in "${apt_packages[@]}"; do
