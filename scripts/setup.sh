@@ -56,10 +56,19 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 # ccache keyed on paths relative to the checkout, so a fresh clone elsewhere reuses the cache.
 export CCACHE_BASEDIR="$RECALL_ROOT"
 
-# Configure and build (Release) into $RECALL_ROOT/build.
+# Configure and build (Release) into $RECALL_ROOT/build. The engine library finds libtorch through
+# an absolute RUNPATH into the Python environment; when that environment is another one than the
+# build was configured with (RECALL_CACHE moved it, say), CMake's cached torch paths would keep
+# the old one, so the configuration starts afresh (ccache keeps the rebuild cheap).
 recall_build() {
-  local jobs
+  local jobs torch_dir cached cache="$RECALL_ROOT/build/CMakeCache.txt"
   jobs=$(nproc)
+  torch_dir=$("$RECALL_PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')/Torch
+  cached=$(sed -n 's/^Torch_DIR:PATH=//p' "$cache" 2>/dev/null || true)
+  if [ -n "$cached" ] && [ "$cached" != "$torch_dir" ]; then
+    log "torch is now at $torch_dir, the build was configured with $cached: configuring afresh"
+    rm -f "$cache"
+  fi
   cmake -S "$RECALL_ROOT" -B "$RECALL_ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DRECALL_PYTHON="$RECALL_PYTHON" >"$RECALL_ROOT/build.configure.log" 2>&1 ||
     { cat "$RECALL_ROOT/build.configure.log"; return 1; }
