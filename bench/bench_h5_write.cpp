@@ -19,7 +19,7 @@
 
 #include "mpi_timing.h"
 #include "recall/io/h5_writer.h"
-#include "recall/pipeline/merge_tensors.h"
+#include "recall/dist/grid.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -57,7 +57,8 @@ int run(int argc, char** argv) {
   const uint64_t total = static_cast<uint64_t>(gib * (1ull << 30));
   const uint64_t rows = std::max<uint64_t>(1, total / tensors / (kCols * 2));
   const uint64_t tensor_bytes = rows * kCols * 2, bytes = tensor_bytes * tensors;
-  const auto [r0, r1] = row_range(rows, rank, world);
+  const dist::RowRange mine = dist::row_range(static_cast<int64_t>(rows), world, rank);
+  const uint64_t r0 = static_cast<uint64_t>(mine.first), r1 = static_cast<uint64_t>(mine.end);
   std::vector<uint16_t> data((r1 - r0) * kCols);
   uint64_t x = 0x9E3779B97F4A7C15ull + rank;
   for (auto& v : data) {

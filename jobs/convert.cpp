@@ -4,7 +4,7 @@
 
 #include "jobs.h"
 #include "recall/cli/args.h"
-#include "recall/io/llama2c.h"
+#include "recall/model/llama2c.h"
 #include "recall/model/model_dir.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"

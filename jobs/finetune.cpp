@@ -1,12 +1,11 @@
 // recall finetune: causal-LM fine-tuning (AdamW, warm-up + cosine, clipping), deterministic per
 // seed, writing a Hugging Face directory (see recall/engine/finetune.h).
-#include <mpi.h>
-
-#include <cstdlib>
 #include <iostream>
 
 #include "jobs.h"
 #include "recall/cli/args.h"
+#include "recall/dist/context.h"
+#include "recall/dist/failure.h"
 #include "recall/engine/library.h"
 #include "recall/util/error.h"
 
@@ -48,18 +47,17 @@ int finetune(int argc, char** argv) {
   o.log_every = args.get_integer("log-every", 1);
   o.probe_path = args.get("probe");
   o.probe_out = args.get("probe-out");
-  // Under mpirun/srun: data parallel over the ranks (gradient all-reduce); alone: one process.
-  const bool launched = std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
-  int rank = 0;
-  if (launched) {
-    MPI_Init(&argc, &argv);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  // Under mpirun/srun: data parallel over the ranks (gradient all-reduce); alone: a world of one.
+  dist::Context ctx(&argc, &argv);
+  o.world = &ctx.world_comm();
+  engine::FinetuneResult r;
+  try {
+    r = dist::run_collectively(ctx.control_mpi(), ctx.where(), "finetune",
+                               [&] { return engine::library().run_finetune(o); });
+  } catch (const dist::CollectiveError& e) {
+    return dist::report_failure(ctx.control_mpi(), e);
   }
-  struct Finalize {
-    bool on;
-    ~Finalize() { if (on) MPI_Finalize(); }
-  } finalize{launched};
-  const engine::FinetuneResult r = engine::library().run_finetune(o);
+  const int rank = ctx.rank();
   if (rank != 0) return 0;
   std::cout << "finetune: " << r.losses.size() << " steps, loss " << r.losses.front() << " -> "
             << r.losses.back() << ", " << r.tokens << " tokens in " << r.seconds << " s -> " << o.out_dir << "\n";

@@ -6,6 +6,7 @@
 #include "recall/cli/args.h"
 #include "recall/engine/library.h"
 #include "recall/util/error.h"
+#include "recall/util/numbers.h"
 
 namespace recall::jobs {
 
@@ -19,15 +20,9 @@ std::vector<int64_t> parse_ids(const std::string& text) {
   std::vector<int64_t> ids;
   std::string word;
   while (in >> word) {
-    size_t used = 0;
-    long long x = 0;
-    try {
-      x = std::stoll(word, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used != word.size()) fail("--tokens: '", word, "' is not a token id (expected e.g. \"1,403,407\")");
-    ids.push_back(x);
+    const auto x = parse_int64(word);
+    if (!x) fail("--tokens: '", word, "' is not a token id (expected e.g. \"1,403,407\")");
+    ids.push_back(*x);
   }
   if (ids.empty()) fail("--tokens: no token ids given");
   return ids;
@@ -37,19 +32,17 @@ std::vector<int64_t> parse_ids(const std::string& text) {
 
 int generate(int argc, char** argv) {
   ArgParser args("generate", "Continues a prompt greedily (temperature 0) or by seeded nucleus sampling.");
-  args.option("model", "DIR", "Hugging Face model directory", "", true)
+  args.model_options()
       .option("prompt", "TEXT", "prompt text (BOS + SentencePiece tokens)")
       .option("tokens", "IDS", "prompt token ids, comma or space separated")
       .option("max-new", "N", "new tokens to generate at most", "32")
       .option("temperature", "T", "0 = greedy", "0")
       .option("top-p", "P", "nucleus sampling threshold", "1")
       .option("seed", "N", "sampling seed", "0")
-      .option("dtype", "DTYPE", "compute dtype: float32, bfloat16 or float16", "float32")
-      .option("device", "DEVICE", "cpu, cuda or cuda:N", "cpu")
       .flag("ignore-eos", "keep generating after an EOS token");
   if (!args.parse(argc, argv)) return 0;
   engine::GenerateOptions o;
-  o.model_dir = args.get("model");
+  read_model_options(args, &o);
   o.prompt = args.get("prompt");
   if (args.has("tokens")) o.prompt_ids = parse_ids(args.get("tokens"));
   o.sampling.max_new = args.get_integer("max-new", 0);
@@ -57,8 +50,6 @@ int generate(int argc, char** argv) {
   o.sampling.top_p = args.get_number("top-p");
   o.sampling.seed = static_cast<uint64_t>(args.get_integer("seed", 0));
   o.stop_at_eos = !args.flag_set("ignore-eos");
-  o.dtype = args.get("dtype");
-  o.device = args.get("device");
   const engine::GenerateResult r = engine::library().run_generate(o);
   std::cout << "prompt:";
   for (int64_t id : r.prompt_ids) std::cout << " " << id;

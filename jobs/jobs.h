@@ -15,5 +15,6 @@ int generate(int argc, char** argv);
 int eval(int argc, char** argv);
 int finetune(int argc, char** argv);
 int sweep(int argc, char** argv);
+int config(int argc, char** argv);
 
 }  // namespace recall::jobs

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "jobs.h"
+#include "recall/config/merge_config.h"
 #include "recall/util/error.h"
 
 namespace {
@@ -18,6 +19,7 @@ struct Command {
 constexpr Command kCommands[] = {
     {"merge", recall::jobs::merge, "merge models with RECALL or a baseline (under mpirun/srun for many ranks)"},
     {"preflight", recall::jobs::preflight, "check a merge config and print the plan, reading headers only"},
+    {"config", recall::jobs::config, "check a merge config and print it resolved (no model opened)"},
     {"verify", recall::jobs::verify, "check every checksum of a merge output"},
     {"export", recall::jobs::export_h5, "write a Hugging Face directory from a merged.h5"},
     {"inspect", recall::jobs::inspect, "validate a model directory or .safetensors file and summarize it"},
@@ -37,7 +39,8 @@ void print_usage(std::ostream& os) {
     std::string name = c.name;
     os << "  " << name << std::string(name.size() < 14 ? 14 - name.size() : 1, ' ') << c.summary << "\n";
   }
-  os << "\nrun 'recall <command> --help' for the options of a command.\n";
+  os << "\nrun 'recall <command> --help' for the options of a command, 'recall help config' for every\n"
+        "key of a merge config (docs/CONFIG.md).\n";
 }
 
 }  // namespace
@@ -45,6 +48,10 @@ void print_usage(std::ostream& os) {
 int main(int argc, char** argv) {
   // A file-size limit (ulimit -f) must surface as a write error naming the file, not a signal.
   std::signal(SIGXFSZ, SIG_IGN);
+  if (argc == 3 && !std::strcmp(argv[1], "help") && !std::strcmp(argv[2], "config")) {
+    std::cout << recall::config_reference_markdown();  // docs/CONFIG.md
+    return 0;
+  }
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") ||
       !std::strcmp(argv[1], "help")) {
     print_usage(std::cout);

@@ -10,6 +10,7 @@
 
 #include "recall/util/byte_size.h"
 #include "recall/util/error.h"
+#include "recall/util/numbers.h"
 
 namespace recall {
 
@@ -142,15 +143,9 @@ std::vector<std::string> ArgParser::get_all(const std::string& name) const {
 
 double ArgParser::get_number(const std::string& name) const {
   const std::string v = get(name);
-  size_t used = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (v.empty() || used != v.size()) fail("recall ", command_, ": --", name, " must be a number, got '", v, "'");
-  return x;
+  const auto x = parse_double(v);
+  if (!x) fail("recall ", command_, ": --", name, " must be a number, got '", v, "'");
+  return *x;
 }
 
 uint64_t ArgParser::get_bytes(const std::string& name) const {
@@ -159,16 +154,15 @@ uint64_t ArgParser::get_bytes(const std::string& name) const {
 
 int64_t ArgParser::get_integer(const std::string& name, int64_t min) const {
   const std::string v = get(name);
-  size_t used = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (v.empty() || used != v.size() || x < min)
-    fail("recall ", command_, ": --", name, " must be an integer >= ", min, ", got '", v, "'");
-  return x;
+  const auto x = parse_int64(v);
+  if (!x || *x < min) fail("recall ", command_, ": --", name, " must be an integer >= ", min, ", got '", v, "'");
+  return *x;
+}
+
+ArgParser& ArgParser::model_options() {
+  return option("model", "DIR", "Hugging Face model directory", "", true)
+      .option("dtype", "DTYPE", "compute dtype: float32, bfloat16 or float16", "float32")
+      .option("device", "DEVICE", "cpu, cuda or cuda:N", "cpu");
 }
 
 bool ArgParser::flag_set(const std::string& name) const { return values_.count(name) > 0; }

@@ -1,123 +1,342 @@
-// Decoding of the merge job's YAML config into typed structs, with line/column errors.
+// Decoding of the merge job's YAML config by one field table: every key is one row (its type,
+// range, doc and where it lives in MergeConfig), and the table drives reading, the allowed keys,
+// the checks (with the YAML line and column), to_yaml and the generated reference.
 #include "recall/config/merge_config.h"
 
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
+#include <functional>
+#include <limits>
 #include <set>
 #include <sstream>
 
 #include "recall/config/yaml_text.h"
+#include "recall/util/byte_size.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
 namespace recall {
 
-const char* const kMergeMethods = "recall, linear, task_arithmetic, ties, dare_linear, dare_ties, slerp";
+std::string ConfigOrigin::of(const std::string& key) const {
+  for (std::string k = key;;) {
+    if (auto it = positions_.find(k); it != positions_.end()) return it->second;
+    const auto cut = k.find_last_of(".[");
+    if (cut == std::string::npos) return file;
+    k = k.substr(0, cut);
+  }
+}
+
+size_t MergeConfig::model_index(const std::string& name) const {
+  for (size_t i = 0; i < models.size(); ++i)
+    if (models[i].name == name) return i;
+  fail("no model named '", name, "' in the config");
+}
 
 namespace {
 
-// Short names for the shared helpers of recall/config/yaml_text.h.
-std::string at(const std::string& where, const YAML::Node& n) { return yaml_position(where, n); }
-std::string show(const YAML::Node& n) { return yaml_describe(n); }
+constexpr EnumName<DType> kOutputDTypes[] = {
+    {"bfloat16", DType::BF16}, {"float16", DType::F16}, {"float32", DType::F32}};
 
-// Parses "5GB", "512MiB", "1000" into bytes.
-bool parse_byte_size(const std::string& s, uint64_t* out) {
-  size_t pos = 0;
-  double v;
-  try {
-    v = std::stod(s, &pos);
-  } catch (...) {
-    return false;
-  }
-  std::string unit = s.substr(pos);
-  while (!unit.empty() && unit.front() == ' ') unit.erase(0, 1);
-  static const std::pair<const char*, double> units[] = {
-      {"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-      {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
-  for (const auto& [name, mult] : units)
-    if (unit == name) {
-      if (!(v >= 0) || v * mult > 1.8e19) return false;
-      *out = static_cast<uint64_t>(std::llround(v * mult));
-      return true;
+// Bounds on what a config may hold, so that a hostile file fails with a message instead of
+// exhausting memory: the file itself, any string, any list.
+constexpr size_t kMaxConfigBytes = 16u << 20;
+constexpr size_t kMaxStringBytes = 4096;  // PATH_MAX on Linux
+constexpr size_t kMaxModels = 4096;
+constexpr size_t kMaxListEntries = 65536;
+
+// Reading context: the file name and the --set assignments, so that errors point at either.
+struct Reader {
+  std::string where;
+  std::map<std::string, std::string> overrides;  // dotted key -> "k=v" as given
+
+  std::string at(const std::string& key, const YAML::Node& n) const {
+    for (std::string k = key;;) {
+      if (auto it = overrides.find(k); it != overrides.end()) return "--set '" + it->second + "'";
+      const auto cut = k.find_last_of(".[");
+      if (cut == std::string::npos) break;
+      k = k.substr(0, cut);
     }
-  return false;
-}
-
-// A YAML mapping being decoded: typed reads that remember which keys were used, so that any
-// other key is reported as unknown.
-class Section {
- public:
-  Section(YAML::Node node, std::string prefix, const std::string& where)
-      : node_(std::move(node)), prefix_(std::move(prefix)), where_(where) {
-    if (node_ && !node_.IsNull() && !node_.IsMap())
-      fail(at(where_, node_), ": '", prefix_.empty() ? "config" : prefix_, "' must be a mapping, got ", show(node_));
+    return yaml_position(where, n);
   }
-
-  std::string key_path(const std::string& key) const { return prefix_.empty() ? key : prefix_ + "." + key; }
-
-  YAML::Node child(const std::string& key) {
-    used_.insert(key);
-    if (!node_ || node_.IsNull()) return YAML::Node();
-    return node_[key];
+  [[noreturn]] void bad(const std::string& key, const YAML::Node& n, const std::string& expected) const {
+    fail(at(key, n), ": '", key, "' must be ", expected, ", got ", yaml_describe(n));
   }
-
-  template <typename T>
-  void read(const std::string& key, T* out, const char* expected) {
-    YAML::Node n = child(key);
-    if (!n || n.IsNull()) return;
-    if (!n.IsScalar()) fail(at(where_, n), ": '", key_path(key), "' must be ", expected, ", got ", show(n));
-    try {
-      *out = n.as<T>();
-    } catch (const YAML::Exception&) {
-      fail(at(where_, n), ": '", key_path(key), "' must be ", expected, ", got ", show(n));
-    }
-  }
-  void str(const std::string& key, std::string* out) { read(key, out, "a string"); }
-  void integer(const std::string& key, int64_t* out) { read(key, out, "an integer"); }
-  void uinteger(const std::string& key, uint64_t* out) { read(key, out, "a non-negative integer"); }
-  void number(const std::string& key, double* out) { read(key, out, "a number"); }
-  void boolean(const std::string& key, bool* out) { read(key, out, "true or false"); }
-  void boolean(const std::string& key, std::optional<bool>* out) {
-    YAML::Node n = child(key);
-    if (!n || n.IsNull()) return;
-    bool v = false;
-    read(key, &v, "true or false");
-    *out = v;
-  }
-  void bytes(const std::string& key, uint64_t* out) {
-    YAML::Node n = child(key);
-    if (!n || n.IsNull()) return;
-    if (!n.IsScalar() || !parse_byte_size(n.Scalar(), out))
-      fail(at(where_, n), ": '", key_path(key), "' must be a byte count such as 5000000000 or 5GB, got ", show(n));
-  }
-
-  // Errors on keys that no read asked for.
-  void finish(const char* allowed) const {
-    if (!node_ || !node_.IsMap()) return;
-    for (const auto& kv : node_) {
-      if (!kv.first.IsScalar())
-        fail(at(where_, kv.first), ": a key in '", prefix_.empty() ? "config" : prefix_, "' is ", show(kv.first),
-             "; keys must be plain names");
-      const std::string k = kv.first.Scalar();
-      if (!used_.count(k))
-        fail(at(where_, kv.first), ": unknown key '", key_path(k), "'; allowed here: ", allowed);
-    }
-  }
-
-  const YAML::Node& node() const { return node_; }
-
- private:
-  YAML::Node node_;
-  std::string prefix_;
-  const std::string& where_;
-  std::set<std::string> used_;
 };
 
-void apply_override(YAML::Node& root, const std::string& assignment) {
+template <typename T>
+using Ref = std::function<T&(MergeConfig&)>;
+
+// One key of the config.
+struct Field {
+  std::string key;   // dotted path: "typical.clusters"; top-level keys have no dot
+  std::string type;  // for the reference: "integer in [1, 1000000]"
+  std::string doc;
+  std::function<void(MergeConfig&, const YAML::Node&, const Reader&)> read;  // decodes and checks
+  std::function<void(const MergeConfig&, YAML::Emitter&)> emit;              // the value
+};
+
+std::string section_of(const std::string& key) {
+  const auto dot = key.find('.');
+  return dot == std::string::npos ? std::string() : key.substr(0, dot);
+}
+std::string name_in_section(const std::string& key) {
+  const auto dot = key.find('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+template <typename T>
+T scalar_as(const YAML::Node& n, const std::string& key, const Reader& r, const char* expected) {
+  if (!n.IsScalar()) r.bad(key, n, expected);
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    r.bad(key, n, expected);
+  }
+}
+
+std::string show_number(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+Field integer(std::string key, Ref<int64_t> ref, int64_t lo, int64_t hi, std::string doc) {
+  const std::string range = "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  return {key, range, std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            const auto v = scalar_as<int64_t>(n, key, r, range.c_str());
+            if (v < lo || v > hi) r.bad(key, n, range);
+            ref(c) = v;
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+}
+
+Field uinteger(std::string key, Ref<uint64_t> ref, std::string doc) {
+  return {key, "a non-negative integer", std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            if (n.IsScalar() && !n.Scalar().empty() && n.Scalar()[0] == '-') r.bad(key, n, "a non-negative integer");
+            ref(c) = scalar_as<uint64_t>(n, key, r, "a non-negative integer");
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+}
+
+// A finite number in [lo, hi] ((lo, hi] when lo_open).
+Field number(std::string key, Ref<double> ref, double lo, double hi, bool lo_open, std::string doc) {
+  const std::string range = std::string("a finite number in ") + (lo_open ? "(" : "[") + show_number(lo) + ", " +
+                            show_number(hi) + "]";
+  return {key, range, std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            const double v = scalar_as<double>(n, key, r, range.c_str());
+            if (!std::isfinite(v) || v < lo || v > hi || (lo_open && v == lo)) r.bad(key, n, range);
+            ref(c) = v;
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+}
+
+Field boolean(std::string key, Ref<bool> ref, std::string doc) {
+  return {key, "true or false", std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            ref(c) = scalar_as<bool>(n, key, r, "true or false");
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+}
+
+std::string read_string(const YAML::Node& n, const std::string& key, const Reader& r) {
+  auto s = scalar_as<std::string>(n, key, r, "a string");
+  if (s.size() > kMaxStringBytes)
+    fail(r.at(key, n), ": '", key, "' is ", s.size(), " bytes long; at most ", kMaxStringBytes, " are allowed");
+  return s;
+}
+
+Field string(std::string key, Ref<std::string> ref, std::string doc) {
+  return {key, "a string", std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) { ref(c) = read_string(n, key, r); },
+          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+}
+
+Field bytes(std::string key, Ref<uint64_t> ref, uint64_t lo, std::string doc) {
+  const std::string expected = "a byte count such as 5000000000, 5GB or 512MiB" +
+                               (lo > 0 ? ", at least " + std::to_string(lo) : std::string());
+  return {key, "bytes (5000000000, 5GB, 512MiB)" + (lo > 0 ? std::string(", > 0") : std::string()), std::move(doc),
+          [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            if (!n.IsScalar()) r.bad(key, n, expected);
+            const auto v = parse_byte_size(n.Scalar());
+            if (!v || *v < lo) r.bad(key, n, expected);
+            ref(c) = *v;
+          },
+          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+}
+
+template <typename T>
+struct NonDeduced {
+  using type = T;
+};
+
+// E comes from the table; the accessor (a lambda) converts to Ref<E>.
+template <typename E, size_t N>
+Field choice(std::string key, typename NonDeduced<Ref<E>>::type ref, const EnumName<E> (&table)[N], std::string doc) {
+  const std::string names = names_of(table);
+  return {key, "one of " + names, std::move(doc),
+          [=, &table](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+            const auto v = parse_name(table, scalar_as<std::string>(n, key, r, ("one of " + names).c_str()));
+            if (!v) r.bad(key, n, "one of " + names);
+            ref(c) = *v;
+          },
+          [=, &table](const MergeConfig& c, YAML::Emitter& e) {
+            e << std::string(name_of(table, ref(const_cast<MergeConfig&>(c))));
+          }};
+}
+
+// The table. Defaults are MergeConfig's initializers; `models` and `params` have readers of
+// their own (below) because their values are lists and mappings of mergekit's forms.
+const std::vector<Field>& fields() {
+  static const std::vector<Field> table = [] {
+    std::vector<Field> f;
+    f.push_back(string("base", [](MergeConfig& c) -> auto& { return c.base; },
+                       "model name of the base for methods that use one (task vectors are taken from it)"));
+    f.push_back(string("reference", [](MergeConfig& c) -> auto& { return c.reference; },
+                       "RECALL's newly fine-tuned model, whose task data gives the typical samples (default: the "
+                       "last model)"));
+    f.push_back({"method", "one of " + merge_method_names(), "the merge method (the table below)",
+                 [](MergeConfig& c, const YAML::Node& n, const Reader& r) {
+                   const auto name = scalar_as<std::string>(n, "method", r, "a method name");
+                   try {
+                     c.method = &merge_method(name);
+                   } catch (const Error& e) {
+                     fail(r.at("method", n), ": ", e.what());
+                   }
+                 },
+                 [](const MergeConfig& c, YAML::Emitter& e) { e << c.method->name; }});
+    f.push_back(string("data", [](MergeConfig& c) -> auto& { return c.data; },
+                       "JSON lines of the reference model's task: {\"input_ids\": [...]} or {\"text\": \"...\"} "
+                       "(methods that use representations)"));
+    f.push_back(integer("max_length", [](MergeConfig& c) -> auto& { return c.max_length; }, 1, 1 << 20,
+                        "tokens per sample; longer samples are truncated"));
+    f.push_back(bytes("memory_budget", [](MergeConfig& c) -> auto& { return c.memory_budget; }, 0,
+                      "per rank: the job refuses to start when its memory plan exceeds it (0 = no limit)"));
+
+    f.push_back(integer("typical.clusters", [](MergeConfig& c) -> auto& { return c.typical.clusters; }, 1, 1 << 20,
+                        "K, the number of typical samples (k-means clusters)"));
+    f.push_back(integer("typical.hidden_state", [](MergeConfig& c) -> auto& { return c.typical.hidden_state; }, -1,
+                        1 << 20,
+                        "hidden state of the reference clustered: -1 = the last block's output, i = hidden.i "
+                        "(0 = the embedding output, l + 1 = block l's output)"));
+    f.push_back(uinteger("typical.seed", [](MergeConfig& c) -> auto& { return c.typical.seed; }, "k-means++ seed"));
+    f.push_back(integer("typical.iterations", [](MergeConfig& c) -> auto& { return c.typical.iterations; }, 1,
+                        1 << 20, "at most this many Lloyd iterations"));
+    f.push_back(integer("typical.max_samples", [](MergeConfig& c) -> auto& { return c.typical.max_samples; }, 0,
+                        std::numeric_limits<int64_t>::max(), "use at most this many lines of `data` (0 = all)"));
+
+    f.push_back(choice("typical.pooling", [](MergeConfig& c) -> auto& { return c.typical.pooling; }, kPoolings,
+                       "a sample's token states -> one vector for the clustering: the mean over its tokens, the "
+                       "mean without the first (BOS) token, or the last token"));
+    f.push_back(choice("kernel.kind", [](MergeConfig& c) -> auto& { return c.kernel.kind; }, kSimilarityKinds,
+                       "similarity of representations: RBF kernel (RECALL) or linear / RBF CKA (ablations)"));
+    f.push_back(number("kernel.bandwidth_factor", [](MergeConfig& c) -> auto& { return c.kernel.bandwidth_factor; },
+                       0, 1e12, true, "rbf: sigma^2 = factor x the median squared pairwise distance"));
+    f.push_back(number("kernel.gamma", [](MergeConfig& c) -> auto& { return c.kernel.gamma; }, 0, 1e12, false,
+                       "rbf: when > 0, exp(-gamma d^2) with this fixed gamma instead of the median heuristic"));
+    f.push_back(number("kernel.cka_threshold", [](MergeConfig& c) -> auto& { return c.kernel.cka_threshold; }, 0,
+                       1e6, true, "rbf_cka: sigma = threshold x the median distance (Kornblith et al.)"));
+    f.push_back(boolean("kernel.cka_debiased", [](MergeConfig& c) -> auto& { return c.kernel.cka_debiased; },
+                        "linear_cka, rbf_cka: the unbiased HSIC estimator"));
+
+    f.push_back(choice("kernel.pooling", [](MergeConfig& c) -> auto& { return c.kernel.pooling; }, kPoolings,
+                       "a sample's token states -> one representation per block: as typical.pooling"));
+    f.push_back(choice("recall.similarity", [](MergeConfig& c) -> auto& { return c.kernel.mode; }, kSimilarityModes,
+                       "each model against the reference (RECALL), or the mean of its similarities to every "
+                       "other model (the pairwise reading)"));
+    f.push_back(number("recall.temperature", [](MergeConfig& c) -> auto& { return c.recall.temperature; }, 0, 1e6,
+                       false, "tau of the softmax over models (0 = the most similar model alone)"));
+    f.push_back(choice("recall.non_block", [](MergeConfig& c) -> auto& { return c.recall.non_block; },
+                       kNonBlockPolicies,
+                       "weights of the tensors outside the blocks: 1/M each, the nearest block's, or the "
+                       "reference alone"));
+    f.push_back(choice("recall.granularity", [](MergeConfig& c) -> auto& { return c.recall.granularity; },
+                       kGranularities, "per-block weights, or one weight vector for every block (ablation)"));
+
+    f.push_back(integer("parallel.stages", [](MergeConfig& c) -> auto& { return c.parallel.stages; }, 1, 1 << 20,
+                        "pipeline stages per model (the grid's stage axis)"));
+    f.push_back(integer("parallel.micro_batch", [](MergeConfig& c) -> auto& { return c.parallel.micro_batch; }, 1,
+                        1 << 20, "samples per micro-batch in the extraction"));
+    f.push_back(integer("parallel.stream_samples", [](MergeConfig& c) -> auto& { return c.parallel.stream_samples; },
+                        0, 1 << 30,
+                        "0: a rank keeps its stage's blocks resident; N > 0: one block resident at a time, for "
+                        "groups of N samples"));
+    f.push_back(choice("parallel.device", [](MergeConfig& c) -> auto& { return c.parallel.device; }, kDevices,
+                       "where ranks compute: cuda = the GPU of the local rank, NCCL between ranks"));
+    f.push_back(bytes("parallel.merge_chunk_bytes", [](MergeConfig& c) -> auto& { return c.parallel.merge_chunk_bytes; },
+                      1, "bytes of one input's rows the merge reads per step (row-wise methods)"));
+
+    f.push_back(string("output.dir", [](MergeConfig& c) -> auto& { return c.output.dir; },
+                       "output directory; written as <dir>.partial and renamed when every rank succeeded"));
+    f.push_back(choice("output.dtype", [](MergeConfig& c) -> auto& { return c.output.dtype; }, kOutputDTypes,
+                       "dtype of the merged tensors"));
+    f.push_back(bytes("output.shard_bytes", [](MergeConfig& c) -> auto& { return c.output.shard_bytes; }, 1,
+                      "largest safetensors shard of the Hugging Face export"));
+    f.push_back(bytes("output.checkpoint_bytes", [](MergeConfig& c) -> auto& { return c.output.checkpoint_bytes; },
+                      0, "resume checkpoint every this many merged bytes (0 = after every tensor)"));
+    f.push_back(boolean("output.overwrite", [](MergeConfig& c) -> auto& { return c.output.overwrite; },
+                        "replace an existing output directory"));
+    return f;
+  }();
+  return table;
+}
+
+// Keys that were renamed, with their new name (for the unknown-key error).
+const std::map<std::string, std::string>& renamed_keys() {
+  static const std::map<std::string, std::string> m = {{"typical.layer", "typical.hidden_state"},
+                                                       {"kernel.median_factor", "kernel.bandwidth_factor"},
+                                                       {"typical.max_iterations", "typical.iterations"}};
+  return m;
+}
+
+// The allowed keys of a section ("" = top level), in table order.
+std::vector<std::string> allowed_keys(const std::string& section) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& k) {
+    if (std::find(out.begin(), out.end(), k) == out.end()) out.push_back(k);
+  };
+  if (section.empty()) add("models");
+  for (const Field& f : fields()) {
+    if (section.empty()) add(section_of(f.key).empty() ? f.key : section_of(f.key));
+    else if (section_of(f.key) == section) add(name_in_section(f.key));
+  }
+  if (section.empty()) add("params");
+  return out;
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+  return s;
+}
+
+// Checks that a mapping has only allowed, distinct, plain keys.
+void check_keys(const YAML::Node& map, const std::string& section, const std::vector<std::string>& allowed,
+                const Reader& r) {
+  std::map<std::string, YAML::Node> seen;
+  for (const auto& kv : map) {
+    const std::string where_key = section.empty() ? "config" : section;
+    if (!kv.first.IsScalar())
+      fail(r.at(section, kv.first), ": a key in '", where_key, "' is ", yaml_describe(kv.first),
+           "; keys must be plain names");
+    const std::string k = kv.first.Scalar(), path = section.empty() ? k : section + "." + k;
+    if (auto it = seen.find(k); it != seen.end())
+      fail(r.at(path, kv.first), ": key '", path, "' appears twice (first at ", yaml_position(r.where, it->second),
+           ")");
+    seen.emplace(k, kv.first);
+    if (std::find(allowed.begin(), allowed.end(), k) != allowed.end()) continue;
+    std::string hint;
+    if (auto it = renamed_keys().find(path); it != renamed_keys().end()) hint = " (renamed to '" + it->second + "')";
+    fail(r.at(path, kv.first), ": unknown key '", path, "'", hint, "; allowed here: ", join(allowed));
+  }
+}
+
+void apply_override(YAML::Node& root, const std::string& assignment, Reader* r) {
   const auto eq = assignment.find('=');
-  if (eq == std::string::npos || eq == 0)
-    fail("--set '", assignment, "': expected key.sub=value");
+  if (eq == std::string::npos || eq == 0) fail("--set '", assignment, "': expected key.sub=value");
   const std::string path = assignment.substr(0, eq), value = assignment.substr(eq + 1);
   YAML::Node parsed;
   try {
@@ -141,46 +360,168 @@ void apply_override(YAML::Node& root, const std::string& assignment) {
     cur.reset(child);  // rebind (plain assignment would overwrite the value)
   }
   cur[keys.back()] = parsed;
+  r->overrides[path] = assignment;
 }
 
-void check_one_of(const std::string& where, const std::string& key, const std::string& value,
-                  std::initializer_list<const char*> allowed) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (value == a) return;
-    list += (list.empty() ? "" : ", ") + std::string(a);
+// A number of a parameter: booleans become 0/1 for Bool parameters.
+double param_number(const YAML::Node& n, const ParamSpec& p, const std::string& key, const Reader& r) {
+  if (!n.IsScalar()) r.bad(key, n, "a number, a list of numbers (a gradient) or a list of {filter, value}");
+  if (p.kind == ParamKind::Bool) {
+    try {
+      return n.as<bool>() ? 1.0 : 0.0;
+    } catch (const YAML::Exception&) {
+    }
   }
-  fail(where, ": '", key, "' is '", value, "'; expected one of: ", list);
-}
-
-}  // namespace
-
-size_t MergeConfig::model_index(const std::string& name) const {
-  for (size_t i = 0; i < models.size(); ++i)
-    if (models[i].name == name) return i;
-  fail("no model named '", name, "' in the config");
-}
-
-namespace {
-MergeConfig decode_merge_config(const std::string& text, const std::string& where,
-                                const std::vector<std::string>& overrides);
-}  // namespace
-
-MergeConfig parse_merge_config(const std::string& text, const std::string& where,
-                               const std::vector<std::string>& overrides) {
+  double v;
   try {
-    return decode_merge_config(text, where, overrides);
-  } catch (const YAML::Exception& e) {
-    // Every expected case has its own message; this is the net for yaml-cpp's other throws.
-    fail(where, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg);
+    v = n.as<double>();
+  } catch (const YAML::Exception&) {
+    r.bad(key, n, p.kind == ParamKind::Bool ? "true or false" : "a number");
+  }
+  std::string expected;
+  if (p.kind == ParamKind::Bool && v != 0 && v != 1) expected = "true or false";
+  if (p.kind == ParamKind::Integer && v != std::floor(v)) expected = "an integer";
+  if (!std::isfinite(v) || v < p.min || v > p.max || (p.min_open && v == p.min))
+    expected = std::string("a finite number in ") + (p.min_open ? "(" : "[") + show_number(p.min) + ", " +
+               show_number(p.max) + "]";
+  if (!expected.empty()) r.bad(key, n, expected);
+  return v;
+}
+
+std::vector<double> param_values(const YAML::Node& n, const ParamSpec& p, const std::string& key, const Reader& r) {
+  if (n.IsScalar()) return {param_number(n, p, key, r)};
+  if (!n.IsSequence() || n.size() == 0) r.bad(key, n, "a number or a non-empty list of numbers (a gradient)");
+  if (n.size() > kMaxListEntries) fail(r.at(key, n), ": '", key, "' has ", n.size(), " entries; at most ",
+                                       kMaxListEntries, " are allowed");
+  std::vector<double> v;
+  for (size_t i = 0; i < n.size(); ++i) v.push_back(param_number(n[i], p, key + "[" + std::to_string(i) + "]", r));
+  return v;
+}
+
+ParamSetting read_setting(const YAML::Node& n, const ParamSpec& p, const std::string& key, const Reader& r) {
+  ParamSetting s;
+  const bool conditional = n.IsMap() || (n.IsSequence() && n.size() > 0 && n[0].IsMap());
+  if (!conditional) {
+    s.entries.push_back({"", param_values(n, p, key, r)});
+    return s;
+  }
+  std::vector<YAML::Node> items;
+  if (n.IsMap()) items.push_back(n);
+  else
+    for (const auto& x : n) items.push_back(x);
+  if (items.size() > kMaxListEntries) fail(r.at(key, n), ": '", key, "' has too many entries");
+  for (size_t i = 0; i < items.size(); ++i) {
+    const std::string k = key + "[" + std::to_string(i) + "]";
+    if (!items[i].IsMap()) r.bad(k, items[i], "a mapping {filter: NAME, value: V}");
+    check_keys(items[i], k, {"filter", "value"}, r);
+    ParamSetting::Entry e;
+    if (YAML::Node f = items[i]["filter"]; f && !f.IsNull()) e.filter = read_string(f, k + ".filter", r);
+    YAML::Node v = items[i]["value"];
+    if (!v || v.IsNull()) fail(r.at(k, items[i]), ": '", k, "' needs a 'value'");
+    e.values = param_values(v, p, k + ".value", r);
+    s.entries.push_back(std::move(e));
+  }
+  return s;
+}
+
+// Reads a params mapping (the config's or one model's) for `method`.
+ParamSettings read_params(const YAML::Node& n, const std::string& key, const MethodSpec& method, bool per_model,
+                          std::vector<std::string>* notes, const Reader& r) {
+  ParamSettings out;
+  if (!n || n.IsNull()) return out;
+  if (!n.IsMap()) r.bad(key, n, "a mapping of parameter names to values");
+  std::vector<std::string> names;
+  for (const auto& kv : n)
+    if (kv.first.IsScalar()) names.push_back(kv.first.Scalar());
+  // Parameters of other methods are accepted with a note (a sweep may vary the method); unknown
+  // names are errors.
+  std::vector<std::string> known = names;
+  for (const auto& kv : n) {
+    if (!kv.first.IsScalar()) continue;
+    const std::string name = kv.first.Scalar(), path = key + "." + name;
+    const ParamSpec* p = method.param(name);
+    if (!p) {
+      const ParamSpec* other = nullptr;
+      for (const MethodSpec& m : merge_methods())
+        if (!other) other = m.param(name);
+      if (!other) {
+        std::vector<std::string> mine;
+        for (const ParamSpec& q : method.params) mine.push_back(q.name);
+        fail(r.at(path, kv.first), ": unknown parameter '", path, "' of method '", method.name, "'; its parameters: ",
+             mine.empty() ? std::string("none") : join(mine));
+      }
+      read_setting(kv.second, *other, path, r);  // still checked, so a typo in a value is found now
+      notes->push_back(r.at(path, kv.first) + ": '" + path + "' is not a parameter of method '" + method.name +
+                       "' and is ignored");
+      continue;
+    }
+    if (per_model && p->scope == ParamScope::Shared)
+      fail(r.at(path, kv.first), ": '", name, "' is shared by every model of method '", method.name,
+           "'; set it under the top-level 'params', not per model");
+    out[name] = read_setting(kv.second, *p, path, r);
+  }
+  check_keys(n, key, known, r);  // duplicates and non-scalar keys
+  return out;
+}
+
+void read_models(const YAML::Node& models, MergeConfig* c, const Reader& r) {
+  if (!models || models.IsNull()) fail(r.where, ": missing key 'models' (the list of models to merge)");
+  if (!models.IsSequence()) r.bad("models", models, "a list of {name, path}");
+  if (models.size() > kMaxModels) fail(r.at("models", models), ": 'models' lists ", models.size(),
+                                       " entries; at most ", kMaxModels, " are supported");
+  std::set<std::string> names;
+  for (size_t i = 0; i < models.size(); ++i) {
+    const std::string key = "models[" + std::to_string(i) + "]";
+    const YAML::Node m = models[i];
+    if (!m.IsMap()) r.bad(key, m, "a mapping {name, path}");
+    check_keys(m, key, {"name", "path", "base_model", "params"}, r);
+    ModelEntry e;
+    if (m["name"]) e.name = read_string(m["name"], key + ".name", r);
+    if (m["path"]) e.path = read_string(m["path"], key + ".path", r);
+    if (m["base_model"]) e.base_model = read_string(m["base_model"], key + ".base_model", r);
+    if (e.path.empty()) fail(r.at(key, m), ": '", key, "' needs 'path'");
+    if (e.name.empty()) e.name = "model" + std::to_string(i);
+    if (!names.insert(e.name).second) fail(r.at(key, m), ": duplicate model name '", e.name, "'");
+    c->models.push_back(std::move(e));
+    c->origin.set(key, r.at(key, m));
   }
 }
 
-namespace {
-MergeConfig decode_merge_config(const std::string& text, const std::string& where,
-                                const std::vector<std::string>& overrides) {
+// Cross-field checks, each naming where the key was set.
+void check(MergeConfig& c, const Reader& r) {
+  const size_t M = c.models.size();
+  const MethodSpec& method = *c.method;
+  auto at = [&](const std::string& key) { return c.origin.of(key); };
+  if (M < static_cast<size_t>(std::max(2, method.min_models)))
+    fail(at("models"), ": 'models' lists ", M, " model(s); method '", method.name, "' needs at least ",
+         std::max(2, method.min_models));
+  if (method.max_models > 0 && M > static_cast<size_t>(method.max_models))
+    fail(at("models"), ": method '", method.name, "' merges at most ", method.max_models, " models, got ", M);
+  std::set<std::string> names;
+  for (const auto& m : c.models) names.insert(m.name);
+  if (c.reference.empty()) c.reference = c.models.back().name;
+  if (!names.count(c.reference)) fail(at("reference"), ": 'reference' is '", c.reference, "', which is not among the models");
+  if (!c.base.empty() && !names.count(c.base)) fail(at("base"), ": 'base' is '", c.base, "', which is not among the models");
+  if (method.base == BaseUse::Required && c.base.empty())
+    fail(at("method"), ": method '", method.name, "' needs 'base' (the model the others are taken relative to)");
+  if (method.uses_representations && c.data.empty())
+    fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL samples of the reference model's task)");
+  if (c.output.dir.empty()) fail(r.where, ": missing key 'output.dir'");
+  // Required parameters must be set somewhere (per tensor, a filter may still leave one unset:
+  // the merge names that tensor).
+  for (const ParamSpec& p : method.params) {
+    if (p.default_value) continue;
+    bool given = c.params.count(p.name) > 0;
+    for (const auto& m : c.models) given = given || m.params.count(p.name) > 0;
+    if (!given) fail(at("params"), ": method '", method.name, "' needs parameter '", p.name, "' (", p.doc, ")");
+  }
+}
+
+MergeConfig decode(const std::string& text, const std::string& where, const std::vector<std::string>& overrides) {
+  if (text.size() > kMaxConfigBytes)
+    fail(where, ": ", text.size(), " bytes; a merge config is at most ", kMaxConfigBytes, " bytes");
   // yaml-cpp parses flow collections recursively: bound their nesting before it can exhaust the
-  // stack (a config needs at most 3 levels).
+  // stack (a config needs at most 5 levels).
   int depth = 0, line = 1;
   for (char ch : text) {
     if (ch == '\n') ++line;
@@ -198,208 +539,175 @@ MergeConfig decode_merge_config(const std::string& text, const std::string& wher
   }
   if (!root || root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   if (!root.IsMap()) fail(where, ": the config must be a YAML mapping");
-  for (const std::string& o : overrides) apply_override(root, o);
+  Reader r{where, {}};
+  for (const std::string& o : overrides) apply_override(root, o, &r);
 
   MergeConfig c;
-  Section top(root, "", where);
-  YAML::Node models = top.child("models");
-  if (!models || models.IsNull()) fail(where, ": missing key 'models' (the list of models to merge)");
-  if (!models.IsSequence()) fail(at(where, models), ": 'models' must be a list of {name, path}");
-  std::set<std::string> names;
-  for (size_t i = 0; i < models.size(); ++i) {
-    Section m(models[i], "models[" + std::to_string(i) + "]", where);
-    if (!models[i].IsMap()) fail(at(where, models[i]), ": 'models[", i, "]' must be a mapping {name, path}");
-    ModelEntry e;
-    m.str("name", &e.name);
-    m.str("path", &e.path);
-    m.str("base_model", &e.base_model);
-    m.finish("name, path, base_model");
-    if (e.path.empty()) fail(at(where, models[i]), ": 'models[", i, "]' needs 'path'");
-    if (e.name.empty()) e.name = "model" + std::to_string(i);
-    if (!names.insert(e.name).second) fail(at(where, models[i]), ": duplicate model name '", e.name, "'");
-    c.models.push_back(e);
+  c.origin.file = where;
+  check_keys(root, "", allowed_keys(""), r);
+  for (const std::string& section : allowed_keys("")) {
+    if (section == "models" || section == "params") continue;
+    const YAML::Node n = root[section];
+    const bool is_section = std::any_of(fields().begin(), fields().end(),
+                                        [&](const Field& f) { return section_of(f.key) == section; });
+    if (!is_section || !n || n.IsNull()) continue;
+    if (!n.IsMap()) r.bad(section, n, "a mapping");
+    check_keys(n, section, allowed_keys(section), r);
   }
-  top.str("base", &c.base);
-  top.str("reference", &c.reference);
-  top.str("method", &c.method);
-  top.str("data", &c.data);
-  top.integer("max_length", &c.max_length);
-  top.bytes("memory_budget", &c.memory_budget);
-
-  Section typical(top.child("typical"), "typical", where);
-  typical.integer("clusters", &c.typical.clusters);
-  typical.integer("layer", &c.typical.layer);
-  typical.uinteger("seed", &c.typical.seed);
-  typical.integer("iterations", &c.typical.iterations);
-  typical.integer("max_samples", &c.typical.max_samples);
-  typical.finish("clusters, layer, seed, iterations, max_samples");
-
-  Section kernel(top.child("kernel"), "kernel", where);
-  kernel.str("kind", &c.kernel.kind);
-  kernel.number("bandwidth_factor", &c.kernel.bandwidth_factor);
-  kernel.number("gamma", &c.kernel.gamma);
-  kernel.number("cka_threshold", &c.kernel.cka_threshold);
-  kernel.finish("kind, bandwidth_factor, gamma, cka_threshold");
-
-  Section rc(top.child("recall"), "recall", where);
-  rc.number("temperature", &c.recall.temperature);
-  rc.str("non_block", &c.recall.non_block);
-  rc.str("granularity", &c.recall.granularity);
-  rc.finish("temperature, non_block, granularity");
-
-  Section params(top.child("params"), "params", where);
-  if (YAML::Node w = params.child("weight"); w && !w.IsNull()) {
-    if (w.IsScalar()) {
-      double v;
-      try { v = w.as<double>(); } catch (const YAML::Exception&) {
-        fail(at(where, w), ": 'params.weight' must be a number or a list of numbers, got ", show(w));
-      }
-      c.params.weight.assign(c.models.size(), v);
-    } else if (w.IsSequence()) {
-      for (const auto& x : w) {
-        try { c.params.weight.push_back(x.as<double>()); } catch (const YAML::Exception&) {
-          fail(at(where, x), ": 'params.weight' entries must be numbers, got ", show(x));
-        }
-      }
-    } else {
-      fail(at(where, w), ": 'params.weight' must be a number or a list of numbers");
-    }
+  read_models(root["models"], &c, r);
+  for (const Field& f : fields()) {
+    const std::string sec = section_of(f.key);
+    const YAML::Node n = sec.empty() ? root[f.key] : root[sec][name_in_section(f.key)];
+    if (!n || n.IsNull()) continue;
+    f.read(c, n, r);
+    c.origin.set(f.key, r.at(f.key, n));
   }
-  params.number("density", &c.params.density);
-  params.number("lambda", &c.params.lambda);
-  params.number("epsilon", &c.params.epsilon);
-  params.number("t", &c.params.t);
-  params.boolean("normalize", &c.params.normalize);
-  params.uinteger("seed", &c.params.seed);
-  params.finish("weight, density, lambda, epsilon, t, normalize, seed");
-
-  Section par(top.child("parallel"), "parallel", where);
-  par.integer("stages", &c.parallel.stages);
-  par.integer("micro_batch", &c.parallel.micro_batch);
-  par.integer("stream_samples", &c.parallel.stream_samples);
-  par.str("device", &c.parallel.device);
-  par.bytes("merge_chunk_bytes", &c.parallel.merge_chunk_bytes);
-  par.finish("stages, micro_batch, stream_samples, device, merge_chunk_bytes");
-
-  Section out(top.child("output"), "output", where);
-  out.str("dir", &c.output.dir);
-  out.str("dtype", &c.output.dtype);
-  out.bytes("shard_bytes", &c.output.shard_bytes);
-  out.bytes("checkpoint_bytes", &c.output.checkpoint_bytes);
-  out.boolean("overwrite", &c.output.overwrite);
-  out.finish("dir, dtype, shard_bytes, checkpoint_bytes, overwrite");
-
-  top.finish("models, base, reference, method, data, max_length, memory_budget, typical, kernel, "
-             "recall, params, parallel, output");
-
-  // Validation, with every value in the message.
-  const size_t M = c.models.size();
-  if (M < 2) fail(where, ": 'models' lists ", M, " model(s); merging needs at least 2");
-  check_one_of(where, "method", c.method,
-               {"recall", "linear", "task_arithmetic", "ties", "dare_linear", "dare_ties", "slerp"});
-  if (c.reference.empty()) c.reference = c.models.back().name;
-  if (!names.count(c.reference))
-    fail(where, ": 'reference' is '", c.reference, "', which is not among the models");
-  if (!c.base.empty() && !names.count(c.base))
-    fail(where, ": 'base' is '", c.base, "', which is not among the models");
-  const bool task_vectors = c.method == "task_arithmetic" || c.method == "ties" ||
-                            c.method == "dare_linear" || c.method == "dare_ties";
-  if (task_vectors && c.base.empty())
-    fail(where, ": method '", c.method, "' needs 'base' (the model the task vectors are taken from)");
-  if (c.method == "slerp" && M != 2) fail(where, ": method 'slerp' merges exactly 2 models, got ", M);
-  if (c.method == "recall" && c.data.empty())
-    fail(where, ": method 'recall' needs 'data' (JSONL samples of the reference model's task)");
-  if (!c.params.weight.empty() && c.params.weight.size() != M)
-    fail(where, ": 'params.weight' has ", c.params.weight.size(), " entries for ", M, " models");
-  if (!(c.params.density > 0 && c.params.density <= 1))
-    fail(where, ": 'params.density' must be in (0, 1], got ", c.params.density);
-  if (!(c.params.t >= 0 && c.params.t <= 1)) fail(where, ": 'params.t' must be in [0, 1], got ", c.params.t);
-  if (c.typical.clusters < 1) fail(where, ": 'typical.clusters' must be at least 1, got ", c.typical.clusters);
-  if (c.typical.iterations < 1) fail(where, ": 'typical.iterations' must be at least 1, got ", c.typical.iterations);
-  if (c.typical.max_samples < 0) fail(where, ": 'typical.max_samples' must be >= 0");
-  if (c.max_length < 1) fail(where, ": 'max_length' must be at least 1, got ", c.max_length);
-  check_one_of(where, "kernel.kind", c.kernel.kind, {"rbf", "linear_cka", "rbf_cka"});
-  if (!(c.kernel.bandwidth_factor > 0))
-    fail(where, ": 'kernel.bandwidth_factor' must be positive, got ", c.kernel.bandwidth_factor);
-  if (c.kernel.gamma < 0) fail(where, ": 'kernel.gamma' must be >= 0, got ", c.kernel.gamma);
-  if (!(c.recall.temperature >= 0))
-    fail(where, ": 'recall.temperature' must be >= 0, got ", c.recall.temperature);
-  check_one_of(where, "recall.non_block", c.recall.non_block, {"uniform", "nearest_block", "reference"});
-  check_one_of(where, "recall.granularity", c.recall.granularity, {"block", "global"});
-  if (c.parallel.stages < 1) fail(where, ": 'parallel.stages' must be at least 1, got ", c.parallel.stages);
-  if (c.parallel.micro_batch < 1)
-    fail(where, ": 'parallel.micro_batch' must be at least 1, got ", c.parallel.micro_batch);
-  if (c.parallel.stream_samples < 0)
-    fail(where, ": 'parallel.stream_samples' must be 0 (off) or a number of samples, got ", c.parallel.stream_samples);
-  check_one_of(where, "parallel.device", c.parallel.device, {"cpu", "cuda"});
-  if (c.output.dir.empty()) fail(where, ": missing key 'output.dir'");
-  check_one_of(where, "output.dtype", c.output.dtype, {"bfloat16", "float16", "float32"});
-  if (c.output.shard_bytes == 0) fail(where, ": 'output.shard_bytes' must be positive");
-  if (c.parallel.merge_chunk_bytes == 0) fail(where, ": 'parallel.merge_chunk_bytes' must be positive");
+  if (YAML::Node p = root["params"]; p && !p.IsNull()) {
+    c.params = read_params(p, "params", *c.method, false, &c.notes, r);
+    c.origin.set("params", r.at("params", p));
+  }
+  for (size_t i = 0; i < c.models.size(); ++i) {
+    const std::string key = "models[" + std::to_string(i) + "].params";
+    if (YAML::Node p = root["models"][i]["params"]; p && !p.IsNull())
+      c.models[i].params = read_params(p, key, *c.method, true, &c.notes, r);
+  }
+  check(c, r);
   return c;
 }
+
+void emit_setting(YAML::Emitter& e, const ParamSetting& s) {
+  auto values = [&](const std::vector<double>& v) {
+    if (v.size() == 1) e << v[0];
+    else e << YAML::Flow << v;
+  };
+  if (s.entries.size() == 1 && s.entries[0].filter.empty()) {
+    values(s.entries[0].values);
+    return;
+  }
+  e << YAML::BeginSeq;
+  for (const auto& en : s.entries) {
+    e << YAML::Flow << YAML::BeginMap;
+    if (!en.filter.empty()) e << YAML::Key << "filter" << YAML::Value << en.filter;
+    e << YAML::Key << "value" << YAML::Value;
+    values(en.values);
+    e << YAML::EndMap;
+  }
+  e << YAML::EndSeq;
+}
+
+void emit_params(YAML::Emitter& e, const ParamSettings& p) {
+  e << YAML::BeginMap;
+  for (const auto& [name, setting] : p) {
+    e << YAML::Key << name << YAML::Value;
+    emit_setting(e, setting);
+  }
+  e << YAML::EndMap;
+}
+
 }  // namespace
+
+MergeConfig parse_merge_config(const std::string& text, const std::string& where,
+                               const std::vector<std::string>& overrides) {
+  try {
+    return decode(text, where, overrides);
+  } catch (const YAML::Exception& e) {
+    // Every expected case has its own message; this is the net for yaml-cpp's other throws.
+    fail(where, ":", e.mark.line + 1, ":", e.mark.column + 1, ": ", e.msg);
+  }
+}
 
 MergeConfig load_merge_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (!path_exists(path)) fail("config '", path, "' does not exist");
+  if (is_directory(path)) fail("config '", path, "' is a directory; expected a YAML file");
   return parse_merge_config(read_text_file(path), path, overrides);
 }
+
+std::string output_dtype_name(DType t) { return std::string(name_of(kOutputDTypes, t)); }
 
 std::string to_yaml(const MergeConfig& c) {
   YAML::Emitter e;
   e << YAML::BeginMap;
   e << YAML::Key << "models" << YAML::Value << YAML::BeginSeq;
-  for (const ModelEntry& m : c.models)
-  {
+  for (const ModelEntry& m : c.models) {
     e << YAML::Flow << YAML::BeginMap << YAML::Key << "name" << YAML::Value << m.name << YAML::Key << "path"
       << YAML::Value << m.path;
     if (!m.base_model.empty()) e << YAML::Key << "base_model" << YAML::Value << m.base_model;
+    if (!m.params.empty()) {
+      e << YAML::Key << "params" << YAML::Value;
+      emit_params(e, m.params);
+    }
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;
-  e << YAML::Key << "base" << YAML::Value << c.base;
-  e << YAML::Key << "reference" << YAML::Value << c.reference;
-  e << YAML::Key << "method" << YAML::Value << c.method;
-  e << YAML::Key << "data" << YAML::Value << c.data;
-  e << YAML::Key << "max_length" << YAML::Value << c.max_length;
-  e << YAML::Key << "memory_budget" << YAML::Value << c.memory_budget;
-  e << YAML::Key << "typical" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "clusters" << YAML::Value << c.typical.clusters
-    << YAML::Key << "layer" << YAML::Value << c.typical.layer
-    << YAML::Key << "seed" << YAML::Value << c.typical.seed
-    << YAML::Key << "iterations" << YAML::Value << c.typical.iterations
-    << YAML::Key << "max_samples" << YAML::Value << c.typical.max_samples << YAML::EndMap;
-  e << YAML::Key << "kernel" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "kind" << YAML::Value << c.kernel.kind
-    << YAML::Key << "bandwidth_factor" << YAML::Value << c.kernel.bandwidth_factor
-    << YAML::Key << "gamma" << YAML::Value << c.kernel.gamma
-    << YAML::Key << "cka_threshold" << YAML::Value << c.kernel.cka_threshold << YAML::EndMap;
-  e << YAML::Key << "recall" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "temperature" << YAML::Value << c.recall.temperature
-    << YAML::Key << "non_block" << YAML::Value << c.recall.non_block
-    << YAML::Key << "granularity" << YAML::Value << c.recall.granularity << YAML::EndMap;
-  e << YAML::Key << "params" << YAML::Value << YAML::BeginMap;
-  e << YAML::Key << "weight" << YAML::Value << YAML::Flow << c.params.weight;
-  e << YAML::Key << "density" << YAML::Value << c.params.density
-    << YAML::Key << "lambda" << YAML::Value << c.params.lambda
-    << YAML::Key << "epsilon" << YAML::Value << c.params.epsilon
-    << YAML::Key << "t" << YAML::Value << c.params.t;
-  if (c.params.normalize) e << YAML::Key << "normalize" << YAML::Value << *c.params.normalize;
-  e << YAML::Key << "seed" << YAML::Value << c.params.seed << YAML::EndMap;
-  e << YAML::Key << "parallel" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "stages" << YAML::Value << c.parallel.stages
-    << YAML::Key << "micro_batch" << YAML::Value << c.parallel.micro_batch
-    << YAML::Key << "stream_samples" << YAML::Value << c.parallel.stream_samples
-    << YAML::Key << "device" << YAML::Value << c.parallel.device
-    << YAML::Key << "merge_chunk_bytes" << YAML::Value << c.parallel.merge_chunk_bytes << YAML::EndMap;
-  e << YAML::Key << "output" << YAML::Value << YAML::BeginMap
-    << YAML::Key << "dir" << YAML::Value << c.output.dir
-    << YAML::Key << "dtype" << YAML::Value << c.output.dtype
-    << YAML::Key << "shard_bytes" << YAML::Value << c.output.shard_bytes
-    << YAML::Key << "checkpoint_bytes" << YAML::Value << c.output.checkpoint_bytes
-    << YAML::Key << "overwrite" << YAML::Value << c.output.overwrite << YAML::EndMap;
+  std::string open;  // the section whose mapping is open
+  for (const Field& f : fields()) {
+    const std::string sec = section_of(f.key);
+    if (sec != open && !open.empty()) e << YAML::EndMap;
+    if (sec != open && !sec.empty()) e << YAML::Key << sec << YAML::Value << YAML::BeginMap;
+    open = sec;
+    e << YAML::Key << name_in_section(f.key) << YAML::Value;
+    f.emit(c, e);
+  }
+  if (!open.empty()) e << YAML::EndMap;
+  e << YAML::Key << "params" << YAML::Value;
+  emit_params(e, c.params);
   e << YAML::EndMap;
   return std::string(e.c_str()) + "\n";
+}
+
+std::string config_reference_markdown() {
+  std::ostringstream os;
+  const MergeConfig defaults;
+  os << "# The merge config\n\n"
+     << "Generated by `recall help config` from the config's field table (src/config/merge_config.cpp)\n"
+     << "and the method registry (src/merge/registry.cpp); a test keeps this file equal to that output.\n"
+     << "Unknown keys, wrong types and values out of range are errors with the YAML line and column.\n\n"
+     << "## models\n\n"
+     << "A list of `{name, path, base_model, params}`: `path` is a Hugging Face model directory or a PEFT LoRA\n"
+     << "adapter directory (then `base_model` is the directory it was trained on); `name` (default `model<i>`)\n"
+     << "is used by `base`, `reference` and the reports; `params` sets this model's method parameters.\n\n"
+     << "## Keys\n\n| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const Field& f : fields()) {
+    YAML::Emitter e;
+    f.emit(defaults, e);
+    std::string def = e.c_str();
+    if (def.empty() || def == "~" || def == "\"\"") def = "(none)";
+    os << "| `" << f.key << "` | " << f.type << " | `" << def << "` | " << f.doc << " |\n";
+  }
+  os << "\n## Method parameters (`params`, and per model `models[i].params`)\n\n"
+     << "Each value is a number (or true/false), a gradient (a list of numbers interpolated over the blocks:\n"
+     << "block l of L at t = l / (L - 1); tensors outside the blocks at t = 0), or a list of\n"
+     << "`{filter: SUBSTRING, value: V}` entries, the first whose filter is part of the tensor name winning.\n"
+     << "Per-model parameters may be set per model; shared ones only at the top level. A parameter of\n"
+     << "another method is ignored with a note (sweeps vary the method); any other name is an error.\n\n";
+  for (const MethodSpec& m : merge_methods()) {
+    os << "### `" << m.name << "`\n\n" << m.summary << " (" << m.reference << ").";
+    os << " Base model: " << (m.base == BaseUse::Required ? "required" : m.base == BaseUse::Optional ? "optional" : "not used")
+       << "; models: " << m.min_models << (m.max_models ? " to " + std::to_string(m.max_models) : std::string(" or more"))
+       << "; " << (m.whole_tensor ? "whole tensors on one rank" : "rows split among ranks") << ".\n\n";
+    if (m.params.empty()) {
+      os << (m.uses_representations ? "No parameters: the weights come from the models' representations.\n\n"
+                                    : "No parameters.\n\n");
+      continue;
+    }
+    os << "| parameter | scope | type | default | meaning |\n|---|---|---|---|---|\n";
+    for (const ParamSpec& p : m.params) {
+      std::string def = "required";
+      if (p.default_value)
+        def = p.kind == ParamKind::Bool ? (*p.default_value != 0 ? "true" : "false") : show_number(*p.default_value);
+      std::string type = p.kind == ParamKind::Bool ? "true or false" : p.kind == ParamKind::Integer ? "integer" : "number";
+      if (p.kind != ParamKind::Bool)
+        type += std::string(" in ") + (p.min_open ? "(" : "[") + show_number(p.min) + ", " + show_number(p.max) + "]";
+      os << "| `" << p.name << "` | " << (p.scope == ParamScope::PerModel ? "per model" : "shared") << " | " << type
+         << " | `" << def << "` | " << p.doc << " |\n";
+    }
+    os << "\n";
+  }
+  if (!unsupported_merge_methods().empty()) {
+    os << "## mergekit methods recall refuses\n\n";
+    for (const auto& [name, why] : unsupported_merge_methods()) os << "- `" << name << "`: " << why << "\n";
+  }
+  return os.str();
 }
 
 }  // namespace recall

@@ -36,7 +36,7 @@ Context::Context(int* argc, char*** argv, const ContextOptions& options) : optio
   MPI_CHECK(MPI_Comm_size(node_, &local_size_));
   MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &control_));
 
-  if (options_.device == DeviceKind::Cuda) {
+  if (options_.device == Device::Cuda) {
 #ifdef RECALL_HAVE_NCCL
     int count = 0;
     const cudaError_t e = cudaGetDeviceCount(&count);
@@ -71,7 +71,7 @@ Context::~Context() {
 }
 
 std::unique_ptr<Communicator> Context::make_comm(MPI_Comm comm) const {
-  if (options_.device == DeviceKind::Cuda) return make_nccl_communicator(comm, device_index_, options_.comm);
+  if (options_.device == Device::Cuda) return make_nccl_communicator(comm, device_index_, options_.comm);
   return make_mpi_communicator(comm, options_.comm);
 }
 
@@ -161,7 +161,7 @@ std::string Context::versions() const {
      << ")\n";
   os << "nccl: " << (have_nccl() ? nccl_version() : std::string("not built")) << "\n";
   os << "ranks: " << world_ << " (" << local_size_ << " on host " << host_ << "); device "
-     << (options_.device == DeviceKind::Cuda ? "cuda:" + std::to_string(device_index_) : std::string("cpu"))
+     << (options_.device == Device::Cuda ? "cuda:" + std::to_string(device_index_) : std::string("cpu"))
      << ", communicators " << backend_name(world_comm_->backend()) << "\n";
   return os.str();
 }

@@ -16,17 +16,20 @@
 
 namespace recall::dist {
 
-RowRange row_range(int64_t rows, int parts, int part) {
-  if (parts < 1 || part < 0 || part >= parts)
-    fail("row_range: part ", part, " of ", parts, " parts; expected 0 <= part < parts");
-  if (rows < 0) fail("row_range: ", rows, " rows; expected >= 0");
-  return RowRange{rows * part / parts, rows * (part + 1) / parts};
-}
-
 namespace {
 
 bool is_narrow_float(DType t) {
   return t == DType::F16 || t == DType::BF16 || t == DType::F8_E4M3 || t == DType::F8_E5M2;
+}
+
+// acc[c] = acc[c] + w * x[c] for a row of float or double values.
+template <typename T, typename Acc>
+void accumulate_wide(const unsigned char* src, size_t cols, Acc w, Acc* acc) {
+  for (size_t c = 0; c < cols; ++c) {
+    T x;
+    std::memcpy(&x, src + sizeof(T) * c, sizeof(T));
+    acc[c] = acc[c] + w * static_cast<Acc>(x);
+  }
 }
 
 // acc[c] = acc[c] + w * x[c] for one row of one model.
@@ -44,18 +47,10 @@ void accumulate_row(DType t, const unsigned char* src, size_t cols, Acc w, Acc* 
       }
       return;
     case DType::F32:
-      for (size_t c = 0; c < cols; ++c) {
-        float x;
-        std::memcpy(&x, src + 4 * c, 4);
-        acc[c] = acc[c] + w * static_cast<Acc>(x);
-      }
+      accumulate_wide<float>(src, cols, w, acc);
       return;
     case DType::F64:
-      for (size_t c = 0; c < cols; ++c) {
-        double x;
-        std::memcpy(&x, src + 8 * c, 8);
-        acc[c] = acc[c] + w * static_cast<Acc>(x);
-      }
+      accumulate_wide<double>(src, cols, w, acc);
       return;
     default:  // F16, F8: exact decode to float first
       decode_to_float(t, src, cols, scratch);

@@ -181,4 +181,16 @@ int report_failure(MPI_Comm comm, const CollectiveError& e) {
   return 1;
 }
 
+bool any_rank_failed(MPI_Comm comm, bool failed) {
+  int mine = failed ? 1 : 0, any = 0;
+  MPI_CHECK(MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, comm));
+  return any != 0;
+}
+
+bool broadcast_flag(MPI_Comm comm, bool value, int root) {
+  int v = value ? 1 : 0;
+  MPI_CHECK(MPI_Bcast(&v, 1, MPI_INT, root, comm));
+  return v != 0;
+}
+
 }  // namespace recall::dist

@@ -29,6 +29,13 @@ int parts_needed(const std::vector<uint64_t>& w, uint64_t limit) {
 
 }  // namespace
 
+RowRange row_range(int64_t rows, int parts, int part) {
+  if (parts < 1 || part < 0 || part >= parts)
+    fail("row_range: part ", part, " of ", parts, " parts; expected 0 <= part < parts");
+  if (rows < 0) fail("row_range: ", rows, " rows; expected >= 0");
+  return RowRange{rows * part / parts, rows * (part + 1) / parts};
+}
+
 std::vector<int> balanced_partition(const std::vector<uint64_t>& weights, int parts) {
   const int n = static_cast<int>(weights.size());
   if (parts < 1) fail("cannot split ", n, " items into ", parts, " parts; expected at least 1 part");

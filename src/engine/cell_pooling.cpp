@@ -29,7 +29,7 @@ std::pair<int, int> own_stages(const dist::Grid& grid, int model, int rank) {
 
 }  // namespace
 
-std::vector<PooledLayer> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
+std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                         const std::vector<std::vector<int64_t>>& samples,
                                         const ExtractOptions& options, int only_model) {
   int rank = 0;
@@ -37,16 +37,16 @@ std::vector<PooledLayer> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, c
   const ModelConfig& cfg = inputs.models[inputs.reference].config;
   const int64_t N = static_cast<int64_t>(samples.size()), H = cfg.hidden_size;
   const int64_t mb = std::max<int64_t>(1, options.micro_batch);
-  std::vector<PooledLayer> mine;
-  const at::Device device = parse_device(options.device);
+  std::vector<PooledHiddenState> mine;
+  const at::Device device = parse_device(std::string(name_of(kDevices, options.device)));
   const at::ScalarType dtype = parse_compute_dtype(options.compute_dtype);
   for (int m = 0; m < grid.models(); ++m) {
     if (only_model >= 0 && m != only_model) continue;
     auto [s0, s1] = own_stages(grid, m, rank);
     if (s0 < 0) continue;
     const int64_t first_block = grid.stage(s0).first_block, end_block = grid.stage(s1 - 1).end_block;
-    const int64_t first_layer = s0 == 0 ? 0 : first_block + 1;  // hidden.0 lives with stage 0
-    std::vector<at::Tensor> pooled(end_block + 1 - first_layer);
+    const int64_t first_state = s0 == 0 ? 0 : first_block + 1;  // hidden.0 lives with stage 0
+    std::vector<at::Tensor> pooled(end_block + 1 - first_state);
     const int prev = s0 > 0 ? grid.owner({m, s0 - 1}) : -1;
     const int next = s1 < grid.stages() ? grid.owner({m, s1}) : -1;
     auto load = [&](int64_t begin, int64_t end, bool embedding) {
@@ -61,9 +61,9 @@ std::vector<PooledLayer> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, c
                               std::to_string(end) + ")",
                           [&] { return Model::load(inputs.models[m], lo); });
     };
-    auto pool = [&](int64_t layer, const at::Tensor& h, const Batch& batch) {
-      at::Tensor p = masked_mean(h, batch.mask);
-      auto& slot = pooled[layer - first_layer];
+    auto pool = [&](int64_t index, const at::Tensor& h, const Batch& batch) {
+      at::Tensor p = pool_hidden(h, batch.mask, options.pooling);
+      auto& slot = pooled[index - first_state];
       slot = slot.defined() ? at::cat({slot, p}) : p;
     };
     // The hidden states of micro-batch [b0, b1): embedded here (stage 0) or received.
@@ -132,7 +132,7 @@ std::vector<PooledLayer> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, c
     for (size_t i = 0; i < pooled.size(); ++i) {
       at::Tensor p = pooled[i].to(at::kCPU).to(at::kFloat).contiguous();
       std::vector<float> v(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-      mine.push_back({m, first_layer + static_cast<int64_t>(i), std::move(v)});
+      mine.push_back({m, first_state + static_cast<int64_t>(i), std::move(v)});
     }
   }
 

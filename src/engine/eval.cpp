@@ -54,22 +54,11 @@ void score(const Model& model, std::vector<Request>& requests, int64_t batch_siz
   progress.finish();
 }
 
-}  // namespace
-
-EvalReport run_eval(const EvalOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
-  if (o.batch_size <= 0) fail("--batch must be positive, got ", o.batch_size);
-  ModelDir dir = open_model_dir(o.model_dir);
-  std::vector<Sample> samples = read_samples(o.data_path);
-  bool needs_text = false;
-  for (const Sample& s : samples) needs_text |= s.kind != SampleKind::Tokens;
-  std::unique_ptr<Tokenizer> tok;
-  if (needs_text) tok = Tokenizer::open_model_dir(o.model_dir);
-  const TokenPolicy policy = TokenPolicy::for_model(dir.config, tok.get());
-
-  // Requests per sample: one for text/ids/completion, one per choice.
+// Requests per sample: one for text/ids/completion, one per choice; `span` gets each sample's
+// [first request, end).
+std::vector<Request> make_requests(const std::vector<Sample>& samples, const TokenPolicy& policy,
+                                   std::vector<std::pair<size_t, size_t>>* span) {
   std::vector<Request> requests;
-  std::vector<std::pair<size_t, size_t>> span;  // per sample: [first request, end)
   for (const Sample& s : samples) {
     const size_t begin = requests.size();
     if (s.kind == SampleKind::Tokens || s.kind == SampleKind::Text) {
@@ -90,8 +79,60 @@ EvalReport run_eval(const EvalOptions& o) {
         requests.push_back(std::move(q));
       }
     }
-    span.emplace_back(begin, requests.size());
+    span->emplace_back(begin, requests.size());
   }
+
+  return requests;
+}
+
+struct Acc {
+  int64_t samples = 0, tokens = 0, correct = 0;
+  double nll = 0;
+};
+
+// The summary per kind (text, completion, choices), into the report and as JSON.
+nlohmann::ordered_json summarize(const std::map<std::string, Acc>& acc, EvalReport* report) {
+  nlohmann::ordered_json summary = nlohmann::ordered_json::object();
+  for (const char* kind : {"text", "completion", "choices"}) {
+    auto it = acc.find(kind);
+    if (it == acc.end()) continue;
+    const Acc& a = it->second;
+    EvalKindSummary k;
+    k.kind = kind;
+    k.samples = a.samples;
+    k.tokens = a.tokens;
+    nlohmann::ordered_json js = {{"samples", a.samples}, {"tokens", a.tokens}};
+    if (k.kind != "choices") {
+      k.loss = a.nll / a.tokens;
+      k.perplexity = std::exp(k.loss);
+      js["loss"] = k.loss;
+      js["perplexity"] = k.perplexity;
+    }
+    if (k.kind != "text") {
+      k.accuracy = static_cast<double>(a.correct) / a.samples;
+      js[k.kind == "choices" ? "accuracy" : "exact_match"] = k.accuracy;
+    }
+    summary[kind] = js;
+    report->kinds.push_back(k);
+  }
+  return summary;
+}
+
+}  // namespace
+
+EvalReport run_eval(const EvalOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.batch_size <= 0) fail("--batch must be positive, got ", o.batch_size);
+  ModelDir dir = open_model_dir(o.model_dir);
+  std::vector<Sample> samples = read_samples(o.data_path);
+  bool needs_text = false;
+  for (const Sample& s : samples) needs_text |= s.kind != SampleKind::Tokens;
+  std::unique_ptr<Tokenizer> tok;
+  if (needs_text) tok = Tokenizer::open_model_dir(o.model_dir);
+  const TokenPolicy policy = TokenPolicy::for_model(dir.config, tok.get());
+
+  std::vector<std::pair<size_t, size_t>> span;  // per sample: [first request, end)
+  std::vector<Request> requests = make_requests(samples, policy, &span);
 
   LoadOptions lo;
   lo.dtype = parse_compute_dtype(o.dtype);
@@ -100,7 +141,6 @@ EvalReport run_eval(const EvalOptions& o) {
   c10::InferenceMode inference;
   score(model, requests, o.batch_size);
 
-  struct Acc { int64_t samples = 0, tokens = 0, correct = 0; double nll = 0; };
   std::map<std::string, Acc> acc;
   nlohmann::ordered_json per_sample = nlohmann::ordered_json::array();
   for (size_t i = 0; i < samples.size(); ++i) {
@@ -151,29 +191,7 @@ EvalReport run_eval(const EvalOptions& o) {
   }
 
   EvalReport report;
-  nlohmann::ordered_json summary = nlohmann::ordered_json::object();
-  for (const char* kind : {"text", "completion", "choices"}) {
-    auto it = acc.find(kind);
-    if (it == acc.end()) continue;
-    const Acc& a = it->second;
-    EvalKindSummary k;
-    k.kind = kind;
-    k.samples = a.samples;
-    k.tokens = a.tokens;
-    nlohmann::ordered_json js = {{"samples", a.samples}, {"tokens", a.tokens}};
-    if (k.kind != "choices") {
-      k.loss = a.nll / a.tokens;
-      k.perplexity = std::exp(k.loss);
-      js["loss"] = k.loss;
-      js["perplexity"] = k.perplexity;
-    }
-    if (k.kind != "text") {
-      k.accuracy = static_cast<double>(a.correct) / a.samples;
-      js[k.kind == "choices" ? "accuracy" : "exact_match"] = k.accuracy;
-    }
-    summary[kind] = js;
-    report.kinds.push_back(k);
-  }
+  const nlohmann::ordered_json summary = summarize(acc, &report);
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   nlohmann::ordered_json out = {{"model", o.model_dir}, {"data", o.data_path}, {"compute_dtype", o.dtype},
                                 {"summary", summary}, {"samples", per_sample}};

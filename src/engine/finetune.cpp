@@ -3,7 +3,6 @@
 // library is needed) -> HF export of the trained weights.
 #include "recall/engine/finetune.h"
 
-#include <mpi.h>
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
@@ -97,21 +96,9 @@ void save_model(const Model& model, const ModelDir& src, const std::string& out_
     if (path_exists(join_path(src.path, f))) copy_file(join_path(src.path, f), join_path(out_dir, f));
 }
 
-}  // namespace
-
-FinetuneResult run_finetune(const FinetuneOptions& o) {
-  const auto t0 = std::chrono::steady_clock::now();
-  if (o.steps <= 0 || o.batch_size <= 0 || o.warmup < 0 || !(o.lr > 0))
-    fail("finetune needs steps > 0, batch > 0, warmup >= 0 and lr > 0; got steps ", o.steps,
-         ", batch ", o.batch_size, ", warmup ", o.warmup, ", lr ", o.lr);
-  ModelDir dir = open_model_dir(o.model_dir);
-  std::vector<Sample> samples = read_samples(o.data_path);
-  bool needs_text = false;
-  for (const Sample& s : samples) needs_text |= s.kind != SampleKind::Tokens;
-  std::unique_ptr<Tokenizer> tok;
-  if (needs_text || path_exists(join_path(o.model_dir, "tokenizer.model")))
-    tok = Tokenizer::open_model_dir(o.model_dir);
-  const TokenPolicy policy = TokenPolicy::for_model(dir.config, tok.get());
+// Training examples: text and token samples train on every next token, prompt/completion samples
+// on the completion; multiple choice is refused.
+std::vector<Example> make_examples(const std::vector<Sample>& samples, const TokenPolicy& policy) {
   std::vector<Example> examples;
   for (const Sample& s : samples) {
     Example e;
@@ -130,6 +117,62 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
       fail(s.where(), ": nothing to train on (a sample needs at least one token after the first/prompt)");
     examples.push_back(std::move(e));
   }
+
+  return examples;
+}
+
+// One AdamW update (global-norm clipping first) of every parameter from its gradient, which is
+// then cleared.
+void adamw_step(const FinetuneOptions& o, int64_t step, double lr, std::vector<at::Tensor>& params,
+                std::vector<at::Tensor>& m1, std::vector<at::Tensor>& m2) {
+  c10::NoGradGuard no_grad;
+  if (o.clip > 0) {
+    double sq = 0;
+    for (const at::Tensor& p : params) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
+    const double coef = o.clip / (std::sqrt(sq) + 1e-6);
+    if (coef < 1)
+      for (at::Tensor& p : params) p.mutable_grad().mul_(coef);
+  }
+  const double bc1 = 1 - std::pow(o.beta1, step + 1), bc2 = 1 - std::pow(o.beta2, step + 1);
+  for (size_t i = 0; i < params.size(); ++i) {
+    at::Tensor& p = params[i];
+    const at::Tensor& g = p.grad();
+    if (o.weight_decay > 0) p.mul_(1 - lr * o.weight_decay);
+    m1[i].mul_(o.beta1).add_(g, 1 - o.beta1);
+    m2[i].mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
+    at::Tensor denom = (m2[i].sqrt() / std::sqrt(bc2)).add_(o.adam_eps);
+    p.addcdiv_(m1[i], denom, -lr / bc1);
+    p.mutable_grad() = at::Tensor();
+  }
+}
+
+// Sums the loss and token counts and every gradient over the ranks (checked collectives).
+void all_reduce_gradients(dist::Communicator& world, double sums[2], std::vector<at::Tensor>& params) {
+  world.all_reduce(sums, sums, 2, DType::F64, dist::ReduceOp::Sum);
+  for (at::Tensor& p : params) {
+    at::Tensor host = p.grad().to(at::kCPU).contiguous();
+    world.all_reduce(host.data_ptr<float>(), host.data_ptr<float>(), static_cast<size_t>(host.numel()), DType::F32,
+                     dist::ReduceOp::Sum);
+    p.mutable_grad() = host.to(p.device());
+  }
+}
+
+}  // namespace
+
+FinetuneResult run_finetune(const FinetuneOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (o.steps <= 0 || o.batch_size <= 0 || o.warmup < 0 || !(o.lr > 0))
+    fail("finetune needs steps > 0, batch > 0, warmup >= 0 and lr > 0; got steps ", o.steps,
+         ", batch ", o.batch_size, ", warmup ", o.warmup, ", lr ", o.lr);
+  ModelDir dir = open_model_dir(o.model_dir);
+  std::vector<Sample> samples = read_samples(o.data_path);
+  bool needs_text = false;
+  for (const Sample& s : samples) needs_text |= s.kind != SampleKind::Tokens;
+  std::unique_ptr<Tokenizer> tok;
+  if (needs_text || path_exists(join_path(o.model_dir, "tokenizer.model")))
+    tok = Tokenizer::open_model_dir(o.model_dir);
+  const TokenPolicy policy = TokenPolicy::for_model(dir.config, tok.get());
+  const std::vector<Example> examples = make_examples(samples, policy);
 
   LoadOptions lo;
   lo.dtype = at::kFloat;  // float32 master weights
@@ -163,15 +206,10 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
   FinetuneResult r;
   auto last_log = std::chrono::steady_clock::now();
   int64_t tokens_since = 0;
-  // Data parallel under MPI: every rank draws the same global batch (same seed), trains on its
-  // contiguous slice, and the summed gradients and token counts are all-reduced, so every rank
-  // applies the same update. One process is the world of one.
-  int mpi_on = 0, rank = 0, world = 1;
-  MPI_Initialized(&mpi_on);
-  if (mpi_on) {
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &world);
-  }
+  // Data parallel: every rank draws the same global batch (same seed), trains on its contiguous
+  // slice, and the summed gradients and token counts are all-reduced, so every rank applies the
+  // same update. No communicator is the world of one.
+  const int rank = o.world ? o.world->rank() : 0, world = o.world ? o.world->size() : 1;
   for (int64_t step = 0; step < o.steps; ++step) {
     const std::vector<const Example*> global = next_batch();
     const size_t g = global.size(), begin = g * rank / world, end = g * (rank + 1) / world;
@@ -185,42 +223,14 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
     }
     for (at::Tensor& p : params)
       if (!p.grad().defined()) p.mutable_grad() = at::zeros_like(p);
-    if (world > 1) {
-      MPI_Allreduce(MPI_IN_PLACE, sums, 2, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-      for (at::Tensor& p : params) {
-        at::Tensor host = p.grad().to(at::kCPU).contiguous();
-        MPI_Allreduce(MPI_IN_PLACE, host.data_ptr<float>(), static_cast<int>(host.numel()), MPI_FLOAT, MPI_SUM,
-                      MPI_COMM_WORLD);
-        p.mutable_grad() = host.to(p.device());
-      }
-    }
+    if (world > 1) all_reduce_gradients(*o.world, sums, params);
     const int64_t count = static_cast<int64_t>(sums[1]);
     for (at::Tensor& p : params) p.mutable_grad().div_(static_cast<double>(count));
     r.losses.push_back(sums[0] / static_cast<double>(count));
     r.tokens += count;
     tokens_since += count;
     const double lr = lr_at(o, step);
-    {
-      c10::NoGradGuard no_grad;
-      if (o.clip > 0) {
-        double sq = 0;
-        for (const at::Tensor& p : params) sq += p.grad().to(at::kDouble).pow(2).sum().item<double>();
-        const double coef = o.clip / (std::sqrt(sq) + 1e-6);
-        if (coef < 1)
-          for (at::Tensor& p : params) p.mutable_grad().mul_(coef);
-      }
-      const double bc1 = 1 - std::pow(o.beta1, step + 1), bc2 = 1 - std::pow(o.beta2, step + 1);
-      for (size_t i = 0; i < params.size(); ++i) {
-        at::Tensor& p = params[i];
-        const at::Tensor& g = p.grad();
-        if (o.weight_decay > 0) p.mul_(1 - lr * o.weight_decay);
-        m1[i].mul_(o.beta1).add_(g, 1 - o.beta1);
-        m2[i].mul_(o.beta2).addcmul_(g, g, 1 - o.beta2);
-        at::Tensor denom = (m2[i].sqrt() / std::sqrt(bc2)).add_(o.adam_eps);
-        p.addcdiv_(m1[i], denom, -lr / bc1);
-        p.mutable_grad() = at::Tensor();
-      }
-    }
+    adamw_step(o, step, lr, params, m1, m2);
     if (rank == 0 && ((step + 1) % o.log_every == 0 || step + 1 == o.steps)) {
       const auto now = std::chrono::steady_clock::now();
       const double dt = std::chrono::duration<double>(now - last_log).count();
@@ -238,7 +248,7 @@ FinetuneResult run_finetune(const FinetuneOptions& o) {
     write_probe_logits(model, o.probe_path, policy, o.probe_out);
   }
   if (rank == 0) save_model(model, dir, o.out_dir, o.save_dtype);
-  if (world > 1) MPI_Barrier(MPI_COMM_WORLD);
+  if (world > 1) o.world->barrier();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
 }

@@ -58,6 +58,23 @@ at::Tensor masked_mean(const at::Tensor& hidden, const at::Tensor& mask) {
   return (hidden.to(at::kFloat) * m).sum(1) / m.sum(1);
 }
 
+at::Tensor pooling_mask(const at::Tensor& mask, Pooling pooling) {
+  const at::Tensor real = mask.to(at::kLong).ne(0);
+  if (pooling == Pooling::Mean) return real.to(at::kLong);
+  const at::Tensor index = real.to(at::kLong).cumsum(1);  // 1..n over a row's real tokens
+  const at::Tensor count = index.narrow(1, index.size(1) - 1, 1);  // n, [N, 1]
+  at::Tensor keep;
+  if (pooling == Pooling::Last)
+    keep = real.logical_and(index.eq(count));
+  else  // MeanSkipFirst; a 1-token row keeps its token
+    keep = real.logical_and(index.gt(1).logical_or(count.eq(1)));
+  return keep.to(at::kLong);
+}
+
+at::Tensor pool_hidden(const at::Tensor& hidden, const at::Tensor& mask, Pooling pooling) {
+  return masked_mean(hidden, pooling_mask(mask, pooling));
+}
+
 at::Tensor rope_inv_freq(const ModelConfig& c) {
   const RopeConfig& r = c.rope;
   const int64_t dim = c.head_dim;

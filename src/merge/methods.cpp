@@ -12,53 +12,9 @@
 
 namespace recall {
 
-std::string merge_method_name(MergeMethod m) {
-  switch (m) {
-    case MergeMethod::Recall: return "recall";
-    case MergeMethod::Linear: return "linear";
-    case MergeMethod::TaskArithmetic: return "task_arithmetic";
-    case MergeMethod::Ties: return "ties";
-    case MergeMethod::DareLinear: return "dare_linear";
-    case MergeMethod::DareTies: return "dare_ties";
-    case MergeMethod::Slerp: return "slerp";
-  }
-  return "?";
-}
-
-MergeMethod parse_merge_method(const std::string& name) {
-  for (MergeMethod m : {MergeMethod::Recall, MergeMethod::Linear, MergeMethod::TaskArithmetic, MergeMethod::Ties,
-                        MergeMethod::DareLinear, MergeMethod::DareTies, MergeMethod::Slerp})
-    if (merge_method_name(m) == name) return m;
-  fail("unknown merge method '", name,
-       "'; expected one of: recall, linear, task_arithmetic, ties, dare_linear, dare_ties, slerp");
-}
-
 void check_merge_output_dtype(DType out) {
   if (out != DType::BF16 && out != DType::F16 && out != DType::F32)
     fail("merge: output dtype ", dtype_name(out), " is not supported; expected BF16, F16 or F32");
-}
-
-TaskVectorOptions task_vector_defaults(MergeMethod m) {
-  TaskVectorOptions o;
-  switch (m) {
-    case MergeMethod::TaskArithmetic: break;
-    case MergeMethod::Ties:
-      o.sparsification = Sparsification::Magnitude;
-      o.consensus = true;
-      o.normalize = true;
-      break;
-    case MergeMethod::DareLinear:
-      o.sparsification = Sparsification::Random;
-      o.rescale = true;
-      break;
-    case MergeMethod::DareTies:
-      o.sparsification = Sparsification::Random;
-      o.consensus = true;
-      o.rescale = true;
-      break;
-    default: fail("merge: '", merge_method_name(m), "' is not a task-vector method");
-  }
-  return o;
 }
 
 namespace {

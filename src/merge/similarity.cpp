@@ -11,21 +11,6 @@
 
 namespace recall {
 
-std::string similarity_kind_name(SimilarityKind k) {
-  switch (k) {
-    case SimilarityKind::Rbf: return "rbf";
-    case SimilarityKind::LinearCka: return "linear_cka";
-    case SimilarityKind::RbfCka: return "rbf_cka";
-  }
-  return "?";
-}
-
-SimilarityKind parse_similarity_kind(const std::string& name) {
-  for (SimilarityKind k : {SimilarityKind::Rbf, SimilarityKind::LinearCka, SimilarityKind::RbfCka})
-    if (similarity_kind_name(k) == name) return k;
-  fail("unknown similarity kind '", name, "'; expected one of: rbf, linear_cka, rbf_cka");
-}
-
 namespace {
 
 void check_matrix(const RepMatrix& m, const char* what, int64_t index) {
@@ -146,56 +131,111 @@ double cka(const std::vector<double>& gram_x, const std::vector<double>& gram_y,
   return hsic / denom;
 }
 
-BlockSimilarity block_similarity(const std::vector<RepMatrix>& reps, int64_t reference,
-                                 const SimilarityOptions& opt) {
+namespace {
+
+void check_reps(const std::vector<RepMatrix>& reps) {
   if (reps.empty()) fail("similarity: no models given");
-  if (reference < 0 || reference >= static_cast<int64_t>(reps.size()))
-    fail("similarity: reference model index ", reference, " is out of range [0, ", reps.size(), ")");
   for (size_t m = 0; m < reps.size(); ++m) {
     check_matrix(reps[m], "model", static_cast<int64_t>(m));
     if (reps[m].rows != reps[0].rows || reps[m].cols != reps[0].cols)
       fail("similarity: model ", m, " has representations of shape [", reps[m].rows, ", ", reps[m].cols,
            "]; model 0 has [", reps[0].rows, ", ", reps[0].cols, "]");
   }
-  const RepMatrix& ref = reps[reference];
-  const int64_t k = ref.rows, h = ref.cols;
-  BlockSimilarity out;
-  switch (opt.kind) {
-    case SimilarityKind::Rbf: {
+}
+
+// The similarity of one pair of models under `opt`, with what every pair of a block shares (the
+// RBF bandwidth over all models' rows, or each model's CKA Gram matrix) computed once.
+class PairKernel {
+ public:
+  PairKernel(const std::vector<RepMatrix>& reps, const SimilarityOptions& opt) : reps_(reps), opt_(opt) {
+    check_reps(reps);
+    if (opt.kind == SimilarityKind::Rbf) {
       if (opt.gamma < 0 || !std::isfinite(opt.gamma)) fail("similarity: gamma must be >= 0 and finite; got ", opt.gamma);
-      double scale;  // the kernel is exp(-d^2 * scale)
       if (opt.gamma > 0) {
-        scale = opt.gamma;
-      } else {
-        if (!(opt.median_factor > 0))
-          fail("similarity: the median-heuristic factor must be > 0 (or +inf for uniform); got ", opt.median_factor);
-        const double median = median_squared_distance(reps);
-        // factor = +inf is the sigma -> infinity limit: every similarity 1, even when median = 0.
-        out.sigma2 = std::isinf(opt.median_factor) ? opt.median_factor : opt.median_factor * median;
-        scale = std::isinf(out.sigma2) ? 0.0
-                : out.sigma2 > 0       ? 1.0 / (2.0 * out.sigma2)
-                                       : std::numeric_limits<double>::infinity();
+        scale_ = opt.gamma;
+        return;
       }
-      for (size_t m = 0; m < reps.size(); ++m) {
-        double s = 0;
-        for (int64_t x = 0; x < k; ++x) {
-          const double d2 = squared_distance(&reps[m].values[x * h], &ref.values[x * h], h);
-          // d2 == 0 is exactly similar even when sigma^2 == 0 (or infinite) would make 0 * inf.
-          s += d2 == 0 ? 1.0 : std::exp(-d2 * scale);
-        }
-        out.similarity.push_back(s / static_cast<double>(k));
+      if (!(opt.bandwidth_factor > 0))
+        fail("similarity: the median-heuristic factor must be > 0 (or +inf for uniform); got ", opt.bandwidth_factor);
+      const double median = median_squared_distance(reps);
+      // factor = +inf is the sigma -> infinity limit: every similarity 1, even when median = 0.
+      sigma2_ = std::isinf(opt.bandwidth_factor) ? opt.bandwidth_factor : opt.bandwidth_factor * median;
+      scale_ = std::isinf(sigma2_) ? 0.0 : sigma2_ > 0 ? 1.0 / (2.0 * sigma2_) : std::numeric_limits<double>::infinity();
+    } else {
+      grams_.resize(reps.size());
+    }
+  }
+
+  double sigma2() const { return sigma2_; }
+
+  double operator()(size_t a, size_t b) {
+    const RepMatrix &ra = reps_[a], &rb = reps_[b];
+    const int64_t k = ra.rows, h = ra.cols;
+    if (opt_.kind == SimilarityKind::Rbf) {  // mean_x exp(-||r_a(x) - r_b(x)||^2 * scale)
+      double s = 0;
+      for (int64_t x = 0; x < k; ++x) {
+        const double d2 = squared_distance(&ra.values[x * h], &rb.values[x * h], h);
+        // d2 == 0 is exactly similar even when sigma^2 == 0 (or infinite) would make 0 * inf.
+        s += d2 == 0 ? 1.0 : std::exp(-d2 * scale_);
       }
-      break;
+      return s / static_cast<double>(k);
     }
-    case SimilarityKind::LinearCka:
-    case SimilarityKind::RbfCka: {
-      auto gram = [&](const RepMatrix& r) {
-        return opt.kind == SimilarityKind::LinearCka ? gram_linear(r) : gram_rbf(r, opt.cka_threshold);
-      };
-      const std::vector<double> gref = gram(ref);
-      for (size_t m = 0; m < reps.size(); ++m) out.similarity.push_back(cka(gram(reps[m]), gref, k, opt.cka_debiased));
-      break;
+    return cka(gram(a), gram(b), k, opt_.cka_debiased);
+  }
+
+ private:
+  const std::vector<double>& gram(size_t m) {
+    if (grams_[m].empty())
+      grams_[m] = opt_.kind == SimilarityKind::LinearCka ? gram_linear(reps_[m]) : gram_rbf(reps_[m], opt_.cka_threshold);
+    return grams_[m];
+  }
+  const std::vector<RepMatrix>& reps_;
+  const SimilarityOptions& opt_;
+  double scale_ = 0, sigma2_ = 0;
+  std::vector<std::vector<double>> grams_;
+};
+
+}  // namespace
+
+BlockSimilarity block_similarity(const std::vector<RepMatrix>& reps, int64_t reference,
+                                 const SimilarityOptions& opt) {
+  if (opt.mode == SimilarityMode::PairwiseMean) return pairwise_mean_similarity(reps, opt);
+  if (reps.empty()) fail("similarity: no models given");
+  if (reference < 0 || reference >= static_cast<int64_t>(reps.size()))
+    fail("similarity: reference model index ", reference, " is out of range [0, ", reps.size(), ")");
+  PairKernel pair(reps, opt);
+  BlockSimilarity out;
+  out.sigma2 = pair.sigma2();
+  for (size_t m = 0; m < reps.size(); ++m) out.similarity.push_back(pair(m, static_cast<size_t>(reference)));
+  return out;
+}
+
+std::vector<double> pairwise_similarity_matrix(const std::vector<RepMatrix>& reps, const SimilarityOptions& opt,
+                                               double* sigma2) {
+  PairKernel pair(reps, opt);
+  const size_t M = reps.size();
+  std::vector<double> s(M * M);
+  for (size_t i = 0; i < M; ++i) {
+    s[i * M + i] = pair(i, i);
+    for (size_t j = i + 1; j < M; ++j) s[i * M + j] = s[j * M + i] = pair(i, j);
+  }
+  if (sigma2) *sigma2 = pair.sigma2();
+  return s;
+}
+
+BlockSimilarity pairwise_mean_similarity(const std::vector<RepMatrix>& reps, const SimilarityOptions& opt) {
+  BlockSimilarity out;
+  const std::vector<double> s = pairwise_similarity_matrix(reps, opt, &out.sigma2);
+  const size_t M = reps.size();
+  for (size_t i = 0; i < M; ++i) {
+    if (M == 1) {
+      out.similarity.push_back(s[0]);  // no other model: the self-similarity (1 for rbf)
+      continue;
     }
+    double sum = 0;
+    for (size_t j = 0; j < M; ++j)
+      if (j != i) sum += s[i * M + j];
+    out.similarity.push_back(sum / static_cast<double>(M - 1));
   }
   return out;
 }

@@ -125,21 +125,12 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
   };
   assign_all();
   for (int64_t it = 0; it < opt.max_iterations; ++it) {
-    // Update step: means in sample order.
-    std::vector<double> sum(static_cast<size_t>(k * h), 0.0);
+    // Empty clusters first: each takes the sample farthest from its centroid (ties: lowest index)
+    // among clusters with more than one member, so no other cluster empties.
     std::vector<int64_t> count(k, 0);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t a = r.assignment[i];
-      ++count[a];
-      for (int64_t d = 0; d < h; ++d) sum[a * h + d] += x[i * h + d];
-    }
+    for (int64_t i = 0; i < n; ++i) ++count[r.assignment[i]];
     for (int64_t j = 0; j < k; ++j) {
-      if (count[j] > 0) {
-        for (int64_t d = 0; d < h; ++d) r.centroids[j * h + d] = sum[j * h + d] / count[j];
-        continue;
-      }
-      // Empty cluster: move it onto the sample farthest from its centroid (ties: lowest index)
-      // among clusters with more than one member, so no other cluster empties.
+      if (count[j] > 0) continue;
       int64_t far = -1;
       double far_d = -1;
       for (int64_t i = 0; i < n; ++i)
@@ -152,8 +143,15 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
       r.assignment[far] = j;
       count[j] = 1;
       dist[far] = 0;
-      for (int64_t d = 0; d < h; ++d) r.centroids[j * h + d] = x[far * h + d];
     }
+    // Update step, after any reseed: every centroid is the mean of its members (the cluster that
+    // gave a sample away too), summed in sample order. Convergence below is then reported only
+    // with centroids that are the means of their clusters (issue 18).
+    std::vector<double> sum(static_cast<size_t>(k * h), 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t d = 0; d < h; ++d) sum[r.assignment[i] * h + d] += x[i * h + d];
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t d = 0; d < h; ++d) r.centroids[j * h + d] = sum[j * h + d] / static_cast<double>(count[j]);
     ++r.iterations;
     if (!assign_all()) {
       r.converged = true;

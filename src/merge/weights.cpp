@@ -46,21 +46,6 @@ std::vector<double> global_weights(const std::vector<std::vector<double>>& simil
   return softmax_weights(mean, tau);
 }
 
-std::string non_block_policy_name(NonBlockPolicy p) {
-  switch (p) {
-    case NonBlockPolicy::Uniform: return "uniform";
-    case NonBlockPolicy::NearestBlock: return "nearest_block";
-    case NonBlockPolicy::Reference: return "reference";
-  }
-  return "?";
-}
-
-NonBlockPolicy parse_non_block_policy(const std::string& name) {
-  for (NonBlockPolicy p : {NonBlockPolicy::Uniform, NonBlockPolicy::NearestBlock, NonBlockPolicy::Reference})
-    if (non_block_policy_name(p) == name) return p;
-  fail("unknown non-block policy '", name, "'; expected one of: uniform, nearest_block, reference");
-}
-
 std::vector<double> non_block_weights(NonBlockPolicy policy, Role role,
                                       const std::vector<std::vector<double>>& bw, int64_t reference) {
   if (is_block_role(role)) fail("weights: role '", role_name(role), "' is a block tensor, not a non-block one");

@@ -40,19 +40,19 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
   const ModelConfig& cfg = inputs.models[inputs.reference].config;
   Representations reps;
   reps.models = static_cast<int64_t>(inputs.models.size());
-  reps.layers = cfg.num_hidden_layers + 1;
+  reps.hidden_states = cfg.num_hidden_layers + 1;
   reps.samples = static_cast<int64_t>(samples.size());
   reps.hidden = cfg.hidden_size;
   const int64_t N = reps.samples, H = reps.hidden;
-  // This rank's pooled results, computed by the engine: (model, layer) -> [N, H].
-  const std::vector<engine::PooledLayer> mine =
+  // This rank's pooled results, computed by the engine: (model, hidden state) -> [N, H].
+  const std::vector<engine::PooledHiddenState> mine =
       engine::library().pool_own_cells(grid, comm, inputs, samples, options, only_model);
 
-  // All-gather: each rank contributes [(model, layer) header + N*H floats] records.
+  // All-gather: each rank contributes [(model, hidden state) header + N*H floats] records.
   std::vector<float> send;
-  for (const engine::PooledLayer& p : mine) {
+  for (const engine::PooledHiddenState& p : mine) {
     send.push_back(static_cast<float>(p.model));
-    send.push_back(static_cast<float>(p.layer));
+    send.push_back(static_cast<float>(p.hidden_state));
     send.insert(send.end(), p.values.begin(), p.values.end());
   }
   int world = 0;
@@ -68,11 +68,11 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
   if (total > INT32_MAX) fail("representations too large to all-gather (", total, " floats)");
   std::vector<float> all(total);
   MPI_CHECK(MPI_Allgatherv(send.data(), count, MPI_FLOAT, all.data(), counts.data(), displs.data(), MPI_FLOAT, comm));
-  reps.values.assign(reps.models * reps.layers * N * H, 0.0f);
+  reps.values.assign(reps.models * reps.hidden_states * N * H, 0.0f);
   for (int64_t pos = 0; pos < total;) {
-    const auto m = static_cast<int64_t>(all[pos]), layer = static_cast<int64_t>(all[pos + 1]);
+    const auto m = static_cast<int64_t>(all[pos]), index = static_cast<int64_t>(all[pos + 1]);
     std::copy(all.begin() + pos + 2, all.begin() + pos + 2 + N * H,
-              reps.values.begin() + ((m * reps.layers + layer) * N) * H);
+              reps.values.begin() + ((m * reps.hidden_states + index) * N) * H);
     pos += 2 + N * H;
   }
   return reps;
@@ -85,12 +85,13 @@ TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, c
   eo.device = config.parallel.device;
   eo.micro_batch = config.parallel.micro_batch;
   eo.stream_samples = config.parallel.stream_samples;
+  eo.pooling = config.typical.pooling;
   const int ref = static_cast<int>(inputs.reference);
   Representations reps = extract_representations(grid, comm, inputs, task_samples, eo, ref);
   TypicalSelection sel;
-  sel.layer = config.typical.layer < 0 ? reps.layers - 1 : config.typical.layer;
+  sel.hidden_state = config.typical.hidden_state < 0 ? reps.hidden_states - 1 : config.typical.hidden_state;
   const int64_t N = reps.samples, H = reps.hidden;
-  std::vector<double> x(reps.at(ref, sel.layer), reps.at(ref, sel.layer) + N * H);
+  std::vector<double> x(reps.at(ref, sel.hidden_state), reps.at(ref, sel.hidden_state) + N * H);
   KMeansOptions ko;
   ko.clusters = config.typical.clusters;
   ko.seed = config.typical.seed;

@@ -1,11 +1,15 @@
 // Reading back what a merged.h5 records about its merge.
 #include "recall/pipeline/merge_record.h"
 
+#include <algorithm>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
 #include "recall/config/merge_config.h"
 #include "recall/io/h5_reader.h"
+#include "recall/model/config.h"
+#include "recall/model/tensor_names.h"
+#include "recall/pipeline/tensor_params.h"
 #include "recall/sweep/plan.h"
 #include "recall/util/error.h"
 
@@ -75,24 +79,32 @@ MergeRecord read_merge_record(const std::string& h5_path) {
   } catch (const std::exception& e) {
     fail(h5_path, ": attribute 'models' is not the JSON list of {name, path} that recall merge writes: ", e.what());
   }
+  read_recall_data(h5, &r);
   // The resolved config names the reference (the merge took its tokenizer from it) and the
-  // method's parameters. A config this version cannot decode (written by another version) still
-  // gives the reference; the card then lacks the parameters.
-  std::string where = h5_path + ": attribute merge_config";
+  // method's parameters, resolved per tensor as the job did. A config this version cannot decode
+  // (written by another version) still gives the reference; the card then lists no parameters.
   try {
-    describe_merge(&r, parse_merge_config(rec.resolved_config, where));
-    rec.source_model = r.method == "recall" ? r.reference : yaml_value_at(rec.resolved_config, "reference");
+    const MergeConfig c = parse_merge_config(rec.resolved_config, h5_path + ": attribute merge_config");
+    MergeInputs in;
+    in.models.resize(1);  // the architecture is all the parameter resolution reads of the models
+    in.models[0].config = parse_model_config(rec.architecture_config, h5_path + ": attribute architecture_config");
+    if (!c.base.empty()) in.base = c.model_index(c.base);
+    for (const TensorSlot& slot : expected_tensors(in.models[0].config))
+      if (std::find(rec.tensors.begin(), rec.tensors.end(), slot.name) != rec.tensors.end()) in.slots.push_back(slot);
+    std::vector<std::vector<double>> block_weights;
+    for (const auto& b : r.blocks) block_weights.push_back(b.weights);
+    fill_report_params(&r, in, resolve_tensor_params(c, in, block_weights));
+    r.reference = c.reference;
   } catch (const std::exception& e) {
     rec.notes.push_back(std::string("the recorded config cannot be decoded by this version (") + e.what() +
                         "); the model card lists no parameters");
-    rec.source_model = yaml_value_at(rec.resolved_config, "reference");
-    if (r.method == "recall") r.reference = rec.source_model;
+    r.reference = yaml_value_at(rec.resolved_config, "reference");
   }
+  rec.source_model = r.reference;
   for (size_t m = 0; m < r.models.size(); ++m)
     if (r.models[m] == rec.source_model) rec.source_path = rec.model_paths[m];
   if (rec.source_path.empty())
     fail(h5_path, ": the recorded reference model '", rec.source_model, "' is not among the recorded models");
-  read_recall_data(h5, &r);
   r.output_dtype = rec.dtype;
   return rec;
 }

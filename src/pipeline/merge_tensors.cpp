@@ -1,4 +1,4 @@
-// The merge phase: per-tensor weights, row split, merge kernels, collective HDF5 writes.
+// The merge loop: reads, merge kernels, NaN checks and collective HDF5 writes, chunk by chunk.
 #include "recall/pipeline/merge_tensors.h"
 
 #include <chrono>
@@ -7,8 +7,8 @@
 #include <future>
 #include <memory>
 
-#include "recall/merge/methods.h"
-#include "recall/merge/weights.h"
+#include "recall/dist/failure.h"
+#include "recall/pipeline/plan.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
 
@@ -94,283 +94,213 @@ std::string position(const std::vector<int64_t>& shape, uint64_t flat) {
   return s + "]";
 }
 
-uint64_t rows_of(const std::vector<int64_t>& shape) { return shape.empty() ? 1 : static_cast<uint64_t>(shape[0]); }
-
 uint64_t row_elems(const std::vector<int64_t>& shape) {
   uint64_t n = 1;
   for (size_t i = 1; i < shape.size(); ++i) n *= static_cast<uint64_t>(shape[i]);
   return n;
 }
 
-}  // namespace
 
-DType output_dtype(const MergeConfig& c) {
-  const auto t = parse_torch_dtype(c.output.dtype);
-  if (t && (*t == DType::BF16 || *t == DType::F16 || *t == DType::F32)) return *t;
-  fail("output.dtype '", c.output.dtype, "' is not one of bfloat16, float16, float32");
-}
-
-std::pair<uint64_t, uint64_t> row_range(uint64_t rows, int rank, int world) {
-  const uint64_t w = static_cast<uint64_t>(world), r = static_cast<uint64_t>(rank);
-  return {rows * r / w, rows * (r + 1) / w};
-}
-
-bool whole_tensor_method(const std::string& m) {
-  return m == "ties" || m == "dare_linear" || m == "dare_ties" || m == "slerp";
-}
-
-std::vector<std::vector<double>> slot_weights(const MergeConfig& c, const MergeInputs& in,
-                                              const std::vector<std::vector<double>>& block_weights) {
-  const size_t M = in.models.size();
-  std::vector<std::vector<double>> out;
-  for (const TensorSlot& slot : in.slots) {
-    if (c.method == "recall") {
-      out.push_back(tensor_weights(parse_non_block_policy(c.recall.non_block), slot.role, slot.block,
-                                   block_weights, static_cast<int64_t>(in.reference)));
-    } else {
-      out.push_back(c.params.weight.empty() ? std::vector<double>(M, 1.0) : c.params.weight);
-    }
-  }
-  return out;
-}
-
-MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
-                         const std::vector<std::vector<double>>& weights, bool resume,
-                         const std::set<std::string>& done, HfShardWriter* hf,
-                         const std::function<void(const std::string&)>& on_tensor_done) {
-  const auto t0 = std::chrono::steady_clock::now();
-  int rank = 0, world = 1;
-  MPI_Comm_rank(comm, &rank);
-  MPI_Comm_size(comm, &world);
-  const DType out_dtype = output_dtype(c);
-  const size_t M = in.models.size();
-  const MergeMethod method = parse_merge_method(c.method);
-  const bool whole = whole_tensor_method(c.method);
-  MergeStats stats;
-
-  if (!resume) {
-    h5.create_group("/tensors");
-    for (const TensorSlot& slot : in.slots) h5.create_dataset("/tensors/" + slot.name, out_dtype, slot.shape);
+// The loop's state: the plan of this rank, the input buffers (two sets when the next chunk's
+// reads overlap this chunk's merge), the output buffer and the running hash of the tensor.
+class MergeLoop {
+ public:
+  MergeLoop(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
+            const std::vector<TensorParams>& params, HfShardWriter* hf)
+      : h5_(h5), comm_(comm), c_(c), in_(in), params_(params), hf_(hf), method_(*c.method),
+        prefetch_(!method_.whole_tensor) {
+    MPI_Comm_rank(comm, &rank_);
+    MPI_Comm_size(comm, &world_);
+    const size_t M = in.models.size();
+    buffers_[0].resize(M);
+    buffers_[1].resize(prefetch_ ? M : 0);
   }
 
-  // Task-vector methods: the base and the other models in config order.
-  std::vector<size_t> task_models;
-  std::vector<double> task_weights;
-  for (size_t m = 0; m < M; ++m)
-    if (!in.base || m != *in.base) {
-      task_models.push_back(m);
-      task_weights.push_back(c.params.weight.empty() ? 1.0 : c.params.weight[m]);
-    }
+  MergeStats run(const std::set<std::string>& done, const std::function<void(const std::string&)>& on_tensor_done);
 
-  // The chunks this rank works through, in order: every rank has the same number per tensor (the
-  // same collective writes), some of them empty.
-  struct Chunk {
-    size_t t;
-    uint64_t r0, r1;
-    bool first, last;  // of its tensor
-    bool hashed;       // this rank writes the whole tensor, in row order: its export bytes are hashed as written
-  };
-  std::vector<Chunk> plan;
-  for (size_t t = 0; t < in.slots.size(); ++t) {
-    const TensorSlot& slot = in.slots[t];
-    if (done.count(slot.name)) continue;  // same decision on every rank: `done` is broadcast
-    const uint64_t rows = rows_of(slot.shape), elems = row_elems(slot.shape);
-    uint64_t begin, end;
-    if (whole) {
-      const bool mine = static_cast<int>(t % static_cast<size_t>(world)) == rank;
-      begin = 0;
-      end = mine ? rows : 0;
-    } else {
-      std::tie(begin, end) = row_range(rows, rank, world);
+ private:
+  [[noreturn]] void input_not_finite(size_t m, const TensorSlot& slot, uint64_t flat) const {
+    fail("model '", c_.models[m].name, "' (", c_.models[m].path, "): tensor '", slot.name,
+         "' holds NaN or infinity at ", position(slot.shape, flat));
+  }
+  void read_chunk(const MergeChunk& ch, std::vector<ByteBuffer>* dst) const;
+  void merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& inputs);
+  std::future<void> start_hf_write(const MergeChunk& ch);
+  // Agrees on this chunk's outcome; false (with stats_.aborted) when any rank failed.
+  bool agree(const std::string& error) {
+    if (!dist::any_rank_failed(comm_, !error.empty())) return true;
+    stats_.aborted = true;
+    stats_.error = error;
+    return false;
+  }
+
+  H5Writer& h5_;
+  MPI_Comm comm_;
+  const MergeConfig& c_;
+  const MergeInputs& in_;
+  const std::vector<TensorParams>& params_;
+  HfShardWriter* hf_;
+  const MethodSpec& method_;
+  const bool prefetch_;
+  int rank_ = 0, world_ = 1;
+  std::vector<ByteBuffer> buffers_[2];
+  ByteBuffer out_;
+  std::unique_ptr<Xxh3Stream> hash_;  // of the tensor being merged, when this rank writes it whole
+  MergeStats stats_;
+};
+
+// Reads a chunk's rows of every model; each piece is checked for NaN/infinity as it arrives
+// (models with a LoRA adapter are checked after the adapter is applied, on the merging thread).
+// Runs on a helper thread: no MPI or HDF5 calls.
+void MergeLoop::read_chunk(const MergeChunk& ch, std::vector<ByteBuffer>* dst) const {
+  const TensorSlot& slot = in_.slots[ch.tensor];
+  const uint64_t elems = row_elems(slot.shape), n_rows = ch.rows();
+  if (n_rows == 0) return;
+  for (size_t m = 0; m < in_.models.size(); ++m) {
+    const Checkpoint::Entry& e = in_.models[m].checkpoint.at(slot.name);
+    const uint64_t esize = dtype_size(e.info->dtype), row_bytes = elems * esize;
+    const uint64_t bytes = n_rows * row_bytes, piece = std::max<uint64_t>(esize, kPieceBytes / esize * esize);
+    uint8_t* data = (*dst)[m].reserve(bytes);
+    const bool check = !in_.models[m].lora;
+    with_context("reading '" + slot.name + "' of model '" + c_.models[m].name + "'", [&] {
+      for (uint64_t off = 0; off < bytes; off += piece) {
+        const uint64_t n = std::min(piece, bytes - off);
+        e.file->read(*e.info, ch.first_row * row_bytes + off, n, data + off);
+        if (!check) continue;
+        if (int64_t bad = first_non_finite(e.info->dtype, data + off, n / esize); bad >= 0)
+          input_not_finite(m, slot, (ch.first_row * row_bytes + off) / esize + static_cast<uint64_t>(bad));
+      }
+    });
+  }
+}
+
+// Merges a chunk's rows into out_ with the method's kernel. Row-wise methods merge it in pieces,
+// each checked for NaN/infinity while it is still in cache; whole-tensor methods at once.
+void MergeLoop::merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& inputs) {
+  const TensorSlot& slot = in_.slots[ch.tensor];
+  const size_t M = in_.models.size();
+  const uint64_t elems = row_elems(slot.shape), r0 = ch.first_row, n_rows = ch.rows(), numel = n_rows * elems;
+  const DType out_dtype = c_.output.dtype;
+  std::vector<TensorView> views(M);
+  for (size_t m = 0; m < M; ++m) {
+    const Checkpoint::Entry& e = in_.models[m].checkpoint.at(slot.name);
+    stats_.bytes_read += n_rows * elems * dtype_size(e.info->dtype);
+    if (in_.models[m].lora) {
+      in_.models[m].lora->apply_rows(slot.name, e.info->dtype, r0, n_rows, elems, inputs[m].data());
+      if (int64_t bad = first_non_finite(e.info->dtype, inputs[m].data(), numel); bad >= 0)
+        input_not_finite(m, slot, r0 * elems + static_cast<uint64_t>(bad));
     }
-    const uint64_t max_rows = whole ? rows : (rows + world - 1) / world;
-    uint64_t widest_row = 0;
+    views[m] = TensorView{e.info->dtype, inputs[m].data()};
+  }
+  const auto m0 = Clock::now();
+  const uint64_t out_esize = dtype_size(out_dtype);
+  const uint64_t step = method_.whole_tensor ? numel : std::max<uint64_t>(1, kPieceBytes / out_esize);
+  std::vector<TensorView> piece(M);
+  for (uint64_t p0 = 0; p0 < numel; p0 += step) {
+    const uint64_t n = std::min(step, numel - p0);
     for (size_t m = 0; m < M; ++m)
-      widest_row = std::max<uint64_t>(widest_row, elems * dtype_size(in.models[m].checkpoint.at(slot.name).info->dtype));
-    const uint64_t rows_per_chunk =
-        whole ? std::max<uint64_t>(rows, 1) : std::max<uint64_t>(1, c.parallel.merge_chunk_bytes / std::max<uint64_t>(widest_row, 1));
-    const uint64_t chunks = std::max<uint64_t>(1, (max_rows + rows_per_chunk - 1) / rows_per_chunk);
-    const bool hashed = hf && begin == 0 && end == rows;
-    for (uint64_t ch = 0; ch < chunks; ++ch) {
-      const uint64_t r0 = std::min(end, begin + ch * rows_per_chunk);
-      plan.push_back({t, r0, std::min(end, r0 + rows_per_chunk), ch == 0, ch + 1 == chunks, hashed});
-    }
+      piece[m] = TensorView{views[m].dtype, static_cast<const uint8_t*>(views[m].data) + p0 * dtype_size(views[m].dtype)};
+    uint8_t* dst = out_.data() + p0 * out_esize;
+    with_context("merging '" + slot.name + "'", [&] {
+      method_.merge(MergeTask{piece, in_.base, params_[ch.tensor], slot.name, slot.shape, r0 * elems + p0, n, out_dtype, dst});
+    });
+    if (int64_t bad = first_non_finite(out_dtype, dst, n); bad >= 0)
+      fail("merged tensor '", slot.name, "' is NaN or infinite at ",
+           position(slot.shape, r0 * elems + p0 + static_cast<uint64_t>(bad)), " (overflow in ",
+           output_dtype_name(out_dtype), "? check params.lambda and the weights)");
   }
+  stats_.merge_seconds += seconds_since(m0);
+}
 
-  // Reads of the next chunk overlap the merge and writes of this one (two sets of input buffers;
-  // whole-tensor methods, which hold whole tensors, read in turn). Reads run on a helper thread
-  // that makes no MPI calls.
-  const bool prefetch = !whole;
-  std::vector<ByteBuffer> buffers[2] = {std::vector<ByteBuffer>(M), std::vector<ByteBuffer>(prefetch ? M : 0)};
-  auto input_not_finite = [&](size_t m, const std::string& name, const std::vector<int64_t>& shape, uint64_t flat) {
-    fail("model '", c.models[m].name, "' (", c.models[m].path, "): tensor '", name, "' holds NaN or infinity at ",
-         position(shape, flat));
-  };
-  // Reads a chunk's rows of every model; each piece is checked for NaN/infinity as it arrives
-  // (models with a LoRA adapter are checked after the adapter is applied, on the merging thread).
-  auto read_chunk = [&](const Chunk& ch, std::vector<ByteBuffer>* dst) {
-    const TensorSlot& slot = in.slots[ch.t];
-    const uint64_t elems = row_elems(slot.shape), n_rows = ch.r1 - ch.r0;
-    if (n_rows == 0) return;
-    for (size_t m = 0; m < M; ++m) {
-      const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
-      const uint64_t esize = dtype_size(e.info->dtype), row_bytes = elems * esize;
-      const uint64_t bytes = n_rows * row_bytes, piece = std::max<uint64_t>(esize, kPieceBytes / esize * esize);
-      uint8_t* data = (*dst)[m].reserve(bytes);
-      const bool check = !in.models[m].lora;
-      with_context("reading '" + slot.name + "' of model '" + c.models[m].name + "'", [&] {
-        for (uint64_t off = 0; off < bytes; off += piece) {
-          const uint64_t n = std::min(piece, bytes - off);
-          e.file->read(*e.info, ch.r0 * row_bytes + off, n, data + off);
-          if (!check) continue;
-          if (int64_t bad = first_non_finite(e.info->dtype, data + off, n / esize); bad >= 0)
-            input_not_finite(m, slot.name, slot.shape, (ch.r0 * row_bytes + off) / esize + static_cast<uint64_t>(bad));
-        }
-      });
-    }
-  };
+// The HF shard write (plain pwrite, no MPI) on a helper thread, while this thread writes the same
+// rows to merged.h5; a tensor this rank writes whole is hashed as it goes.
+std::future<void> MergeLoop::start_hf_write(const MergeChunk& ch) {
+  if (ch.whole && hf_ && ch.first) hash_ = std::make_unique<Xxh3Stream>();
+  const uint64_t numel = ch.rows() * row_elems(in_.slots[ch.tensor].shape);
+  if (!hf_ || numel == 0) return {};
+  const uint64_t esize = dtype_size(c_.output.dtype);
+  Xxh3Stream* h = ch.whole ? hash_.get() : nullptr;
+  return std::async(std::launch::async, [hf = hf_, &out = out_, h, t = ch.tensor,
+                                         offset = ch.first_row * row_elems(in_.slots[ch.tensor].shape) * esize,
+                                         n = numel * esize] {
+    hf->write(t, offset, out.data(), n);
+    if (h) h->update(out.data(), n);
+  });
+}
+
+MergeStats MergeLoop::run(const std::set<std::string>& done,
+                          const std::function<void(const std::string&)>& on_tensor_done) {
+  const auto t0 = Clock::now();
+  const std::vector<MergeChunk> plan = plan_merge_chunks(c_, in_, rank_, world_, done);
   std::future<void> pending;
-  if (prefetch && !plan.empty()) pending = std::async(std::launch::async, read_chunk, plan[0], &buffers[0]);
-
-  ByteBuffer out;
-  std::unique_ptr<Xxh3Stream> hash;  // of the tensor being merged, when its chunks are hashed
+  if (prefetch_ && !plan.empty()) pending = std::async(std::launch::async, [this, &plan] { read_chunk(plan[0], &buffers_[0]); });
   for (size_t k = 0; k < plan.size(); ++k) {
-    const Chunk& chunk = plan[k];
-    const size_t t = chunk.t;
-    const TensorSlot& slot = in.slots[t];
-    const uint64_t elems = row_elems(slot.shape);
-    std::vector<ByteBuffer>& inputs = buffers[prefetch ? k % 2 : 0];
-    {
-      const uint64_t r0 = chunk.r0, r1 = chunk.r1;
-      const uint64_t n_rows = r1 - r0, numel = n_rows * elems;
-      out.reserve(numel * dtype_size(out_dtype));
-      // A failure on one rank must not leave the others waiting in the collective write: every
-      // rank learns of it here, the loop stops everywhere, and the caller closes the file together.
-      std::string error;
-      std::future<void> hf_write;
-      Clock::time_point h0 = Clock::now();
-      try {
-        const auto w0 = Clock::now();
-        if (prefetch) {
-          pending.get();  // this chunk's reads (rethrows their error)
-          if (k + 1 < plan.size())
-            pending = std::async(std::launch::async, read_chunk, plan[k + 1], &buffers[(k + 1) % 2]);
-        } else {
-          read_chunk(chunk, &inputs);
-        }
-        stats.wait_seconds += seconds_since(w0);
-        if (numel > 0) {
-          std::vector<TensorView> views(M);
-          for (size_t m = 0; m < M; ++m) {
-            const Checkpoint::Entry& e = in.models[m].checkpoint.at(slot.name);
-            const uint64_t row_bytes = elems * dtype_size(e.info->dtype);
-            stats.bytes_read += n_rows * row_bytes;
-            if (in.models[m].lora) {
-              in.models[m].lora->apply_rows(slot.name, e.info->dtype, r0, n_rows, elems, inputs[m].data());
-              if (int64_t bad = first_non_finite(e.info->dtype, inputs[m].data(), numel); bad >= 0)
-                input_not_finite(m, slot.name, slot.shape, r0 * elems + static_cast<uint64_t>(bad));
-            }
-            views[m] = TensorView{e.info->dtype, inputs[m].data()};
-          }
-          // Elementwise methods merge the chunk in pieces, each checked for NaN/infinity while it is
-          // still in cache; whole-tensor methods (TIES, DARE, SLERP) merge and check it at once.
-          auto merge_piece = [&](const std::vector<TensorView>& v, uint64_t n, uint8_t* dst) {
-            switch (method) {
-              case MergeMethod::Recall:
-                merge_weighted(v, weights[t], false, n, out_dtype, dst);
-                break;
-              case MergeMethod::Linear:
-                merge_weighted(v, weights[t], c.params.normalize.value_or(true), n, out_dtype, dst);
-                break;
-              case MergeMethod::Slerp:
-                merge_slerp(v[0], v[1], c.params.t, n, out_dtype, dst);
-                break;
-              default: {
-                TaskVectorOptions opt = task_vector_defaults(method);
-                opt.lambda = c.params.lambda;
-                if (c.params.normalize) opt.normalize = *c.params.normalize;
-                opt.weights = task_weights;
-                opt.densities.assign(task_models.size(), c.params.density);
-                opt.seed = dare_tensor_seed(c.params.seed, slot.name);
-                std::vector<TensorView> tv;
-                for (size_t m : task_models) tv.push_back(v[m]);
-                merge_task_vectors(v[*in.base], tv, n, opt, out_dtype, dst);
-              }
-            }
-          };
-          const auto m0 = Clock::now();
-          const uint64_t out_esize = dtype_size(out_dtype);
-          const uint64_t step = whole ? numel : std::max<uint64_t>(1, kPieceBytes / out_esize);
-          std::vector<TensorView> piece(M);
-          for (uint64_t p0 = 0; p0 < numel; p0 += step) {
-            const uint64_t n = std::min(step, numel - p0);
-            for (size_t m = 0; m < M; ++m)
-              piece[m] = TensorView{views[m].dtype, static_cast<const uint8_t*>(views[m].data) + p0 * dtype_size(views[m].dtype)};
-            uint8_t* dst = out.data() + p0 * out_esize;
-            with_context("merging '" + slot.name + "'", [&] { merge_piece(piece, n, dst); });
-            if (int64_t bad = first_non_finite(out_dtype, dst, n); bad >= 0)
-              fail("merged tensor '", slot.name, "' is NaN or infinite at ",
-                   position(slot.shape, r0 * elems + p0 + static_cast<uint64_t>(bad)), " (overflow in ",
-                   c.output.dtype, "? check params.lambda and the weights)");
-          }
-          stats.merge_seconds += seconds_since(m0);
-        }
-        h0 = Clock::now();
-        // The HF shard write (plain pwrite, no MPI) runs on a helper thread while this thread
-        // writes the same rows to merged.h5; both finish before the chunk counts as written.
-        if (chunk.hashed && chunk.first) hash = std::make_unique<Xxh3Stream>();
-        if (hf && numel > 0) {
-          const uint64_t esize = dtype_size(out_dtype);
-          Xxh3Stream* h = chunk.hashed ? hash.get() : nullptr;
-          hf_write = std::async(std::launch::async, [&hf, &out, h, t, offset = r0 * elems * esize, n = numel * esize] {
-            hf->write(t, offset, out.data(), n);
-            if (h) h->update(out.data(), n);
-          });
-        }
-      } catch (const std::exception& e) {
-        error = e.what();
+    const MergeChunk& chunk = plan[k];
+    const TensorSlot& slot = in_.slots[chunk.tensor];
+    const uint64_t numel = chunk.rows() * row_elems(slot.shape);
+    std::vector<ByteBuffer>& inputs = buffers_[prefetch_ ? k % 2 : 0];
+    out_.reserve(numel * dtype_size(c_.output.dtype));
+    // A failure on one rank must not leave the others waiting in the collective write: every
+    // rank learns of it here, the loop stops everywhere, and the caller closes the file together.
+    std::string error;
+    std::future<void> hf_write;
+    Clock::time_point h0 = Clock::now();
+    try {
+      const auto w0 = Clock::now();
+      if (prefetch_) {
+        pending.get();  // this chunk's reads (rethrows their error)
+        if (k + 1 < plan.size())
+          pending = std::async(std::launch::async, [this, &plan, k] { read_chunk(plan[k + 1], &buffers_[(k + 1) % 2]); });
+      } else {
+        read_chunk(chunk, &inputs);
       }
-      // The pending HF write's error, if any ("" when none or none pending).
-      auto finish_hf_write = [&hf_write]() -> std::string {
-        if (!hf_write.valid()) return "";
-        try {
-          hf_write.get();
-        } catch (const std::exception& e) {
-          return e.what();
-        }
-        return "";
-      };
-      int failed = error.empty() ? 0 : 1, any_failed = 0;
-      if (MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS)
-        fail("MPI_Allreduce failed while merging '", slot.name, "'");
-      if (any_failed) {
-        finish_hf_write();
-        stats.aborted = true;
-        stats.error = error;
-        return stats;
-      }
-      try {
-        h5.write_rows("/tensors/" + slot.name, r0, n_rows, out.data());
-      } catch (const std::exception& e) {
-        error = e.what();
-      }
-      if (std::string hf_error = finish_hf_write(); error.empty()) error = hf_error;
-      failed = error.empty() ? 0 : 1;
-      if (MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm) != MPI_SUCCESS)
-        fail("MPI_Allreduce failed while writing '", slot.name, "'");
-      if (any_failed) {
-        stats.aborted = true;
-        stats.error = error;
-        return stats;
-      }
-      stats.bytes_written += numel * dtype_size(out_dtype);
-      stats.write_seconds += seconds_since(h0);
+      stats_.wait_seconds += seconds_since(w0);
+      if (numel > 0) merge_chunk(chunk, inputs);
+      h0 = Clock::now();
+      hf_write = start_hf_write(chunk);
+    } catch (const std::exception& e) {
+      error = e.what();
     }
-    if (chunk.last && chunk.hashed) stats.checksums[t] = hash->digest();
+    // The pending HF write's error, if any ("" when none or none pending).
+    auto finish_hf_write = [&hf_write]() -> std::string {
+      if (!hf_write.valid()) return "";
+      try {
+        hf_write.get();
+      } catch (const std::exception& e) {
+        return e.what();
+      }
+      return "";
+    };
+    if (!agree(error)) {
+      finish_hf_write();
+      return stats_;
+    }
+    try {
+      h5_.write_rows("/tensors/" + slot.name, chunk.first_row, chunk.rows(), out_.data());
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    if (std::string hf_error = finish_hf_write(); error.empty()) error = hf_error;
+    if (!agree(error)) return stats_;
+    stats_.bytes_written += numel * dtype_size(c_.output.dtype);
+    stats_.write_seconds += seconds_since(h0);
+    if (chunk.last && chunk.whole && hf_) stats_.checksums[chunk.tensor] = hash_->digest();
     if (chunk.last && on_tensor_done) on_tensor_done(slot.name);
   }
-  stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return stats;
+  stats_.seconds = seconds_since(t0);
+  return stats_;
+}
+
+}  // namespace
+
+MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
+                         const std::vector<TensorParams>& params, bool resume, const std::set<std::string>& done,
+                         HfShardWriter* hf, const std::function<void(const std::string&)>& on_tensor_done) {
+  if (!resume) {
+    h5.create_group("/tensors");
+    for (const TensorSlot& slot : in.slots) h5.create_dataset("/tensors/" + slot.name, c.output.dtype, slot.shape);
+  }
+  return MergeLoop(h5, comm, c, in, params, hf).run(done, on_tensor_done);
 }
 
 }  // namespace recall

@@ -5,8 +5,9 @@
 #include <optional>
 #include <sstream>
 
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 
 namespace recall {
@@ -72,12 +73,6 @@ uint64_t described_bytes(const TensorSlot& slot, DType dtype) {
 }
 
 }  // namespace
-
-uint64_t MergeInputs::model_bytes(size_t model) const {
-  uint64_t sum = 0;
-  for (uint64_t b : slot_bytes.at(model)) sum += b;
-  return sum;
-}
 
 int64_t count_jsonl_lines(const std::string& path) {
   std::ifstream in(path);
@@ -154,7 +149,7 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
     }
 
   // Data: present and with at least K samples.
-  if (c.method == "recall") {
+  if (c.uses_representations()) {
     guard("data", [&] {
       if (opt.shapes_only && !path_exists(c.data)) {
         note("data '" + c.data + "' is not here; its samples were not counted (shapes only)");
@@ -172,9 +167,11 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
     });
     if (first >= 0) {
       const int64_t L = in->models[first].config.num_hidden_layers;
-      if (c.typical.layer < -1 || c.typical.layer > L)
-        problems.push_back("typical.layer is " + std::to_string(c.typical.layer) +
-                           "; expected -1 (last block) or a hidden-state index in [0, " + std::to_string(L) + "]");
+      if (c.typical.hidden_state < -1 || c.typical.hidden_state > L)
+        problems.push_back(c.origin.of("typical.hidden_state") + ": typical.hidden_state is " +
+                           std::to_string(c.typical.hidden_state) +
+                           "; expected -1 (the last block's output) or a hidden-state index in [0, " +
+                           std::to_string(L) + "]");
       if (c.parallel.stages > L)
         problems.push_back("parallel.stages is " + std::to_string(c.parallel.stages) + " but the models have only " +
                            std::to_string(L) + " blocks");
@@ -202,6 +199,17 @@ MergeInputs preflight(const MergeConfig& config, const PreflightOptions& options
     throw Error(os.str());
   }
   return in;
+}
+
+std::string preflight_summary(const MergeInputs& in, int plan_world, int world) {
+  const ModelConfig& arch = in.models[in.reference].config;
+  uint64_t bytes = 0;
+  for (size_t m = 0; m < in.models.size(); ++m) bytes += in.model_bytes(m);
+  std::ostringstream os;
+  os << "preflight ok: " << in.models.size() << " " << arch_name(arch.arch) << " models, " << arch.num_hidden_layers
+     << " blocks, " << in.slots.size() << " tensors each, " << format_bytes(bytes) << " to read; " << plan_world
+     << " rank(s)" << (plan_world != world ? " (planned)" : "");
+  return os.str();
 }
 
 }  // namespace recall

@@ -176,6 +176,34 @@ void block_ticks(std::ostream& s, const MergeReport& r, X x, double cell, double
   }
 }
 
+// The document's opening: size, font, a white background.
+void svg_open(std::ostream& s, int height) {
+  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kWidth << "' height='" << height << "' viewBox='0 0 "
+    << kWidth << " " << height << "' font-family='sans-serif' font-size='12'>\n"
+    << "<rect width='100%' height='100%' fill='white'/>\n";
+}
+
+// The colour scale at (x, top), h high: stacked bands from the lowest value (bottom) to the
+// highest (top), with the axis' ticks and values.
+void colour_scale(std::ostream& s, const Axis& scale, double x, double top, double h) {
+  text(s, x, top - 10, "weight", "font-weight='bold'");
+  constexpr int kBands = 64;
+  s << "<g id='colour-scale'>\n";
+  for (int i = 0; i < kBands; ++i) {
+    const double y = top + h - h * (i + 1) / kBands;
+    s << "<rect x='" << num(x) << "' y='" << num(y) << "' width='16' height='" << num(h / kBands + 0.3) << "' fill='"
+      << hex(viridis((i + 0.5) / kBands)) << "' shape-rendering='crispEdges'/>\n";
+  }
+  s << "</g>\n<rect x='" << num(x) << "' y='" << num(top) << "' width='16' height='" << num(h)
+    << "' fill='none' stroke='black'/>\n";
+  for (double v : scale.ticks()) {
+    const double y = top + h - scale.frac(v) * h;
+    s << "<line x1='" << num(x + 16) << "' y1='" << num(y) << "' x2='" << num(x + 21) << "' y2='" << num(y)
+      << "' stroke='black'/>\n";
+    text(s, x + 24, y + 4, fixed(v, scale.decimals));
+  }
+}
+
 std::string recall_svg(const MergeReport& r) {
   const size_t M = r.models.size(), L = r.blocks.size();
   size_t name_chars = 0;
@@ -196,9 +224,7 @@ std::string recall_svg(const MergeReport& r) {
   auto cx = [&](size_t l) { return left + (static_cast<double>(l) + 0.5) * cell_w; };
 
   std::ostringstream s;
-  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kWidth << "' height='" << height << "' viewBox='0 0 "
-    << kWidth << " " << height << "' font-family='sans-serif' font-size='12'>\n"
-    << "<rect width='100%' height='100%' fill='white'/>\n";
+  svg_open(s, height);
   text(s, 16, 26, "RECALL merge of " + std::to_string(M) + " models (reference: " + r.reference + ")",
        "font-size='16' font-weight='bold'");
   text(s, 16, 46,
@@ -234,24 +260,7 @@ std::string recall_svg(const MergeReport& r) {
   block_ticks(s, r, cx, cell_w, top1 + heat_h);
   text(s, left + plot_w / 2, top1 + heat_h + 34, "block", "text-anchor='middle'");
 
-  // Colour scale: stacked bands from the lowest value (bottom) to the highest (top), with ticks.
-  const double bx = left + plot_w + 28;
-  text(s, bx, top1 - 10, "weight", "font-weight='bold'");
-  constexpr int kBands = 64;
-  s << "<g id='colour-scale'>\n";
-  for (int i = 0; i < kBands; ++i) {
-    const double y = top1 + bar_h - bar_h * (i + 1) / kBands;
-    s << "<rect x='" << num(bx) << "' y='" << num(y) << "' width='16' height='" << num(bar_h / kBands + 0.3)
-      << "' fill='" << hex(viridis((i + 0.5) / kBands)) << "' shape-rendering='crispEdges'/>\n";
-  }
-  s << "</g>\n<rect x='" << num(bx) << "' y='" << num(top1) << "' width='16' height='" << num(bar_h)
-    << "' fill='none' stroke='black'/>\n";
-  for (double v : scale.ticks()) {
-    const double y = top1 + bar_h - scale.frac(v) * bar_h;
-    s << "<line x1='" << num(bx + 16) << "' y1='" << num(y) << "' x2='" << num(bx + 21) << "' y2='" << num(y)
-      << "' stroke='black'/>\n";
-    text(s, bx + 24, y + 4, fixed(v, scale.decimals));
-  }
+  colour_scale(s, scale, left + plot_w + 28, top1, bar_h);
 
   // Similarity curves on the same x axis.
   double slo = 1, shi = 0;
@@ -301,7 +310,7 @@ std::string recall_svg(const MergeReport& r) {
 
 std::string baseline_svg(const MergeReport& r) {
   const size_t M = r.models.size();
-  const std::vector<double> w = baseline_weights(r);
+  const BaselineWeights w = baseline_weights(r);
   std::string sentence = method_summary(r) + ".";
   sentence[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(sentence[0])));
   const std::vector<std::string> summary = wrap_words(sentence, 125);
@@ -309,48 +318,66 @@ std::string baseline_svg(const MergeReport& r) {
   for (const auto& n : r.models) name_chars = std::max(name_chars, n.size());
   const double left = std::max(90.0, kCharWidth * name_chars + 30), bar_w = kWidth - left - 260;
   const double top = 64 + 18.0 * static_cast<double>(summary.size()) + 30, row_h = 30;
-  const int height = static_cast<int>(top + row_h * static_cast<double>(M) + 84);
+  // The parameters besides the weights: shared ones on one line, per-model ones one line each.
+  std::vector<std::string> lines;
+  std::string shared;
+  bool varies = false;
+  for (const ParamSummary& p : summarize_params(r)) {
+    varies = varies || !p.constant();
+    if (!p.per_model) {
+      shared += (shared.empty() ? "" : ";  ") + p.name + ": " + format_param(r, p, 0);
+    } else if (p.name != "weight") {
+      std::string line = p.name + ":";
+      for (size_t m = 0; m < M; ++m)
+        if (!(r.base && *r.base == m && !w.lo.empty() && std::isnan(w.lo[m])))
+          line += " " + r.models[m] + " " + format_param(r, p, m) + (m + 1 < M ? "," : "");
+      lines.push_back(line);
+    }
+  }
+  if (!shared.empty()) lines.insert(lines.begin(), shared);
+  if (varies) lines.push_back("a-b: the value differs between tensors (gradients or filters; report.json's tensor_params)");
+  const double rows = w.lo.empty() ? 1 : static_cast<double>(M);
+  const int height = static_cast<int>(top + row_h * rows + 64 + 20.0 * static_cast<double>(lines.size()));
   std::ostringstream s;
-  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << kWidth << "' height='" << height << "' viewBox='0 0 "
-    << kWidth << " " << height << "' font-family='sans-serif' font-size='12'>\n"
-    << "<rect width='100%' height='100%' fill='white'/>\n";
+  svg_open(s, height);
   text(s, 16, 26, r.method + " merge of " + std::to_string(M) + " models", "font-size='16' font-weight='bold'");
   for (size_t i = 0; i < summary.size(); ++i) text(s, 16, 50 + 18.0 * static_cast<double>(i), summary[i]);
-  if (w.empty()) {
-    text(s, 16, top, "The job did not record this method's weights; config.resolved.yaml has its parameters.");
-    s << "</svg>\n";
-    return s.str();
-  }
-  text(s, left, top - 12, baseline_weight_meaning(r) + " per model", "font-weight='bold'");
-  double most = 0;
-  bool negative = false;
-  for (double x : w)
-    if (!std::isnan(x)) most = std::max(most, std::fabs(x)), negative = negative || x < 0;
-  if (most == 0) most = 1;
-  const double zero = left + (negative ? bar_w / 2 : 0), scale = (negative ? bar_w / 2 : bar_w) / most;
-  for (size_t m = 0; m < M; ++m) {
-    const double y = top + row_h * static_cast<double>(m);
-    text(s, left - 8, y + row_h / 2 + 4, r.models[m], "text-anchor='end'");
-    if (std::isnan(w[m])) {
-      text(s, zero + 6, y + row_h / 2 + 4, "base: the task vectors are differences to it", "font-style='italic'");
-      continue;
+  if (w.lo.empty()) {
+    text(s, 16, top, "The job recorded no weights for this method; config.resolved.yaml has its parameters.");
+  } else {
+    text(s, left, top - 12, w.meaning + " per model", "font-weight='bold'");
+    double most = 0;
+    bool negative = false;
+    for (size_t m = 0; m < M; ++m)
+      if (!std::isnan(w.lo[m])) most = std::max({most, std::fabs(w.lo[m]), std::fabs(w.hi[m])}), negative = negative || w.lo[m] < 0;
+    if (most == 0) most = 1;
+    const double zero = left + (negative ? bar_w / 2 : 0), scale = (negative ? bar_w / 2 : bar_w) / most;
+    for (size_t m = 0; m < M; ++m) {
+      const double y = top + row_h * static_cast<double>(m);
+      text(s, left - 8, y + row_h / 2 + 4, r.models[m], "text-anchor='end'");
+      if (std::isnan(w.lo[m])) {
+        text(s, zero + 6, y + row_h / 2 + 4, "base: the task vectors are differences to it", "font-style='italic'");
+        continue;
+      }
+      // A bar to the highest value, its part above the lowest lighter when tensors differ.
+      std::vector<std::pair<double, const char*>> bars = {{w.lo[m], "#31688e"}};
+      if (w.lo[m] != w.hi[m]) bars.insert(bars.begin(), {w.hi[m], "#9fb8cc"});
+      for (const auto& [v, fill] : bars) {
+        const double len = std::fabs(v) * scale, x0 = v < 0 ? zero - len : zero;
+        s << "<rect x='" << num(x0) << "' y='" << num(y + 5) << "' width='" << num(len) << "' height='"
+          << num(row_h - 10) << "' fill='" << fill << "'><title>" << xml_escape(r.models[m]) << ": "
+          << format_range(w.lo[m], w.hi[m]) << "</title></rect>\n";
+      }
+      const double end = std::max({zero + std::fabs(w.hi[m]) * scale * (w.hi[m] > 0), zero});
+      text(s, end + 6, y + row_h / 2 + 4, format_range(w.lo[m], w.hi[m]));
     }
-    const double len = std::fabs(w[m]) * scale, x0 = w[m] < 0 ? zero - len : zero;
-    s << "<rect x='" << num(x0) << "' y='" << num(y + 5) << "' width='" << num(len) << "' height='" << num(row_h - 10)
-      << "' fill='#31688e'><title>" << xml_escape(r.models[m]) << ": " << num(w[m], "%.6g") << "</title></rect>\n";
-    text(s, std::max(x0 + len, zero) + 6, y + row_h / 2 + 4, num(w[m], "%.4g"));
+    s << "<line x1='" << num(zero) << "' y1='" << num(top) << "' x2='" << num(zero) << "' y2='"
+      << num(top + row_h * static_cast<double>(M)) << "' stroke='black'/>\n";
   }
-  s << "<line x1='" << num(zero) << "' y1='" << num(top) << "' x2='" << num(zero) << "' y2='"
-    << num(top + row_h * static_cast<double>(M)) << "' stroke='black'/>\n";
-  std::ostringstream p;
-  if (r.method != "slerp") p << "normalize: " << (r.normalize ? "true" : "false");
-  if (!r.base.empty()) p << ";  base: " << r.base << ";  lambda: " << r.lambda;
-  if (r.method == "ties" || r.method.rfind("dare_", 0) == 0) p << ";  density: " << r.density;
-  if (r.method.rfind("dare_", 0) == 0) p << ";  seed: " << r.seed;
-  if (r.method == "slerp") p << "t: " << r.t;
-  text(s, 16, top + row_h * static_cast<double>(M) + 40, p.str());
-  text(s, 16, top + row_h * static_cast<double>(M) + 62,
-       "The same weights apply to every tensor (no per-block weights: that is what RECALL adds).", "fill='#555555'");
+  for (size_t i = 0; i < lines.size(); ++i) text(s, 16, top + row_h * rows + 36 + 20.0 * static_cast<double>(i), lines[i]);
+  text(s, 16, top + row_h * rows + 36 + 20.0 * static_cast<double>(lines.size()),
+       "RECALL would weight each block by the models' representations; a baseline's weights come from its config.",
+       "fill='#555555'");
   s << "</svg>\n";
   return s.str();
 }

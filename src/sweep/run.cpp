@@ -80,7 +80,7 @@ int run_logged(const std::vector<std::string>& argv, const std::string& log_path
   if (argv.empty()) fail("run_logged: empty command");
   const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) fail("cannot open the log '", log_path, "': ", std::strerror(errno));
-  const std::string header = "=== " + utc_timestamp() + " $ " + join_args(argv) + "\n";
+  const std::string header = "=== " + utc_now() + " $ " + join_args(argv) + "\n";
   if (::write(fd, header.data(), header.size()) < 0) {
     const int err = errno;
     ::close(fd);

@@ -28,9 +28,9 @@ constexpr Unit kUnits[] = {{"B", 1},
                            {"TiB", 1ull << 40}};
 constexpr const char* kUnitList = "B, KB, MB, GB, TB (powers of 1000), KiB, MiB, GiB, TiB (powers of 1024)";
 
-bool refuse(std::string* why, const std::string& reason) {
+std::optional<uint64_t> refuse(std::string* why, const std::string& reason) {
   if (why) *why = reason;
-  return false;
+  return std::nullopt;
 }
 
 bool is_digit(char c) { return c >= '0' && c <= '9'; }
@@ -38,7 +38,7 @@ bool is_space(char c) { return c == ' ' || c == '\t'; }
 
 }  // namespace
 
-bool parse_byte_size(std::string_view text, uint64_t* out, std::string* why) {
+std::optional<uint64_t> parse_byte_size(std::string_view text, std::string* why) {
   size_t i = 0, end = text.size();
   while (i < end && is_space(text[i])) ++i;
   while (end > i && is_space(text[end - 1])) --end;
@@ -78,8 +78,7 @@ bool parse_byte_size(std::string_view text, uint64_t* out, std::string* why) {
     if (r.ec == std::errc::result_out_of_range) return refuse(why, too_large);
     const unsigned __int128 bytes = static_cast<unsigned __int128>(v) * multiplier;
     if (bytes > UINT64_MAX) return refuse(why, too_large);
-    *out = static_cast<uint64_t>(bytes);
-    return true;
+    return static_cast<uint64_t>(bytes);
   }
   // A fraction or an exponent: long double holds every integer below 2^64 exactly (x86-64), so
   // "1.5GB" and "1e5" are exact and a decimal fraction of a unit rounds to the nearest byte.
@@ -89,16 +88,14 @@ bool parse_byte_size(std::string_view text, uint64_t* out, std::string* why) {
   const long double rounded = std::roundl(bytes);
   if (!(rounded < 0x1p64L)) return refuse(why, too_large);
   if (multiplier == 1 && rounded != bytes) return refuse(why, "it is not a whole number of bytes");
-  *out = static_cast<uint64_t>(rounded);
-  return true;
+  return static_cast<uint64_t>(rounded);
 }
 
 uint64_t parse_byte_size_or_fail(std::string_view text, const std::string& what) {
-  uint64_t v = 0;
   std::string why;
-  if (!parse_byte_size(text, &v, &why))
-    fail(what, " must be a byte count such as 5000000000, 5GB, 1.5GB or 512MiB; got '", text, "': ", why);
-  return v;
+  const std::optional<uint64_t> v = parse_byte_size(text, &why);
+  if (!v) fail(what, " must be a byte count such as 5000000000, 5GB, 1.5GB or 512MiB; got '", text, "': ", why);
+  return *v;
 }
 
 std::string format_byte_size(uint64_t bytes) {

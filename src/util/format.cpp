@@ -1,4 +1,4 @@
-// Human-readable formatting of byte counts, shapes and XML text.
+// Human-readable formatting of byte counts, shapes, timestamps and XML text.
 #include "recall/util/format.h"
 
 #include <charconv>
@@ -36,7 +36,7 @@ std::string shortest_number(const std::string& text) {
   return std::string(buf, written.ptr);
 }
 
-std::string utc_timestamp() {
+std::string utc_now() {
   char b[32];
   const std::time_t t = std::time(nullptr);
   std::tm tm{};

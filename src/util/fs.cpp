@@ -69,36 +69,35 @@ std::string join_path(const std::string& a, const std::string& b) {
   return a + "/" + b;
 }
 
-void pread_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::string& path) {
-  auto* p = static_cast<char*>(dst);
+namespace {
+
+// Repeats `call` (pread or pwrite) until n bytes moved; EINTR retried, errors named with the file.
+template <typename Buffer, typename Call>
+void transfer_exact(int fd, Buffer* p, uint64_t n, uint64_t offset, const std::string& path, Call call,
+                    const char* verb) {
   while (n > 0) {
     // Linux transfers at most 0x7ffff000 bytes per call.
     const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1ull << 30));
-    const ssize_t got = ::pread(fd, p, chunk, static_cast<off_t>(offset));
-    if (got < 0) {
+    const ssize_t moved = call(fd, p, chunk, static_cast<off_t>(offset));
+    if (moved < 0) {
       if (errno == EINTR) continue;
-      fail("cannot read '", path, "' at byte ", offset, ": ", std::strerror(errno));
+      fail("cannot ", verb, " '", path, "' at byte ", offset, ": ", std::strerror(errno));
     }
-    if (got == 0) fail("'", path, "' is truncated: expected ", n, " more bytes at byte ", offset);
-    p += got;
-    n -= static_cast<uint64_t>(got);
-    offset += static_cast<uint64_t>(got);
+    if (moved == 0) fail("'", path, "' is truncated: expected ", n, " more bytes at byte ", offset);
+    p += moved;
+    n -= static_cast<uint64_t>(moved);
+    offset += static_cast<uint64_t>(moved);
   }
 }
 
+}  // namespace
+
+void pread_exact(int fd, void* dst, uint64_t n, uint64_t offset, const std::string& path) {
+  transfer_exact(fd, static_cast<char*>(dst), n, offset, path, ::pread, "read");
+}
+
 void pwrite_exact(int fd, const void* src, uint64_t n, uint64_t offset, const std::string& path) {
-  const auto* p = static_cast<const char*>(src);
-  while (n > 0) {
-    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1ull << 30));
-    const ssize_t put = ::pwrite(fd, p, chunk, static_cast<off_t>(offset));
-    if (put < 0) {
-      if (errno == EINTR) continue;
-      fail("cannot write '", path, "' at byte ", offset, ": ", std::strerror(errno));
-    }
-    p += put;
-    n -= static_cast<uint64_t>(put);
-    offset += static_cast<uint64_t>(put);
-  }
+  transfer_exact(fd, static_cast<const char*>(src), n, offset, path, ::pwrite, "write");
 }
 
 void make_directories(const std::string& dir) {

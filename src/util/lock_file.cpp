@@ -145,7 +145,7 @@ LockFile::LockFile(std::string path, LockOptions options) : path_(std::move(path
   nonce_ = random_nonce();
   const std::string mine = "job=" + (options_.job.empty() ? std::string("-") : options_.job) +
                            " restart=" + std::to_string(options_.restart) + " host=" + host + " pid=" + pid +
-                           " since=" + utc_timestamp() + " nonce=" + nonce_ + "\n";
+                           " since=" + utc_now() + " nonce=" + nonce_ + "\n";
   for (int attempt = 0; attempt < 3; ++attempt) {
     fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd_ >= 0) {

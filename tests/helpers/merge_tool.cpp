@@ -1,8 +1,10 @@
-// merge_tool: merges whole Hugging Face model directories tensor by tensor with recall's merge
-// kernels (no representations: weights are given), so tests can compare against mergekit.
-//   merge_tool METHOD --models DIR... [--base DIR] [--weights W...] [--density D...] [--lambda L]
-//              [--t T] [--seed S] [--normalize 0|1] [--rescale 0|1] --dtype bfloat16 --out DIR
-// METHOD: recall | linear | task_arithmetic | ties | dare_linear | dare_ties | slerp.
+// merge_tool: merges whole Hugging Face model directories tensor by tensor with the registry's
+// kernels (recall/merge/registry.h; no representations: RECALL's weights are given), so tests can
+// compare kernels against mergekit without the job.
+//   merge_tool METHOD --models DIR... [--base DIR] [--<param> V...] --dtype bfloat16 --out DIR
+// Every parameter of the method may be given by its name (--weight/--weights, --density, --lambda,
+// --t, --seed, --normalize 0|1, --rescale 0|1, ...): one value for all models or one per model
+// in --models order (the base, first when given, takes the method's default).
 #include <cstdio>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -10,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "recall/merge/methods.h"
+#include "recall/merge/registry.h"
 #include "recall/model/model_dir.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
@@ -75,60 +77,54 @@ std::vector<double> doubles(const Args& a, const std::string& key, size_t n, dou
 
 int run(int argc, char** argv) {
   const Args a = parse(argc, argv);
-  const MergeMethod method = parse_merge_method(a.method);
+  const MethodSpec& method = merge_method(a.method);
   const DType out_dtype = output_dtype(a.dtype);
-  const bool needs_base = method != MergeMethod::Linear && method != MergeMethod::Recall;
-  if (needs_base && a.base.empty()) fail("merge_tool: method ", a.method, " needs --base");
-  if (method == MergeMethod::Slerp && a.models.size() != 1)
-    fail("merge_tool: slerp merges the base with exactly one model; got ", a.models.size());
+  if (method.base == BaseUse::Required && a.base.empty()) fail("merge_tool: method ", a.method, " needs --base");
 
+  // Inputs: the base first (when given), then --models.
   std::vector<ModelDir> models;
+  std::optional<size_t> base;
+  if (!a.base.empty()) {
+    models.push_back(open_model_dir(a.base));
+    base = 0;
+  }
   for (const auto& p : a.models) models.push_back(open_model_dir(p));
-  std::optional<ModelDir> base;
-  if (!a.base.empty()) base = open_model_dir(a.base);
-  const ModelDir& layout = base ? *base : models[0];
-  const size_t m = models.size();
-  const std::vector<double> weights = doubles(a, "weights", m, 1.0);
-  const std::vector<double> density = doubles(a, "density", m, 1.0);
-  const double lambda = doubles(a, "lambda", 1, 1.0)[0];
-  const double t = doubles(a, "t", 1, 0.5)[0];
-  const uint64_t seed = static_cast<uint64_t>(doubles(a, "seed", 1, 0.0)[0]);
+  const size_t first = base ? 1 : 0, given = a.models.size();
+  TensorParams params;
+  for (const ParamSpec& p : method.params) {
+    const std::string flag = p.name == "weight" && !a.values.count("weight") ? "weights" : p.name;
+    const double def = p.default_value.value_or(0.0);
+    if (p.scope == ParamScope::Shared) {
+      params.set(p.name, doubles(a, flag, 1, def)[0]);
+      continue;
+    }
+    std::vector<double> v(models.size(), def);
+    const std::vector<double> mine = doubles(a, flag, given, def);
+    for (size_t i = 0; i < given; ++i) v[first + i] = mine[i];
+    params.set(p.name, std::move(v));
+  }
+  if (method.uses_representations) {
+    std::vector<double> w(models.size(), 1.0);
+    const std::vector<double> mine = doubles(a, "weights", given, 1.0);
+    for (size_t i = 0; i < given; ++i) w[first + i] = mine[i];
+    params.set("weight", std::move(w));
+  }
 
+  const ModelDir& layout = models[0];
   std::vector<TensorData> out;
   for (const TensorSlot& slot : layout.slots) {
-    auto view = [&](const ModelDir& d) {
+    std::vector<TensorView> views;
+    for (const ModelDir& d : models) {
       const Checkpoint::Entry& e = d.checkpoint.at(slot.name);
       if (e.info->shape != slot.shape) fail("tensor '", slot.name, "' of ", d.path, " has the wrong shape");
-      return TensorView{e.info->dtype, e.file->data(*e.info)};
-    };
-    std::vector<TensorView> views;
-    for (const ModelDir& d : models) views.push_back(view(d));
+      views.push_back(TensorView{e.info->dtype, e.file->data(*e.info)});
+    }
     uint64_t numel = 1;
     for (int64_t s : slot.shape) numel *= static_cast<uint64_t>(s);
     TensorData td;
     td.spec = {slot.name, out_dtype, slot.shape};
     td.bytes.resize(numel * dtype_size(out_dtype));
-    switch (method) {
-      case MergeMethod::Recall:
-      case MergeMethod::Linear: {
-        const bool normalize = doubles(a, "normalize", 1, method == MergeMethod::Linear ? 1 : 0)[0] != 0;
-        merge_weighted(views, weights, normalize, numel, out_dtype, td.bytes.data());
-        break;
-      }
-      case MergeMethod::Slerp:
-        merge_slerp(view(*base), views[0], t, numel, out_dtype, td.bytes.data());
-        break;
-      default: {
-        TaskVectorOptions o = task_vector_defaults(method);
-        o.weights = weights;
-        o.densities = density;
-        o.lambda = lambda;
-        o.normalize = doubles(a, "normalize", 1, o.normalize ? 1 : 0)[0] != 0;
-        o.rescale = doubles(a, "rescale", 1, o.rescale ? 1 : 0)[0] != 0;
-        o.seed = dare_tensor_seed(seed, slot.name);
-        merge_task_vectors(view(*base), views, numel, o, out_dtype, td.bytes.data());
-      }
-    }
+    method.merge(MergeTask{views, base, params, slot.name, slot.shape, 0, numel, out_dtype, td.bytes.data()});
     out.push_back(std::move(td));
   }
   make_directories(a.out);
@@ -138,7 +134,7 @@ int run(int argc, char** argv) {
   if (config.contains("dtype")) config["dtype"] = a.dtype;
   write_file_atomic(join_path(a.out, "config.json"), config.dump(2) + "\n");
   std::printf("merge_tool: %s merged %zu tensors of %zu model(s) into %s (%s)\n", a.method.c_str(), out.size(),
-              m + (base ? 1 : 0), a.out.c_str(), a.dtype.c_str());
+              models.size(), a.out.c_str(), a.dtype.c_str());
   return 0;
 }
 

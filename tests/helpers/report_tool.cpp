@@ -1,7 +1,8 @@
 // report_tool: report.svg outside a merge job, for the Python tests.
 //   report_tool svg-h5 merged.h5 OUT.svg       the merge recorded in merged.h5 (as recall export reads it)
-//   report_tool svg-json report.json OUT.svg   a report.json, so tests can draw made-up reports
-//                                              (80 blocks, 8 models, odd names, equal weights)
+//   report_tool svg-json report.json OUT.svg   a report.json (method, models, reference, base, blocks,
+//                                              tensor_params), so tests can draw made-up reports
+//                                              (80 blocks, 8 models, odd names, weights that vary)
 // Errors: exit 1 with the message.
 #include <cstdio>
 #include <cstring>
@@ -24,16 +25,11 @@ recall::MergeReport from_json(const std::string& text) {
   for (const auto& b : j.value("blocks", nlohmann::json::array()))
     r.blocks.push_back({b.at("index"), b.value("sigma2", 0.0), b.at("similarity"), b.at("weights")});
   r.non_block_weights = j.value("non_block_weights", std::vector<double>{});
-  if (j.contains("params")) {
-    const auto& p = j["params"];
-    r.weights = p.value("weight", std::vector<double>{});
-    r.normalize = p.value("normalize", false);
-    r.base = p.value("base", "");
-    r.lambda = p.value("lambda", 1.0);
-    r.density = p.value("density", 1.0);
-    r.seed = p.value("seed", 0);
-    r.t = p.value("t", 0.5);
-  }
+  if (j.contains("base") && j["base"].is_string())
+    for (size_t m = 0; m < r.models.size(); ++m)
+      if (r.models[m] == j["base"].get<std::string>()) r.base = m;
+  if (j.contains("tensor_params"))
+    r.tensor_params = j["tensor_params"].get<std::map<std::string, std::map<std::string, std::vector<double>>>>();
   return r;
 }
 

@@ -56,7 +56,7 @@ def main():
             ("bad device", ["hidden-states", "--model", model, "--tokens", path, "--out", "x", "--device", "tpu"],
              "unknown device 'tpu'"),
             ("bad batch", ["hidden-states", "--model", model, "--tokens", path, "--out", "x", "--batch", "0"],
-             "--batch must be a positive integer"),
+             "--batch must be an integer >= 1, got '0'"),
             ("bad token list", ["generate", "--model", model, "--tokens", "1,x"], "'x' is not a token id"),
             ("token out of vocab in prompt", ["generate", "--model", model, "--tokens", "1,600"], "token id 600"),
             ("bad top-p", ["generate", "--model", model, "--tokens", "1", "--top-p", "0"], "--top-p must be in (0, 1]"),

@@ -41,7 +41,8 @@ def noisy_copy(src, dst, scale, seed):
 
 
 def config(path, models, method, out, extra=""):
-    lines = ["models:"] + [f"  - {{name: {n}, path: {p}}}" for n, p in models]
+    """models: (name, path) or (name, path, "params: {...}") tuples."""
+    lines = ["models:"] + [f"  - {{name: {m[0]}, path: {m[1]}{', ' + m[2] if len(m) > 2 else ''}}}" for m in models]
     lines += [f"method: {method}", extra, f"output: {{dir: {out}, dtype: float32}}"]
     open(path, "w").write("\n".join(lines) + "\n")
 
@@ -138,15 +139,17 @@ def main():
     check("`c`: " + f"{tmp}/c (reference" in card and "(base" not in card and
           re.search(r"^tags:\n- merge\n- recall\n---", card, re.M) is not None,
           "the RECALL card marks the reference c, no base, and tags recall once")
-    config(f"{tmp}/ties.yaml", models, "ties", f"{tmp}/ties", "base: base\nparams: {weight: [1, 0.7, 0.3], density: 0.5, lambda: 0.9}")
+    weighted = [("base", src), ("c", f"{tmp}/c", "params: {weight: 0.7}"), ("d", f"{tmp}/d", "params: {weight: 0.3}")]
+    config(f"{tmp}/ties.yaml", weighted, "ties", f"{tmp}/ties", "base: base\nparams: {density: 0.5, lambda: 0.9}")
     run(["merge", "--config", f"{tmp}/ties.yaml", "--quiet"], np=1)
     run(["export", f"{tmp}/ties/merged.h5", "--out", f"{tmp}/ties-exp"])
     card = open(f"{tmp}/ties-exp/README.md").read()
     check(f"`base`: {src} (base" in card and "reference" not in card.split("## Configuration")[0],
           "the TIES card marks the base and calls no model the reference")
-    check("| c | 0.7 |" in card and "| d | 0.3 |" in card and "| base | (base) |" in card and "density: 0.5" in card
-          and "lambda: 0.9" in card and "normalize: true" in card,
-          "the TIES card lists the task-vector weights, density, lambda and normalize (TIES's default)")
+    check("| model | density | weight |" in card and "| c | 0.5 | 0.7 |" in card and "| d | 0.5 | 0.3 |" in card
+          and "| base | (base) | (base) |" in card and "lambda: 0.9; normalize: true" in card
+          and "keeping the top 50%" in card,
+          "the TIES card lists each model's weight and density, lambda and normalize (TIES's default)")
 
     # ---- the reference model is gone: warn, export the weights anyway; --source ------------------
     shutil.rmtree(f"{tmp}/b")

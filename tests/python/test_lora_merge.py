@@ -1,7 +1,8 @@
 """PEFT LoRA adapters as merge inputs: the adapter is applied (W + alpha/r * B A) as the base
 weights are read, and must agree with PEFT's own merge_and_unload within 1 bf16 ulp. Also: a
-RECALL merge of a full model with an adapter entry runs (the extraction sees the adapted weights),
-and unsupported adapters are clear errors."""
+RECALL merge of a full model with an adapter entry as the reference gives the typical samples and
+similarities recomputed from transformers on the adapted model (and not those of the base), and
+unsupported adapters are clear errors."""
 import json
 import os
 import sys
@@ -12,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import run, tiny_llama, write_jsonl  # noqa: E402
+from recall_testlib import block_means_hf, kmeans_typical, median_sq, rbf_similarity, run, tiny_llama, write_jsonl  # noqa: E402
 
 failures = []
 
@@ -68,12 +69,35 @@ def main():
         f"output: {{dir: {tmp}/recall, dtype: bfloat16}}\n")
     run(["merge", "--config", f"{tmp}/recall.yaml", "--quiet"], np=2)
     rep = json.load(open(f"{tmp}/recall/report.json"))
-    sims = [b["similarity"][1] for b in rep["blocks"]]
-    expect(all(abs(s - 1) < 1e-12 for s in sims), "the adapter entry is the reference (similarity 1)")
     expect(run(["verify", f"{tmp}/recall"], check=False).returncode == 0, "RECALL merge with an adapter verifies")
+    # The adapter entry is the reference and its representations are those of the adapted model:
+    # recomputed here from transformers on PEFT's merged model (the adapted weights, within 1 bf16
+    # ulp of recall's), with recall's k-means++ (recall_testlib) for the typical samples and numpy
+    # for the RBF similarity of 'other'. The same computation with the un-adapted base as the
+    # reference gives other values, so a job that extracted the base's weights fails here.
+    merged.save_pretrained(f"{tmp}/peft_merged", safe_serialization=True)
+    samples = [json.loads(line)["input_ids"] for line in open(f"{tmp}/data.jsonl")]
+    hf_other = block_means_hf(f"{tmp}/other", samples)
+    expected = {}
+    for what, ref_dir in (("adapted", f"{tmp}/peft_merged"), ("base", f"{tmp}/base")):
+        ref_reps = block_means_hf(ref_dir, samples)
+        typical = kmeans_typical(ref_reps[-1], 4, 0)
+        sims = []
+        for l in range(ref_reps.shape[0]):
+            r = np.stack([hf_other[l][typical], ref_reps[l][typical]])
+            sims.append(rbf_similarity(r, 1, sigma2=median_sq(r.reshape(-1, r.shape[-1])))[0])
+        expected[what] = (typical, np.array(sims))
+    got = np.array([b["similarity"][0] for b in rep["blocks"]])
+    typical, want = expected["adapted"]
+    gap = np.abs(expected["base"][1] - want).max()
+    diff = np.abs(got - want).max()
+    expect(rep["typical_samples"] == typical,
+           f"typical samples {rep['typical_samples']} = k-means++ on the adapted model {typical} "
+           f"(on the base: {expected['base'][0]})")
+    expect(diff <= 2e-5 and gap > 100 * 2e-5, f"similarities of 'other' to the adapter entry = numpy's on the adapted model "
+           f"(max |diff| {diff:.2e} <= 2e-5; to the un-adapted base they would be {gap:.2e} away)")
     # The extraction saw the adapted weights: the same merge with PEFT's merged model saved as a
     # full model gives the same similarities (up to the 1-ulp rounding differences).
-    merged.save_pretrained(f"{tmp}/peft_merged", safe_serialization=True)
     open(f"{tmp}/recall2.yaml", "w").write(
         f"models:\n  - {{name: other, path: {tmp}/other}}\n  - {{name: lora, path: {tmp}/peft_merged}}\n"
         f"reference: lora\nmethod: recall\ndata: {tmp}/data.jsonl\ntypical: {{clusters: 4}}\n"
@@ -81,7 +105,7 @@ def main():
     run(["merge", "--config", f"{tmp}/recall2.yaml", "--quiet"], np=1)
     rep2 = json.load(open(f"{tmp}/recall2/report.json"))
     diff = max(abs(a["similarity"][0] - b["similarity"][0]) for a, b in zip(rep["blocks"], rep2["blocks"]))
-    expect(rep["typical_samples"] == rep2["typical_samples"] and diff < 1e-3,
+    expect(rep["typical_samples"] == rep2["typical_samples"] and diff <= 2e-5,
            f"adapter entry == PEFT-merged full model in the extraction (max similarity difference {diff:.2e})")
     base_only = [b["similarity"][0] for b in rep["blocks"]]
     print(f"     similarities of 'other' to the adapted reference per block: {np.round(base_only, 4)}")

@@ -40,12 +40,14 @@ def main():
     for method, flipped in (("ties", False), ("task_arithmetic", True)):
         for normalize in (None, flipped):
             tag = f"{method}-{normalize}"
-            # params.weight is per model in config order (the base's entry is unused by these methods)
+            # weight per model (models[i].params); density and lambda for all models (params)
             norm = "" if normalize is None else f", normalize: {str(normalize).lower()}"
-            params = f"{{density: {density}, lambda: 1.0, weight: [1.0, {', '.join(map(str, weights))}]{norm}}}"
+            params = f"{{density: {density}, lambda: 1.0{norm}}}"
             cfg = f"{tmp}/{tag}.yaml"
             with open(cfg, "w") as f:
-                f.write("models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}}}\n" for n in ["base"] + names) +
+                f.write("models:\n" + f"  - {{name: base, path: {tmp}/base}}\n" +
+                        "".join(f"  - {{name: {n}, path: {tmp}/{n}, params: {{weight: {w}}}}}\n"
+                                for n, w in zip(names, weights)) +
                         f"base: base\nmethod: {method}\nparams: {params}\n"
                         f"output: {{dir: {tmp}/out-{tag}, dtype: float32}}\n")
             run(["merge", "--config", cfg, "--quiet"], np=2)

@@ -6,9 +6,10 @@ merge did:
   monotone, so it reads in grey); every heatmap cell's colour follows its weight (the weights
   equal report.json's); one similarity curve per model, each with its own colour and dash pattern
   and labelled with the model's name at its end;
-- baselines (TIES and linear merges, drawn from merged.h5 as `recall export` reads it): a bar per
-  model with its weight or share, the base marked, density/lambda/normalize written out, and no
-  model called the reference; the job's own report.svg of a baseline renders too;
+- baselines (TIES, linear, and linear with a weight gradient over the blocks; the job's report.svg
+  and the one drawn from merged.h5 as `recall export` reads it): a bar per model with its weight or
+  share (the range where tensors differ), the base marked, density/lambda/normalize written out,
+  and no model called the reference;
 - a made-up report of 80 blocks and 8 models with names that need escaping (<, &, '): ticks every 5
   blocks, 8 distinct curve styles, still well-formed."""
 import json
@@ -142,29 +143,35 @@ def main():
     renders(svg, "RECALL report.svg")
 
     # ---- baselines --------------------------------------------------------------------------
-    open(f"{tmp}/ties.yaml", "w").write(f"models:\n{models}\nbase: base\nmethod: ties\n"
-                                        f"params: {{weight: [1, 0.7, 0.3], density: 0.5, lambda: 0.9}}\n"
-                                        f"output: {{dir: {tmp}/ties}}\n")
-    open(f"{tmp}/lin.yaml", "w").write(f"models:\n{models}\nmethod: linear\nparams: {{weight: [2, 1, 1]}}\n"
-                                       f"output: {{dir: {tmp}/lin}}\n")
-    for name, want, absent in (
-            ("ties", ["ties merge of 3 models", "weight of its task vector", "0.7", "0.3",
-                      "base: the task vectors are differences to it", "density: 0.5", "lambda: 0.9", "normalize: true"],
-             ["reference", "(ref)"]),
-            ("lin", ["linear merge of 3 models", "share of the output", "0.5", "0.25", "normalize: true"],
-             ["reference", "base:", "density"])):
+    weighted = {"base": "", "math": ", params: {weight: 0.7}", "code": ", params: {weight: 0.3}"}
+    ties_models = "\n".join(f"  - {{name: {n}, path: {tmp}/{n}{p}}}" for n, p in weighted.items())
+    lin_models = "\n".join(f"  - {{name: {n}, path: {tmp}/{n}, params: {{weight: {w}}}}}"
+                            for n, w in (("base", 2), ("math", 1), ("code", 1)))
+    open(f"{tmp}/ties.yaml", "w").write(f"models:\n{ties_models}\nbase: base\nmethod: ties\n"
+                                        f"params: {{density: 0.5, lambda: 0.9}}\noutput: {{dir: {tmp}/ties}}\n")
+    open(f"{tmp}/lin.yaml", "w").write(f"models:\n{lin_models}\nmethod: linear\noutput: {{dir: {tmp}/lin}}\n")
+    # A gradient: every model's weight goes from 1 (first block) to 3 (last block).
+    open(f"{tmp}/grad.yaml", "w").write(f"models:\n{models}\nmethod: linear\nparams: {{weight: [1, 3]}}\n"
+                                        f"output: {{dir: {tmp}/grad}}\n")
+    for name, want, absent, bars in (
+            ("ties", ["ties merge of 3 models", "weight of its task vector per model", "0.7", "0.3",
+                      "base: the task vectors are differences to it", "density: math 0.5, code 0.5", "lambda: 0.9",
+                      "normalize: true", "keeping the top 50%"], ["reference", "(ref)", "differs between tensors"], 2),
+            ("lin", ["linear merge of 3 models", "share of the output per model", "0.5", "0.25", "normalize: true",
+                     "divided by their sum"], ["reference", "base:", "density", "differs between tensors"], 3),
+            ("grad", ["linear merge of 3 models", "weight per model", "1-3", "differs between tensors (gradients or filters"],
+             ["reference", "share of the output"], 6)):
         run(["merge", "--config", f"{tmp}/{name}.yaml", "--quiet"], np=1)
-        job = f"{tmp}/{name}/report.svg"
-        if parse(job, f"the {name} job's report.svg") is not None:
-            renders(job, f"the {name} job's report.svg")
         drawn = f"{tmp}/{name}-h5.svg"
         subprocess.run([TOOL, "svg-h5", f"{tmp}/{name}/merged.h5", drawn], check=True)
-        root = parse(drawn, f"{name} report.svg from merged.h5")
-        if root is not None:
-            baseline_checks(root, f"{name} report.svg", want, absent)
-            bars = [r for r in root.iter(NS + "rect") if r.find(NS + "title") is not None]
-            check(len(bars) == (2 if name == "ties" else 3), f"{name} report.svg: a bar per weighted model ({len(bars)})")
-        renders(drawn, f"{name} report.svg from merged.h5")
+        for svg, what in ((f"{tmp}/{name}/report.svg", f"the {name} job's report.svg"),
+                          (drawn, f"{name} report.svg from merged.h5 (as recall export reads it)")):
+            root = parse(svg, what)
+            if root is not None:
+                baseline_checks(root, what, want, absent)
+                n = len([r for r in root.iter(NS + "rect") if r.find(NS + "title") is not None])
+                check(n == bars, f"{what}: a bar (two where tensors differ) per weighted model ({n})")
+            renders(svg, what)
 
     # ---- 80 blocks, 8 models, names to escape -----------------------------------------------
     names = ["base", "math", "code<&>", "chat's", "a-rather-long-model-name", "m5", "m6", "ref"]

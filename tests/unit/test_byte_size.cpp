@@ -15,16 +15,16 @@ using recall::parse_byte_size;
 namespace {
 
 uint64_t parsed(const std::string& s) {
-  uint64_t v = 12345;
   std::string why;
-  EXPECT_TRUE(parse_byte_size(s, &v, &why)) << "'" << s << "' refused: " << why;
-  return v;
+  const auto v = parse_byte_size(s, &why);
+  EXPECT_TRUE(v) << "'" << s << "' refused: " << why;
+  return v.value_or(12345);
 }
 
 std::string refused(const std::string& s) {
-  uint64_t v = 0;
   std::string why;
-  EXPECT_FALSE(parse_byte_size(s, &v, &why)) << "'" << s << "' accepted as " << v;
+  const auto v = parse_byte_size(s, &why);
+  EXPECT_FALSE(v) << "'" << s << "' accepted as " << v.value_or(0);
   return why;
 }
 
@@ -120,8 +120,8 @@ TEST(ByteSize, FormatParsesBack) {
   for (int i = 0; i < 20000; ++i) values.push_back(rng() >> (rng() % 64));
   for (uint64_t v : values) {
     const std::string s = format_byte_size(v);
-    uint64_t back = 0;
-    ASSERT_TRUE(parse_byte_size(s, &back)) << v << " -> '" << s << "'";
-    ASSERT_EQ(back, v) << "'" << s << "'";
+    const auto back = parse_byte_size(s);
+    ASSERT_TRUE(back) << v << " -> '" << s << "'";
+    ASSERT_EQ(*back, v) << "'" << s << "'";
   }
 }

@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 using namespace recall;
 

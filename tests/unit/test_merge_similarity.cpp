@@ -119,7 +119,7 @@ TEST(MergeSimilarity, RbfMedianHeuristicByHand) {
   EXPECT_DOUBLE_EQ(s.sigma2, 1.0);
   EXPECT_DOUBLE_EQ(s.similarity[0], 1.0);
   EXPECT_NEAR(s.similarity[1], (1.0 + std::exp(-4.0 / 2.0)) / 2, 1e-15);
-  opt.median_factor = 4;
+  opt.bandwidth_factor = 4;
   s = block_similarity(reps, 0, opt);
   EXPECT_DOUBLE_EQ(s.sigma2, 4.0);
   EXPECT_NEAR(s.similarity[1], (1.0 + std::exp(-4.0 / 8.0)) / 2, 1e-15);
@@ -144,7 +144,7 @@ TEST(MergeSimilarity, InfiniteBandwidthGivesUniformWeights) {
     reps.push_back(matrix(8, 16, v));
   }
   SimilarityOptions opt;
-  opt.median_factor = std::numeric_limits<double>::infinity();
+  opt.bandwidth_factor = std::numeric_limits<double>::infinity();
   const BlockSimilarity s = block_similarity(reps, 2, opt);
   for (double v : s.similarity) EXPECT_EQ(v, 1.0);
   for (double w : softmax_weights(s.similarity, 1.0)) EXPECT_EQ(w, 0.25);
@@ -153,13 +153,74 @@ TEST(MergeSimilarity, InfiniteBandwidthGivesUniformWeights) {
   EXPECT_DOUBLE_EQ(median_squared_distance(mostly_same), 0.0);
   EXPECT_EQ(block_similarity(mostly_same, 0, opt).similarity, (std::vector<double>{1, 1}));
   // A large finite factor approaches it.
-  opt.median_factor = 1e12;
+  opt.bandwidth_factor = 1e12;
   for (double w : softmax_weights(block_similarity(reps, 2, opt).similarity, 1.0)) EXPECT_NEAR(w, 0.25, 1e-9);
   // And the default bandwidth does distinguish the models.
-  opt.median_factor = 1;
+  opt.bandwidth_factor = 1;
   const BlockSimilarity d = block_similarity(reps, 2, opt);
   EXPECT_EQ(d.similarity[2], 1.0);
   EXPECT_LT(d.similarity[0], 0.99);
+}
+
+// pairwise_mean: s_i = mean over j != i of S_ij. Vectors (K = 2, H = 1) m0 = (0, 0), m1 = (1, 0),
+// m2 = (0, 2): the 36 squared distances among the 6 rows are 0 x18, 1 x10, 4 x8, so the median is
+// (0 + 1) / 2 = 0.5, sigma^2 = 0.5 and the kernel is exp(-d^2). S01 = (e^-1 + 1)/2,
+// S02 = (1 + e^-4)/2, S12 = (e^-1 + e^-4)/2.
+TEST(MergeSimilarity, PairwiseMeanByHand) {
+  const std::vector<RepMatrix> reps = {matrix(2, 1, {0, 0}), matrix(2, 1, {1, 0}), matrix(2, 1, {0, 2})};
+  const double e1 = std::exp(-1.0), e4 = std::exp(-4.0);
+  const double s01 = (e1 + 1) / 2, s02 = (1 + e4) / 2, s12 = (e1 + e4) / 2;
+  SimilarityOptions opt;
+  opt.mode = SimilarityMode::PairwiseMean;
+  const BlockSimilarity s = block_similarity(reps, 99, opt);  // the reference is not used
+  EXPECT_DOUBLE_EQ(s.sigma2, 0.5);
+  ASSERT_EQ(s.similarity.size(), 3u);
+  EXPECT_NEAR(s.similarity[0], (s01 + s02) / 2, 1e-15);
+  EXPECT_NEAR(s.similarity[1], (s01 + s12) / 2, 1e-15);
+  EXPECT_NEAR(s.similarity[2], (s02 + s12) / 2, 1e-15);
+  EXPECT_EQ(pairwise_mean_similarity(reps, opt).similarity, s.similarity);
+  double sigma2 = -1;
+  const std::vector<double> S = pairwise_similarity_matrix(reps, opt, &sigma2);
+  EXPECT_EQ(sigma2, 0.5);
+  const std::vector<double> want = {1, s01, s02, s01, 1, s12, s02, s12, 1};
+  for (size_t i = 0; i < 9; ++i) EXPECT_NEAR(S[i], want[i], 1e-15) << i;
+  // The same block to the reference (model 2) is the matrix's column 2.
+  opt.mode = SimilarityMode::ToReference;
+  const BlockSimilarity r = block_similarity(reps, 2, opt);
+  EXPECT_EQ(r.similarity, (std::vector<double>{S[2], S[5], S[8]}));
+  // Fixed gamma: S_ij = mean_x exp(-gamma d^2), here gamma = 0.25.
+  opt.mode = SimilarityMode::PairwiseMean;
+  opt.gamma = 0.25;
+  const double g01 = (std::exp(-0.25) + 1) / 2, g02 = (1 + std::exp(-1.0)) / 2, g12 = (std::exp(-0.25) + std::exp(-1.0)) / 2;
+  const BlockSimilarity g = block_similarity(reps, 0, opt);
+  EXPECT_EQ(g.sigma2, 0.0);
+  EXPECT_NEAR(g.similarity[0], (g01 + g02) / 2, 1e-15);
+  EXPECT_NEAR(g.similarity[2], (g02 + g12) / 2, 1e-15);
+  // One model: its self-similarity.
+  EXPECT_EQ(pairwise_mean_similarity({reps[1]}, SimilarityOptions{}).similarity, (std::vector<double>{1.0}));
+}
+
+// With two models both values are S_01; with linear CKA that is Kornblith et al.'s 0.55761 for
+// X and Y (numpy: 0.5576132566). A third model Z = X + Y: s_X = (CKA(X,Y) + CKA(X,Z)) / 2.
+TEST(MergeSimilarity, PairwiseMeanCka) {
+  const Kornblith k;
+  SimilarityOptions opt;
+  opt.mode = SimilarityMode::PairwiseMean;
+  opt.kind = SimilarityKind::LinearCka;
+  const BlockSimilarity two = block_similarity({k.x, k.y}, 0, opt);
+  EXPECT_NEAR(two.similarity[0], 0.5576132566, 1e-9);
+  EXPECT_NEAR(two.similarity[1], 0.5576132566, 1e-9);
+  RepMatrix z = k.x;
+  for (size_t i = 0; i < z.values.size(); ++i) z.values[i] += k.y.values[i];
+  const BlockSimilarity three = block_similarity({k.x, k.y, z}, 0, opt);
+  const double xz = cka(gram_linear(k.x), gram_linear(z), 100, false);
+  const double yz = cka(gram_linear(k.y), gram_linear(z), 100, false);
+  EXPECT_NEAR(three.similarity[0], (0.5576132566 + xz) / 2, 1e-9);
+  EXPECT_NEAR(three.similarity[1], (0.5576132566 + yz) / 2, 1e-9);
+  EXPECT_NEAR(three.similarity[2], (xz + yz) / 2, 1e-12);
+  opt.kind = SimilarityKind::RbfCka;
+  opt.cka_threshold = 0.5;
+  EXPECT_NEAR(block_similarity({k.y, k.x}, 1, opt).similarity[0], 0.6548311823, 1e-9);
 }
 
 TEST(MergeSimilarity, Errors) {
@@ -168,13 +229,25 @@ TEST(MergeSimilarity, Errors) {
   EXPECT_THROW(block_similarity(reps, 0, opt), Error);
   EXPECT_THROW(block_similarity({matrix(2, 1, {0, 1})}, 1, opt), Error);
   EXPECT_THROW(block_similarity({matrix(2, 1, {0, NAN})}, 0, opt), Error);
-  opt.median_factor = 0;
+  opt.bandwidth_factor = 0;
   EXPECT_THROW(block_similarity({matrix(2, 1, {0, 1})}, 0, opt), Error);
-  EXPECT_EQ(parse_similarity_kind("rbf_cka"), SimilarityKind::RbfCka);
+  EXPECT_EQ(parse_name(kSimilarityKinds, "rbf_cka"), SimilarityKind::RbfCka);
   try {
-    parse_similarity_kind("cosine");
+    parse_name_or_fail(kSimilarityKinds, "cosine", "similarity kind");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("expected one of: rbf, linear_cka, rbf_cka"), std::string::npos);
   }
+  EXPECT_EQ(parse_name(kSimilarityModes, "pairwise_mean"), SimilarityMode::PairwiseMean);
+  EXPECT_EQ(name_of(kSimilarityModes, SimilarityMode::ToReference), "to_reference");
+  try {
+    parse_name_or_fail(kSimilarityModes, "pairwise", "similarity mode");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected one of: to_reference, pairwise_mean"), std::string::npos);
+  }
+  opt.bandwidth_factor = 1;
+  opt.mode = SimilarityMode::PairwiseMean;
+  EXPECT_THROW(block_similarity(reps, 0, opt), Error);  // shape mismatch
+  EXPECT_THROW(block_similarity({}, 0, opt), Error);
 }

@@ -63,8 +63,8 @@ TEST(MergeWeights, NonBlockPolicies) {
   EXPECT_EQ(tensor_weights(NonBlockPolicy::Uniform, Role::QProj, 1, bw, 0), bw[1]);
   EXPECT_THROW(tensor_weights(NonBlockPolicy::Uniform, Role::QProj, 2, bw, 0), Error);
   EXPECT_THROW(non_block_weights(NonBlockPolicy::Reference, Role::Embed, bw, 3), Error);
-  EXPECT_EQ(parse_non_block_policy("nearest_block"), NonBlockPolicy::NearestBlock);
-  EXPECT_THROW(parse_non_block_policy("first"), Error);
+  EXPECT_EQ(parse_name(kNonBlockPolicies, "nearest_block"), NonBlockPolicy::NearestBlock);
+  EXPECT_THROW(parse_name_or_fail(kNonBlockPolicies, "first", "non-block policy"), Error);
 }
 
 TEST(MergeWeights, Errors) {

@@ -137,17 +137,17 @@ TEST(SweepPlan, WritesResolvedConfigsIndexAndPlan) {
   }
   const recall::MergeConfig c1 = recall::load_merge_config(p.points[1].dir + "/config.yaml");
   EXPECT_EQ(c1.recall.temperature, 0.5);
-  EXPECT_EQ(c1.kernel.kind, "linear_cka");
+  EXPECT_EQ(c1.kernel.kind, recall::SimilarityKind::LinearCka);
   const recall::MergeConfig c4 = recall::load_merge_config(p.points[4].dir + "/config.yaml");
-  EXPECT_EQ(c4.method, "linear");
-  EXPECT_EQ(c4.params.weight, (std::vector<double>{1, 3}));
+  EXPECT_EQ(c4.method->name, "linear");
+  EXPECT_EQ(c4.params.at("weight").entries.at(0).values, (std::vector<double>{1, 3}));  // a gradient
   EXPECT_EQ(c4.recall.temperature, 1.0);
   EXPECT_EQ(recall::read_text_file(d.file("sweep/index.csv")),
             "point,recall.temperature,kernel.kind,method,params.weight\n"
-            "0000,0.5,rbf,recall,[]\n"
-            "0001,0.5,linear_cka,recall,[]\n"
-            "0002,2,rbf,recall,[]\n"
-            "0003,2,linear_cka,recall,[]\n"
+            "0000,0.5,rbf,recall,\n"
+            "0001,0.5,linear_cka,recall,\n"
+            "0002,2,rbf,recall,\n"
+            "0003,2,linear_cka,recall,\n"
             "0004,1,rbf,linear,\"[1, 3]\"\n");
   const recall::SweepPlan back = recall::load_sweep_plan(d.file("sweep"));
   EXPECT_EQ(back.keys, p.keys);
@@ -168,7 +168,7 @@ TEST(SweepPlan, AnInvalidPointFailsNamingItAndWritesNothing) {
                                  "  recall.temperature: [1, -1]\n");
   const recall::SweepSpec s = recall::load_sweep_spec(spec);
   expect_error([&] { recall::write_sweep_plan(s, d.file("sweep")); },
-               {spec + ":3:27: grid point 1 (recall.temperature=-1): ", "'recall.temperature' must be >= 0, got -1"});
+               {spec + ":3:27: grid point 1 (recall.temperature=-1): ", "'recall.temperature' must be a finite number in [0, 1e+06], got '-1'"});
   EXPECT_FALSE(recall::path_exists(d.file("sweep")));
   const recall::SweepSpec bad = recall::parse_sweep_spec("base_config: base.yaml\npoints: [{typical.clustrs: 3}]\n",
                                                          d.file("spec.yaml"));
@@ -204,13 +204,16 @@ TEST(SweepPlan, IndexCsvPrintsShortNumbers) {
   TempDir d;
   write(d, "base.yaml", kBase);
   const recall::SweepSpec s = recall::load_sweep_spec(
-      write(d, "spec.yaml", "base_config: base.yaml\ngrid: {recall.temperature: [0.1, 0.7, 1e-5], params.weight: [[0.1, 0.9]]}\n"));
+      write(d, "spec.yaml",
+            "base_config: base.yaml\ngrid: {recall.temperature: [0.1, 0.7, 1e-5]}\n"
+            "points: [{method: linear, params.weight: [0.1, 0.9]}]\n"));
   recall::write_sweep_plan(s, d.file("sweep"));
   EXPECT_EQ(recall::read_text_file(d.file("sweep/index.csv")),
-            "point,recall.temperature,params.weight\n"
-            "0000,0.1,\"[0.1, 0.9]\"\n"
-            "0001,0.7,\"[0.1, 0.9]\"\n"
-            "0002,1e-05,\"[0.1, 0.9]\"\n");
+            "point,recall.temperature,method,params.weight\n"
+            "0000,0.1,recall,\n"
+            "0001,0.7,recall,\n"
+            "0002,1e-05,recall,\n"
+            "0003,1,linear,\"[0.1, 0.9]\"\n");
 }
 
 // Every example under configs/ parses: merge configs with the merge config parser, sweep specs
@@ -243,7 +246,7 @@ TEST(SweepConfigs, ExampleConfigsParse) {
     } else {
       const recall::MergeConfig c = recall::load_merge_config(path);
       // The cluster examples use every rank: models x stages cells, one per GPU.
-      EXPECT_EQ(c.parallel.device, "cuda");
+      EXPECT_EQ(c.parallel.device, recall::Device::Cuda);
       const int64_t cells = static_cast<int64_t>(c.models.size()) * c.parallel.stages;
       if (n.find("1node-8gpu") != std::string::npos) {
         EXPECT_EQ(cells, 8);

@@ -21,6 +21,9 @@ class ArgParser {
   ArgParser& repeated(const std::string& name, const std::string& value_name, const std::string& help);
   ArgParser& flag(const std::string& name, const std::string& help);
   ArgParser& positional(const std::string& name, const std::string& help, bool required = true);
+  // --model, --dtype and --device: the options of every command that runs a model (read them
+  // with read_model_options).
+  ArgParser& model_options();
 
   // Parses argv (argv[0] is the subcommand). Returns false when --help was given (help printed).
   bool parse(int argc, char** argv);
@@ -47,5 +50,13 @@ class ArgParser {
   std::vector<Spec> specs_;
   std::map<std::string, std::vector<std::string>> values_;
 };
+
+// The values of model_options() into an engine command's options (model_dir, dtype, device).
+template <typename Options>
+void read_model_options(const ArgParser& args, Options* o) {
+  o->model_dir = args.get("model");
+  o->dtype = args.get("dtype");
+  o->device = args.get("device");
+}
 
 }  // namespace recall

@@ -21,13 +21,12 @@
 
 #include "recall/dist/comm.h"
 #include "recall/dist/grid.h"
+#include "recall/util/device.h"
 
 namespace recall::dist {
 
-enum class DeviceKind { Cpu, Cuda };
-
 struct ContextOptions {
-  DeviceKind device = DeviceKind::Cpu;  // cuda: one GPU per rank, local rank % device count
+  Device device = Device::Cpu;  // cuda: one GPU per rank, local rank % device count
   CommOptions comm;                     // watchdog for every communicator the context makes
 };
 
@@ -48,7 +47,7 @@ class Context {
   int local_rank() const { return local_rank_; }
   int local_size() const { return local_size_; }
   const std::string& host() const { return host_; }
-  DeviceKind device() const { return options_.device; }
+  Device device() const { return options_.device; }
   int device_index() const { return device_index_; }  // -1 on cpu
   const ContextOptions& options() const { return options_; }
 

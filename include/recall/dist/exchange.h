@@ -12,18 +12,9 @@
 
 #include "recall/dist/comm.h"
 #include "recall/dist/grid.h"
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 namespace recall::dist {
-
-// Rows [first, end) of `rows` that part `part` of `parts` owns: contiguous, in part order, sizes
-// differing by at most one (first = rows * part / parts). Pure; fails on part outside [0, parts).
-struct RowRange {
-  int64_t first = 0;
-  int64_t end = 0;
-  int64_t count() const { return end - first; }
-};
-RowRange row_range(int64_t rows, int parts, int part);
 
 // out[r, c] = sum over m = 0..models-1, in that order, of weights[m] * inputs[m][r, c].
 // inputs: `models` pointers to row-major [rows, cols] arrays of dtype_in (F16, BF16, F8_E4M3,

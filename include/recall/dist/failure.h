@@ -58,6 +58,13 @@ template <typename Fn>
 auto run_collectively(MPI_Comm comm, const std::string& where, const std::string& step, Fn&& fn,
                       const AgreementOptions& options = {}) -> decltype(fn());
 
+// The cheap agreement of hot loops (one all-reduce, no messages): true on every rank when any
+// rank passes `failed`. The loop's own errors travel separately (the caller keeps its rank's).
+bool any_rank_failed(MPI_Comm comm, bool failed);
+
+// Rank `root`'s decision, on every rank (one checked broadcast).
+bool broadcast_flag(MPI_Comm comm, bool value, int root);
+
 // For the single catch in main: rank 0 prints the message once to stderr ("recall: error: ...")
 // and every rank gets the exit code 1. Non-collective errors caught in main go through agree()
 // first so that every rank knows.
@@ -67,32 +74,29 @@ int report_failure(MPI_Comm comm, const CollectiveError& e);
 
 namespace recall::dist {
 
+// fn()'s exception as the rank's error text ("" when fn() returned).
+template <typename Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    const std::string what = e.what();
+    return what.empty() ? "unknown error" : what;
+  } catch (...) {
+    return "unknown exception (not derived from std::exception)";
+  }
+  return "";
+}
+
 template <typename Fn>
 auto run_collectively(MPI_Comm comm, const std::string& where, const std::string& step, Fn&& fn,
                       const AgreementOptions& options) -> decltype(fn()) {
-  std::string error;
   if constexpr (std::is_void_v<decltype(fn())>) {
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      error = e.what();
-      if (error.empty()) error = "unknown error";
-    } catch (...) {
-      error = "unknown exception (not derived from std::exception)";
-    }
-    const Verdict v = agree(comm, where, step, error, options);
+    const Verdict v = agree(comm, where, step, error_of(fn), options);
     if (!v.ok()) throw CollectiveError(v);
   } else {
     std::optional<decltype(fn())> result;
-    try {
-      result.emplace(fn());
-    } catch (const std::exception& e) {
-      error = e.what();
-      if (error.empty()) error = "unknown error";
-    } catch (...) {
-      error = "unknown exception (not derived from std::exception)";
-    }
-    const Verdict v = agree(comm, where, step, error, options);
+    const Verdict v = agree(comm, where, step, error_of([&] { result.emplace(fn()); }), options);
     if (!v.ok()) throw CollectiveError(v);
     return std::move(*result);
   }

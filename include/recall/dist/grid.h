@@ -33,6 +33,15 @@ struct Cell {
   bool operator==(const Cell& o) const { return model == o.model && stage == o.stage; }
 };
 
+// Rows [first, end) of `rows` that part `part` of `parts` owns: contiguous, in part order, sizes
+// differing by at most one (first = rows * part / parts). Pure; fails on part outside [0, parts).
+struct RowRange {
+  int64_t first = 0;
+  int64_t end = 0;
+  int64_t count() const { return end - first; }
+};
+RowRange row_range(int64_t rows, int parts, int part);
+
 // Splits `weights` (in order) into `parts` contiguous non-empty ranges that minimise the largest
 // range sum, and among those the sum of squared range sums (so the slack spreads evenly). Ties go
 // to the earliest split point, which makes the result deterministic. Returns parts+1 boundaries

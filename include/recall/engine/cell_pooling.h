@@ -10,22 +10,15 @@
 #include <vector>
 
 #include "recall/dist/grid.h"
-#include "recall/pipeline/extract.h"
-#include "recall/pipeline/preflight.h"
+#include "recall/engine/extraction.h"
+#include "recall/model/merge_inputs.h"
 
 namespace recall::engine {
-
-// The pooled representations of one hidden state of one model: [samples x hidden] float32.
-struct PooledLayer {
-  int model = 0;
-  int64_t layer = 0;  // hidden-state index: 0 = embedding output, l + 1 = block l
-  std::vector<float> values;
-};
 
 // Runs `samples` through the cells this rank owns (of `only_model` alone when >= 0) and returns
 // their pooled hidden states. Collective along each model's stages: a stage receives its input
 // from the previous stage's owner and sends its output to the next one's.
-std::vector<PooledLayer> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
+std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                         const std::vector<std::vector<int64_t>>& samples,
                                         const ExtractOptions& options, int only_model);
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "recall/dist/comm.h"
+
 namespace recall::engine {
 
 struct FinetuneOptions {
@@ -28,6 +30,9 @@ struct FinetuneOptions {
   int64_t log_every = 10;      // steps between progress lines
   std::string probe_path;      // optional JSONL: after training, write the in-memory model's
   std::string probe_out;       //   logits for these samples to probe_out (safetensors)
+  // Data parallel: the world's communicator (every rank draws the same global batch, trains on
+  // its slice, and the gradients are all-reduced); nullptr = one process.
+  dist::Communicator* world = nullptr;
 };
 
 struct FinetuneResult {

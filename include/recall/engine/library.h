@@ -30,7 +30,7 @@ struct Library {
   FinetuneResult (*run_finetune)(const FinetuneOptions&);
   GenerateResult (*run_generate)(const GenerateOptions&);
   HiddenStatesSummary (*write_hidden_states)(const HiddenStatesOptions&);
-  std::vector<PooledLayer> (*pool_own_cells)(const dist::Grid&, MPI_Comm, const MergeInputs&,
+  std::vector<PooledHiddenState> (*pool_own_cells)(const dist::Grid&, MPI_Comm, const MergeInputs&,
                                              const std::vector<std::vector<int64_t>>&, const ExtractOptions&,
                                              int only_model);
 };

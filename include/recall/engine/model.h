@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "recall/merge/pooling.h"
 #include "recall/model/model_dir.h"
 
 namespace recall::engine {
@@ -47,6 +48,15 @@ Batch make_batch(const std::vector<std::vector<int64_t>>& samples, at::Device de
 // Mean of hidden [N, T, H] over real tokens (mask [N, T]): sum(hidden * mask) / sum(mask),
 // computed in float32; returns [N, H] float32.
 at::Tensor masked_mean(const at::Tensor& hidden, const at::Tensor& mask);
+
+// The tokens `pooling` averages, as a [N, T] int64 0/1 mask within `mask` (real tokens, anywhere
+// in the row): Mean = mask; MeanSkipFirst = mask without each row's first real token, except in a
+// row with one real token, which keeps it; Last = each row's last real token only.
+at::Tensor pooling_mask(const at::Tensor& mask, Pooling pooling);
+
+// One vector per sample: masked_mean(hidden, pooling_mask(mask, pooling)), [N, H] float32. With
+// Last (or a 1-token row) the mean of one token is that token exactly.
+at::Tensor pool_hidden(const at::Tensor& hidden, const at::Tensor& mask, Pooling pooling);
 
 // The weights of one decoder block; q/k/v and gate/up are fused for fewer, larger GEMMs.
 struct BlockWeights {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 namespace recall {
 

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 namespace recall {
 

@@ -1,8 +1,9 @@
-// Merge kernels: one tensor at a time, given every model's raw bytes and dtype, written in the
-// output dtype (BF16, F16 or F32). Arithmetic is wider than the output: fp32 for BF16/F16 outputs,
-// fp64 for F32 outputs, always in model order. RECALL and linear are a weighted sum; the
-// baselines follow mergekit 0.1.5 (merge_methods/linear.py, generalized_task_arithmetic.py,
-// sparsify.py, slerp.py); docs/ALGORITHM.md gives every formula.
+// Merge kernels, bound to method names by the registry (recall/merge/registry.h): one tensor at a
+// time, given every model's raw bytes and dtype, written in the output dtype (BF16, F16 or F32).
+// Arithmetic is wider than the output: fp32 for BF16/F16 outputs, fp64 for F32 outputs, always in
+// model order. RECALL and linear are a weighted sum; the baselines follow mergekit 0.1.5
+// (merge_methods/linear.py, generalized_task_arithmetic.py, sparsify.py, slerp.py);
+// docs/ALGORITHM.md gives every formula.
 #pragma once
 
 #include <cstdint>
@@ -10,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 namespace recall {
 
@@ -19,10 +20,6 @@ struct TensorView {
   DType dtype = DType::BF16;
   const void* data = nullptr;
 };
-
-enum class MergeMethod { Recall, Linear, TaskArithmetic, Ties, DareLinear, DareTies, Slerp };
-std::string merge_method_name(MergeMethod m);               // "recall", "linear", "task_arithmetic", ...
-MergeMethod parse_merge_method(const std::string& name);    // throws listing the choices
 
 // Output dtypes of a merge: BF16, F16, F32; throws otherwise.
 void check_merge_output_dtype(DType out);
@@ -46,9 +43,6 @@ struct TaskVectorOptions {
   std::vector<double> densities;  // per non-base model, fraction kept (1 = all)
   uint64_t seed = 0;              // Random: the tensor seed (dare_tensor_seed)
 };
-// mergekit's defaults for each task-vector method (weights and densities left empty).
-TaskVectorOptions task_vector_defaults(MergeMethod m);
-
 // base + lambda * mix_m(w_m * sparsify(P_m - base)), see docs/ALGORITHM.md. Without
 // sparsification the kernel is elementwise (any element range may be passed); with it (TIES's
 // top-k, DARE's element-indexed draws and L1 rescale) it needs the whole tensor.

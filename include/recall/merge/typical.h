@@ -4,23 +4,11 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
+#include "recall/util/rng.h"
+
 namespace recall {
-
-// The portable uniform double in [0, 1) used everywhere recall draws a random number from
-// std::mt19937_64: the top 53 bits of one 64-bit output times 2^-53. (std::uniform_real_distribution
-// is implementation-defined, so its draws differ between standard libraries.)
-class PortableRng {
- public:
-  explicit PortableRng(uint64_t seed) : engine_(seed) {}
-  uint64_t next_u64() { return engine_(); }
-  double uniform() { return static_cast<double>(engine_() >> 11) * 0x1.0p-53; }  // [0, 1)
-
- private:
-  std::mt19937_64 engine_;  // its output sequence is fixed by the C++ standard
-};
 
 struct KMeansOptions {
   int64_t clusters = 32;        // K
@@ -48,10 +36,12 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
                                     int64_t k, PortableRng& rng);
 
 // Full clustering of x (n x h). Errors: K < 1, K > N, size mismatch, non-finite values.
-// Lloyd: assign each sample to the nearest centroid (ties: lowest cluster index); recompute means;
-// an empty cluster is re-seeded with the sample farthest from its own centroid (ties: lowest
-// index), taken out of its old cluster. Then, in cluster order, each centroid takes the nearest
-// sample not yet taken (ties: lowest sample index), so the K samples are distinct.
+// Lloyd: assign each sample to the nearest centroid (ties: lowest cluster index); an empty cluster
+// is re-seeded with the sample farthest from its own centroid (ties: lowest index), taken out of
+// its old cluster; then every centroid becomes the mean of its members. `converged` thus implies
+// centroids = member means and every sample at its nearest centroid. Then, in cluster order, each
+// centroid takes the nearest sample not yet taken (ties: lowest sample index), so the K samples
+// are distinct.
 KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt);
 
 }  // namespace recall

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 namespace recall {
 

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "recall/model/tensor_names.h"
+#include "recall/util/enum_names.h"
 
 namespace recall {
 
@@ -31,8 +32,14 @@ enum class NonBlockPolicy {
   NearestBlock,  // embedding: block 0's weights; final norm and lm_head: the last block's
   Reference,     // one-hot on the reference model
 };
-std::string non_block_policy_name(NonBlockPolicy p);           // "uniform", "nearest_block", "reference"
-NonBlockPolicy parse_non_block_policy(const std::string& name);  // throws listing the choices
+inline constexpr EnumName<NonBlockPolicy> kNonBlockPolicies[] = {{"uniform", NonBlockPolicy::Uniform},
+                                                                  {"nearest_block", NonBlockPolicy::NearestBlock},
+                                                                  {"reference", NonBlockPolicy::Reference}};
+
+// Per-block weights (RECALL) or one vector for every block (ablation: global_weights).
+enum class Granularity { Block, Global };
+inline constexpr EnumName<Granularity> kGranularities[] = {{"block", Granularity::Block},
+                                                           {"global", Granularity::Global}};
 
 // Weights for one non-block role (Embed, FinalNorm or LmHead) from the block weights [L][M].
 std::vector<double> non_block_weights(NonBlockPolicy policy, Role role,

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "recall/io/checkpoint.h"
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 #include "recall/model/config.h"
 
 namespace recall {

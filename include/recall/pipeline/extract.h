@@ -14,6 +14,7 @@
 
 #include "recall/config/merge_config.h"
 #include "recall/dist/grid.h"
+#include "recall/engine/extraction.h"
 #include "recall/pipeline/preflight.h"
 
 namespace recall {
@@ -22,21 +23,18 @@ namespace recall {
 // truncated to min(max_length, max_position_embeddings); at most max_samples (0 = all).
 std::vector<std::vector<int64_t>> load_task_samples(const MergeConfig& config, const MergeInputs& inputs);
 
-struct ExtractOptions {
-  std::string device = "cpu";        // cpu | cuda
-  std::string compute_dtype = "float32";
-  int64_t micro_batch = 8;
-  int64_t stream_samples = 0;        // > 0: blocks loaded one at a time for groups of this many samples
-};
+using engine::ExtractOptions;
 
 // Pooled representations [M][L+1][K][H] (index 0 = embedding output hidden.0, l+1 = block l),
 // float32, identical on every rank.
 struct Representations {
-  int64_t models = 0, layers = 0, samples = 0, hidden = 0;  // layers = L + 1
+  int64_t models = 0, hidden_states = 0, samples = 0, hidden = 0;  // hidden_states = L + 1
   std::vector<float> values;
-  const float* at(int64_t model, int64_t layer) const {
-    return values.data() + ((model * layers + layer) * samples) * hidden;
+  // [samples x hidden] of hidden state `index` (0 = embedding output, l + 1 = block l's output).
+  const float* at(int64_t model, int64_t index) const {
+    return values.data() + ((model * hidden_states + index) * samples) * hidden;
   }
+  const float* block_output(int64_t model, int64_t block) const { return at(model, block + 1); }
 };
 
 // Runs `samples` through every model on the grid and all-gathers the pooled representations of
@@ -48,7 +46,7 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
 
 struct TypicalSelection {
   std::vector<int64_t> sample_ids;  // 0-based indices into the task samples (data lines), one per cluster
-  int64_t layer = 0;                // hidden-state index clustered
+  int64_t hidden_state = 0;         // hidden-state index clustered
   int64_t iterations = 0;
   double inertia = 0;
 };

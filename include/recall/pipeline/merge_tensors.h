@@ -1,9 +1,9 @@
-// The merge phase: every tensor of the output, merged by the configured method and written into
-// merged.h5 collectively. Element-wise methods (recall, linear, task_arithmetic) split each
-// tensor's rows among all ranks (a pure function of rows and world size) and each rank reads only
-// its rows of every input, so every input byte is read once; methods that need the whole tensor
-// (ties, dare_*, slerp) give each tensor to one rank. Arithmetic is in fixed model order, so the
-// bytes do not depend on the number of ranks.
+// The merge loop: every tensor of the output, merged by the configured method (the registry's
+// kernel, with the tensor's resolved parameters) and written into merged.h5 collectively, in the
+// chunks of plan_merge_chunks (recall/pipeline/plan.h). Row-wise methods split each tensor's rows
+// among all ranks and each rank reads only its rows of every input, so every input byte is read
+// once; whole-tensor methods give each tensor to one rank. Arithmetic is in fixed model order, so
+// the bytes do not depend on the number of ranks.
 #pragma once
 
 #include <mpi.h>
@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "recall/config/merge_config.h"
-#include "recall/io/dtype.h"
 #include "recall/io/h5_writer.h"
+#include "recall/merge/registry.h"
+#include "recall/model/merge_inputs.h"
 #include "recall/pipeline/hf_shards.h"
-#include "recall/pipeline/preflight.h"
 
 namespace recall {
 
@@ -38,19 +38,6 @@ struct MergeStats {
   std::string error;     // this rank's error ("" when another rank failed)
 };
 
-DType output_dtype(const MergeConfig& config);  // from output.dtype
-
-// Rows [begin, end) of `rows` that rank `rank` of `world` merges.
-std::pair<uint64_t, uint64_t> row_range(uint64_t rows, int rank, int world);
-
-// Whether the method works on whole tensors (one rank per tensor) rather than row ranges.
-bool whole_tensor_method(const std::string& method);
-
-// Merge weights of every slot of inputs.slots (M entries each): for recall, the block's weights
-// (non-block tensors by the policy); for linear, params.weight (default 1); unused otherwise.
-std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const MergeInputs& inputs,
-                                              const std::vector<std::vector<double>>& block_weights);
-
 // Collective over comm: creates /tensors/<name> for every slot and writes the merged bytes (and,
 // when `hf` is given, the same bytes into the export's shards, tensor index = slot index). On a
 // failure on any rank every rank returns with `aborted` set (the file must still be closed by all).
@@ -61,7 +48,7 @@ std::vector<std::vector<double>> slot_weights(const MergeConfig& config, const M
 // thread merges the current one; another writes the chunk's HF rows while the calling thread makes
 // the collective merged.h5 write. Only the calling thread makes MPI or HDF5 calls.
 MergeStats merge_into_h5(H5Writer& h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
-                         const std::vector<std::vector<double>>& weights, bool resume = false,
+                         const std::vector<TensorParams>& params, bool resume = false,
                          const std::set<std::string>& done = {}, HfShardWriter* hf = nullptr,
                          const std::function<void(const std::string&)>& on_tensor_done = {});
 

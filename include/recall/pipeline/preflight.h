@@ -9,23 +9,9 @@
 #include <vector>
 
 #include "recall/config/merge_config.h"
-#include "recall/model/model_dir.h"
+#include "recall/model/merge_inputs.h"
 
 namespace recall {
-
-struct MergeInputs {
-  std::vector<ModelDir> models;     // config order (a described model has no checkpoint)
-  std::vector<bool> described;      // true: shapes from config.json alone, no weights opened
-  size_t reference = 0;             // index of the reference model
-  std::optional<size_t> base;       // index of the base model (task-vector methods)
-  int64_t data_samples = 0;         // non-blank lines of `data` (recall only)
-  std::vector<TensorSlot> slots;    // the tensors every model has, canonical order
-  std::vector<std::vector<uint64_t>> slot_bytes;  // [model][slot]: bytes of each tensor on disk
-
-  std::vector<std::string> notes;   // what a shapes-only preflight did not check
-
-  uint64_t model_bytes(size_t model) const;  // sum of slot_bytes[model]
-};
 
 // How preflight may treat models it cannot open (planning a cluster job from a laptop).
 struct PreflightOptions {
@@ -44,6 +30,9 @@ MergeInputs preflight(const MergeConfig& config, const PreflightOptions& options
 // are not problems (what a shapes-only preflight could not check) go to inputs->notes.
 std::vector<std::string> preflight_problems(const MergeConfig& config, MergeInputs* inputs,
                                             const PreflightOptions& options = {});
+
+// "preflight ok: 3 llama models, 8 blocks, 75 tensors each, 1.2 GB to read; 2 rank(s)".
+std::string preflight_summary(const MergeInputs& inputs, int plan_world, int world);
 
 // Counts the non-blank lines of a JSONL file (cheap: no parsing).
 int64_t count_jsonl_lines(const std::string& path);

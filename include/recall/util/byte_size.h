@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -14,8 +15,8 @@ namespace recall {
 //   UNIT:   B (1), KB MB GB TB (powers of 1000), KiB MiB GiB TiB (powers of 1024); case matters
 // The value is rounded to the nearest byte; without a unit (or with B) it must be whole already.
 // Refused: a sign (so negatives), any other character or unit, hex, inf/nan, values over
-// 2^64 - 1. Returns false and, when `why` is given, says what is wrong.
-bool parse_byte_size(std::string_view text, uint64_t* out, std::string* why = nullptr);
+// 2^64 - 1: nullopt, and when `why` is given it says what is wrong.
+std::optional<uint64_t> parse_byte_size(std::string_view text, std::string* why = nullptr);
 
 // The same, throwing an Error: "<what> must be a byte count such as 5000000000, 5GB or 512MiB
 // (units: ...); got 'foo': <why>".

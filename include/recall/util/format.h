@@ -1,4 +1,4 @@
-// Human-readable formatting shared by the jobs' output: byte counts, shapes, XML text.
+// Human-readable formatting shared by the jobs' output: byte counts, shapes, timestamps, XML text.
 #pragma once
 
 #include <cstdint>
@@ -9,12 +9,11 @@ namespace recall {
 
 std::string format_bytes(uint64_t bytes);  // "1.06 MB", "141.2 GB" (decimal units)
 std::string format_shape(const std::vector<int64_t>& shape);  // "[64, 172]"
+std::string utc_now();  // "2026-12-01T14:58:11Z"
 // A decimal number's shortest text that reads back as the same double ("0.10000000000000001" ->
 // "0.1", "1.0000000000000001e-05" -> "1e-05"); integers and anything that is not a number are
 // returned as they are.
 std::string shortest_number(const std::string& text);
-// The current time in UTC as ISO 8601, "2026-12-01T15:04:05Z".
-std::string utc_timestamp();
 // Text for XML/SVG content and quoted attributes: & < > ' " escaped.
 std::string xml_escape(const std::string& text);
 

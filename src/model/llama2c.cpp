@@ -1,5 +1,5 @@
 // llama2.c version-0 checkpoint -> Hugging Face Llama directory.
-#include "recall/io/llama2c.h"
+#include "recall/model/llama2c.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -9,7 +9,7 @@
 #include <filesystem>
 
 #include "recall/engine/model.h"
-#include "recall/io/llama2c.h"
+#include "recall/model/llama2c.h"
 #include "recall/util/error.h"
 
 namespace {
@@ -106,6 +106,60 @@ TEST(EngineStages, MaskedMeanIgnoresPadPositions) {
   at::Tensor mask = at::tensor(std::vector<int64_t>{1, 1, 0, 1, 0, 0}).view({2, 3});
   at::Tensor mean = masked_mean(h, mask);
   EXPECT_TRUE(at::allclose(mean, at::tensor(std::vector<float>{1, 2, 6, 7}).view({2, 2})));
+}
+
+// Rows of 3, 1 and 4 real tokens (right-padded to 4) of hidden[n][t] = (8n + 2t, 8n + 2t + 1).
+TEST(EngineStages, PoolingChoicesByHand) {
+  at::Tensor h = at::arange(3 * 4 * 2, at::kFloat).view({3, 4, 2});
+  at::Tensor mask = at::tensor(std::vector<int64_t>{1, 1, 1, 0, 1, 0, 0, 0, 1, 1, 1, 1}).view({3, 4});
+  auto pooled = [&](Pooling p) { return pool_hidden(h, mask, p); };
+  auto want = [](std::vector<float> v) { return at::tensor(v).view({3, 2}); };
+  // mean: tokens 0-2 | 0 | 0-3.
+  EXPECT_TRUE(at::equal(pooled(Pooling::Mean), want({2, 3, 8, 9, 19, 20})));
+  // mean_skip_first: tokens 1-2 | 0 (one token: kept) | 1-3.
+  EXPECT_TRUE(at::equal(pooled(Pooling::MeanSkipFirst), want({3, 4, 8, 9, 20, 21})));
+  // last: token 2 | 0 | 3.
+  EXPECT_TRUE(at::equal(pooled(Pooling::Last), want({4, 5, 8, 9, 22, 23})));
+  // The first real token is found wherever it is (a left-padded row).
+  at::Tensor left = at::tensor(std::vector<int64_t>{0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1}).view({3, 4});
+  EXPECT_TRUE(at::equal(pooling_mask(left, Pooling::MeanSkipFirst),
+                        at::tensor(std::vector<int64_t>{0, 0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 1}).view({3, 4})));
+  EXPECT_TRUE(at::equal(pooling_mask(left, Pooling::Last),
+                        at::tensor(std::vector<int64_t>{0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1}).view({3, 4})));
+  EXPECT_TRUE(at::equal(pooling_mask(left, Pooling::Mean), left));
+  EXPECT_EQ(parse_name(kPoolings, "mean_skip_first"), Pooling::MeanSkipFirst);
+  EXPECT_EQ(name_of(kPoolings, Pooling::Last), "last");
+  try {
+    parse_name_or_fail(kPoolings, "max", "pooling");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expected one of: mean, mean_skip_first, last"), std::string::npos);
+  }
+}
+
+// On stories260K's block outputs (a padded batch): each pooling equals the same tokens sliced
+// out of each row and averaged on their own; the BOS position is what mean_skip_first drops.
+TEST(EngineStages, PoolingEqualsSlicedTokenMeans) {
+  c10::InferenceMode guard;
+  const Model m = Model::load(open_model_dir(stories_dir()));
+  const std::vector<std::vector<int64_t>> rows = {{1, 403, 407, 261, 378}, {1}, {1, 403, 407}};
+  const Batch batch = make_batch(rows, at::kCPU);
+  const at::Tensor h = m.run_blocks(m.embed(batch.ids), batch, 0, 3);
+  for (Pooling p : {Pooling::Mean, Pooling::MeanSkipFirst, Pooling::Last}) {
+    const at::Tensor got = pool_hidden(h, batch.mask, p);
+    for (int64_t n = 0; n < 3; ++n) {
+      const int64_t len = static_cast<int64_t>(rows[n].size());
+      const int64_t begin = p == Pooling::Last ? len - 1 : p == Pooling::MeanSkipFirst && len > 1 ? 1 : 0;
+      const at::Tensor want = h[n].narrow(0, begin, len - begin).mean(0);
+      EXPECT_TRUE(at::allclose(got[n], want, 1e-6, 1e-6)) << name_of(kPoolings, p) << " row " << n;
+      if (p == Pooling::Last) {
+        EXPECT_TRUE(at::equal(got[n], h[n][len - 1])) << "row " << n;
+      }
+    }
+  }
+  // Dropping BOS changes the pooled vector of a multi-token row.
+  EXPECT_FALSE(at::allclose(pool_hidden(h, batch.mask, Pooling::Mean)[0],
+                            pool_hidden(h, batch.mask, Pooling::MeanSkipFirst)[0], 1e-4, 1e-4));
 }
 
 TEST(EngineStages, ParsesDtypeAndDevice) {

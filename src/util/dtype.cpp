@@ -1,5 +1,5 @@
 // Element types of checkpoint tensors: names, sizes and float decoding/encoding.
-#include "recall/io/dtype.h"
+#include "recall/util/dtype.h"
 
 #include <cmath>
 #include <cstring>

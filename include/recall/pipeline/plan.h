@@ -1,0 +1,73 @@
+// The plan of a merge job, as pure functions of the config, the inputs' headers and the world
+// size (testable without MPI or weights): the grid's shape, each rank's memory plan, and the
+// chunks the merge loop works through. The merge loop sizes its buffers from the same functions,
+// so the plan and the job cannot drift apart.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "recall/config/merge_config.h"
+#include "recall/dist/grid.h"
+#include "recall/model/merge_inputs.h"
+
+namespace recall {
+
+// The grid's shape: the reference model's bytes per block and outside the blocks.
+dist::GridSpec grid_spec(const MergeInputs& inputs);
+
+// One chunk of the merge loop: rows [first_row, end_row) of tensor `tensor` (an index into
+// inputs.slots) on this rank; every rank has the same number of chunks per tensor (they meet in
+// the same collective writes), some of them empty.
+struct MergeChunk {
+  size_t tensor = 0;
+  uint64_t first_row = 0, end_row = 0;
+  bool first = false, last = false;  // of its tensor
+  bool whole = false;  // this rank merges the whole tensor (so it can hash it as it writes it)
+  uint64_t rows() const { return end_row - first_row; }
+};
+
+// The chunks of rank `rank` of `world`, in merge order, skipping the tensors in `done`.
+// Row-wise methods split each tensor's rows among the ranks (dist::row_range) and read at most
+// `chunk_bytes` of the widest input's rows per chunk; whole-tensor methods give tensor t to rank
+// t % world, in one chunk.
+std::vector<MergeChunk> plan_merge_chunks(const MergeConfig& config, const MergeInputs& inputs, int rank,
+                                          int world, const std::set<std::string>& done = {});
+
+// Bytes of one row of slot `slot` in the widest input dtype.
+uint64_t widest_row_bytes(const MergeInputs& inputs, size_t slot);
+
+// The memory one rank needs, in bytes, by part.
+struct MemoryPlan {
+  uint64_t process = 0;        // the program itself: libraries, MPI and HDF5 state, and libtorch
+                               // when the job runs a model (measured baselines, see plan.cpp)
+  uint64_t weights = 0;        // extraction: the blocks resident at once, in float32
+  uint64_t activations = 0;    // extraction: hidden states, attention scores, MLP activations
+  uint64_t merge_buffers = 0;  // merge: inputs (double-buffered), output, the kernel's working memory
+  uint64_t total() const { return process + weights + activations + merge_buffers; }
+};
+
+// The plan of `rank`; `grid` is the extraction grid (nullptr for methods without one).
+MemoryPlan memory_plan(const MergeConfig& config, const MergeInputs& inputs, const dist::GridSpec& spec,
+                       const dist::Grid* grid, int rank, int world);
+
+// The plans of every planned rank, as the job prints them (every rank when at most 64 or
+// `verbose`, else the largest), and the budget check: throws naming the rank, the parts and what
+// lowers each when the largest plan exceeds `budget` (0 = no limit).
+std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budget, bool verbose);
+void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget);
+
+// The merge loop's input buffers of one set (one per model) and its output buffer, in bytes, for
+// the chunks of `rank` (the largest chunk of each); whole-tensor methods hold one set.
+struct MergeBuffers {
+  std::vector<uint64_t> input_bytes;  // per model
+  uint64_t output_bytes = 0;
+  uint64_t work_bytes = 0;            // the method's own working memory (registry)
+  int input_sets = 2;                 // 2: the next chunk's reads overlap this chunk's merge
+  uint64_t total() const;
+};
+MergeBuffers merge_buffers(const MergeConfig& config, const MergeInputs& inputs, int rank, int world);
+
+}  // namespace recall

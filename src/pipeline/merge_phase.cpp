@@ -1,0 +1,195 @@
+// The merge phase: writers, resume checkpoints, progress lines, metadata (see merge_phase.h).
+#include "recall/pipeline/merge_phase.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "recall/build_id.h"
+#include "recall/dist/mpi_check.h"
+#include "recall/util/checksum.h"
+#include "recall/util/error.h"
+#include "recall/util/fault.h"
+#include "recall/util/fs.h"
+#include "recall/util/format.h"
+
+namespace recall {
+
+namespace {
+
+using ojson = nlohmann::ordered_json;
+
+// Cumulative input bytes per rank behind the tensors still to merge, in merge order (progress lines).
+std::vector<double> cumulative_input_bytes(const MergeInputs& in, const std::set<std::string>& done, int world) {
+  std::vector<double> out;
+  double sum = 0;
+  for (size_t s = 0; s < in.slots.size(); ++s) {
+    if (done.count(in.slots[s].name)) continue;
+    for (size_t m = 0; m < in.models.size(); ++m) sum += static_cast<double>(in.slot_bytes[m][s]);
+    out.push_back(sum / world);
+  }
+  return out;
+}
+
+// What produced these tensors, for people and tools that read merged.h5 alone (collective).
+void write_metadata(H5Writer& h5, const MergeConfig& cfg, const MergeInputs& in, const MergeReport& report,
+                    const std::string& resolved_yaml, int world) {
+  const size_t L = report.blocks.size(), M = in.models.size();
+  if (!h5.exists("/recall")) h5.create_group("/recall");
+  if (L > 0 && !h5.exists("/recall/weights")) {
+    std::vector<double> s(L * M), w(L * M), sig(L);
+    for (size_t l = 0; l < L; ++l) {
+      sig[l] = report.blocks[l].sigma2;
+      for (size_t m = 0; m < M; ++m) s[l * M + m] = report.blocks[l].similarity[m], w[l * M + m] = report.blocks[l].weights[m];
+    }
+    const std::vector<int64_t> lm = {static_cast<int64_t>(L), static_cast<int64_t>(M)};
+    h5.write_small("/recall/similarity", DType::F64, lm, s.data());
+    h5.write_small("/recall/weights", DType::F64, lm, w.data());
+    h5.write_small("/recall/sigma2", DType::F64, {static_cast<int64_t>(L)}, sig.data());
+    h5.write_small("/recall/typical_samples", DType::I64, {static_cast<int64_t>(report.typical_samples.size())},
+                   report.typical_samples.data());
+  }
+  ojson models = ojson::array();
+  for (size_t m = 0; m < M; ++m)
+    models.push_back({{"name", cfg.models[m].name}, {"path", cfg.models[m].path},
+                      {"bytes", in.models[m].checkpoint.total_bytes()}});
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  ojson provenance = {{"tool", "recall"}, {"version", RECALL_VERSION}, {"git_revision", RECALL_GIT_REVISION},
+                      {"time_utc", utc_now()}, {"host", host}, {"world_size", world}, {"inputs", models}};
+  h5.set_attribute("/", "architecture_config", in.models[in.reference].config.raw_json);
+  h5.set_attribute("/", "merge_config", resolved_yaml);
+  h5.set_attribute("/", "provenance", provenance.dump());
+  h5.set_attribute("/", "method", cfg.method->name);
+  h5.set_attribute("/", "models", models.dump());
+}
+
+}  // namespace
+
+MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInputs& in,
+                           const std::vector<TensorParams>& params, const OutputDir& out, bool resume,
+                           HfShardWriter& hf, const MergeReport& report, const std::string& resolved_yaml,
+                           const Log& log) {
+  int rank = 0, world = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &world);
+  const std::string h5_path = out.h5();
+  // Tensors an interrupted job merged: only when its shards and merged.h5 survived with them.
+  std::set<std::string> done = resume ? out.merged_tensors() : std::set<std::string>{};
+  int shards_ok = rank == 0 && !done.empty() && hf.intact();
+  MPI_Bcast(&shards_ok, 1, MPI_INT, 0, comm);
+  if (!shards_ok) done.clear();
+  std::unique_ptr<H5Writer> writer;
+  if (!done.empty()) {
+    try {
+      writer = std::make_unique<H5Writer>(h5_path, comm, H5Writer::Mode::Append);
+    } catch (const std::exception&) {
+      done.clear();  // the same unreadable file on every rank: start the merge over
+    }
+  }
+  if (!writer) {
+    if (rank == 0) {
+      out.start_progress();
+      hf.create();
+    }
+    writer = std::make_unique<H5Writer>(h5_path, comm);
+  } else {
+    log("resuming: ", done.size(), " of ", in.slots.size(), " tensors already merged");
+  }
+  MPI_Barrier(comm);  // the shards exist before any rank opens them
+  hf.open();
+  H5Writer& h5 = *writer;
+
+  // Resume checkpoints: every checkpoint_bytes of merged output (the same tensors on every rank,
+  // so no extra agreement is needed) each rank syncs what it wrote, then rank 0 records the
+  // tensors merged since the last checkpoint. progress.txt never lists a tensor whose bytes could
+  // be lost with the node.
+  std::vector<std::string> pending;
+  uint64_t since_checkpoint = 0;
+  auto checkpoint = [&] {
+    if (h5.is_open()) h5.flush();  // collective: every rank checkpoints after the same tensor
+    sync_file(h5_path);
+    hf.sync();
+    MPI_Barrier(comm);
+    if (rank == 0) out.record_merged(pending);
+    pending.clear();
+    since_checkpoint = 0;
+  };
+  // Progress with an ETA from rank 0: a plain line every 5 s and at the end (batch logs such as
+  // slurm-%j.out; under mpirun stdout is a pty, so no terminal tricks).
+  const auto started = std::chrono::steady_clock::now();
+  auto last = started;
+  const std::vector<double> progress_bytes = cumulative_input_bytes(in, done, world);
+  const size_t todo = progress_bytes.size();
+  std::map<std::string, uint64_t> out_bytes;
+  for (const TensorSpec& t : hf.specs()) out_bytes[t.name] = t.nbytes();
+  // merged.h5 is written through HDF5; a descriptor of our own lets us start its writeback too.
+  struct Fd {
+    int fd;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } h5_fd{::open(h5_path.c_str(), O_RDONLY | O_CLOEXEC)};
+  int64_t merged_now = 0;
+  MergeStats ms = merge_into_h5(h5, comm, cfg, in, params, !done.empty(), done, &hf, [&](const std::string& name) {
+    if (h5_fd.fd >= 0) start_writeback(h5_fd.fd);
+    pending.push_back(name);
+    since_checkpoint += out_bytes.at(name);
+    if (since_checkpoint >= cfg.output.checkpoint_bytes) checkpoint();
+    fault_point("merge", rank, ++merged_now);
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last < std::chrono::seconds(5) && merged_now < static_cast<int64_t>(todo)) return;
+    last = now;
+    const double t = std::chrono::duration<double>(now - started).count();
+    const double eta = t / merged_now * (static_cast<double>(todo) - merged_now);
+    const double gb = progress_bytes[merged_now - 1] / 1e9;
+    log("merge: ", merged_now, "/", todo, " tensors, ", gb, " GB read per rank (", gb / std::max(t, 1e-9),
+        " GB/s), ETA ", static_cast<int64_t>(eta), " s");
+  });
+  if (ms.aborted) {
+    h5.close();
+    if (!ms.error.empty()) throw Error(ms.error);
+    return ms;  // another rank failed: the caller's agreement reports its error
+  }
+  write_metadata(h5, cfg, in, report, resolved_yaml, world);
+  h5.close();
+  checkpoint();  // everything merged is on disk before the checksums and the commit
+  return ms;
+}
+
+std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const std::string& h5_path, HfShardWriter& hf,
+                                                const MergeInputs& in, const std::map<size_t, uint64_t>& known) {
+  std::map<std::string, uint64_t> checksums = hf_checksums(comm, hf, known);
+  H5Writer h5(h5_path, comm, H5Writer::Mode::Append);
+  for (const TensorSlot& s : in.slots) h5.set_attribute("/tensors/" + s.name, "xxh3_64", checksum_hex(checksums.at(s.name)));
+  h5.close();
+  hf.close();
+  return checksums;
+}
+
+void gather_merge_totals(MPI_Comm comm, const MergeStats& ms, uint64_t planned, const MemoryPeaks& peaks,
+                         MergeReport* report) {
+  int world = 1;
+  MPI_Comm_size(comm, &world);
+  uint64_t local[2] = {ms.bytes_read, ms.bytes_written}, total[2] = {0, 0};
+  MPI_CHECK(MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, comm));
+  report->bytes_read = total[0];
+  report->merge_bytes_written = total[1];
+  report->export_bytes_written = total[1];  // the same bytes go to merged.h5 and the shards
+  report->bytes_written = 2 * total[1];
+  double loop[3] = {ms.wait_seconds, ms.merge_seconds, ms.write_seconds};
+  std::vector<double> loops(3 * static_cast<size_t>(world));
+  MPI_CHECK(MPI_Allgather(loop, 3, MPI_DOUBLE, loops.data(), 3, MPI_DOUBLE, comm));
+  for (int r = 0; r < world; ++r)
+    report->merge_loop_seconds.push_back({loops[3 * r], loops[3 * r + 1], loops[3 * r + 2]});
+  const uint64_t mine[4] = {planned, peaks.anon(), peaks.file(), peaks.hwm()};
+  std::vector<uint64_t> all(4 * static_cast<size_t>(world));
+  MPI_CHECK(MPI_Allgather(mine, 4, MPI_UINT64_T, all.data(), 4, MPI_UINT64_T, comm));
+  for (int r = 0; r < world; ++r)
+    report->memory.push_back({all[4 * r], all[4 * r + 1], all[4 * r + 2], all[4 * r + 3]});
+}
+
+}  // namespace recall

@@ -1,0 +1,194 @@
+// The merge job's plan: grid shape, merge chunks and buffers, memory per rank (see plan.h).
+#include "recall/pipeline/plan.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "recall/util/error.h"
+#include "recall/util/format.h"
+
+namespace recall {
+
+dist::GridSpec grid_spec(const MergeInputs& in) {
+  const ModelConfig& cfg = in.models[in.reference].config;
+  dist::GridSpec spec;
+  spec.models = static_cast<int>(in.models.size());
+  spec.block_bytes.assign(cfg.num_hidden_layers, 0);
+  for (size_t i = 0; i < in.slots.size(); ++i) {
+    const TensorSlot& s = in.slots[i];
+    const uint64_t n = in.slot_bytes[in.reference][i];
+    if (s.block >= 0) spec.block_bytes[s.block] += n;
+    else if (s.role == Role::Embed) spec.first_stage_extra_bytes += n;
+    else spec.last_stage_extra_bytes += n;
+  }
+  return spec;
+}
+
+namespace {
+
+uint64_t rows_of(const std::vector<int64_t>& shape) { return shape.empty() ? 1 : static_cast<uint64_t>(shape[0]); }
+
+uint64_t numel_of(const std::vector<int64_t>& shape) {
+  uint64_t n = 1;
+  for (int64_t d : shape) n *= static_cast<uint64_t>(d);
+  return n;
+}
+
+// Bytes per row of slot `slot` in model m's dtype (from the header bytes: works for models
+// described by config.json alone, whose tensors are not opened).
+uint64_t row_bytes(const MergeInputs& in, size_t m, size_t slot) {
+  return in.slot_bytes[m][slot] / std::max<uint64_t>(1, rows_of(in.slots[slot].shape));
+}
+
+}  // namespace
+
+uint64_t widest_row_bytes(const MergeInputs& in, size_t slot) {
+  uint64_t widest = 0;
+  for (size_t m = 0; m < in.models.size(); ++m) widest = std::max(widest, row_bytes(in, m, slot));
+  return widest;
+}
+
+std::vector<MergeChunk> plan_merge_chunks(const MergeConfig& c, const MergeInputs& in, int rank, int world,
+                                          const std::set<std::string>& done) {
+  if (world < 1 || rank < 0 || rank >= world) fail("plan_merge_chunks: rank ", rank, " of ", world);
+  const bool whole = c.method->whole_tensor;
+  std::vector<MergeChunk> plan;
+  for (size_t t = 0; t < in.slots.size(); ++t) {
+    const TensorSlot& slot = in.slots[t];
+    if (done.count(slot.name)) continue;
+    const uint64_t rows = rows_of(slot.shape);
+    uint64_t begin = 0, end = 0, max_rows = rows;
+    if (whole) {
+      end = static_cast<int>(t % static_cast<size_t>(world)) == rank ? rows : 0;
+    } else {
+      const dist::RowRange r = dist::row_range(static_cast<int64_t>(rows), world, rank);
+      begin = static_cast<uint64_t>(r.first);
+      end = static_cast<uint64_t>(r.end);
+      max_rows = (rows + static_cast<uint64_t>(world) - 1) / static_cast<uint64_t>(world);
+    }
+    const uint64_t per_chunk =
+        whole ? std::max<uint64_t>(rows, 1)
+              : std::max<uint64_t>(1, c.parallel.merge_chunk_bytes / std::max<uint64_t>(widest_row_bytes(in, t), 1));
+    const uint64_t chunks = std::max<uint64_t>(1, (max_rows + per_chunk - 1) / per_chunk);
+    for (uint64_t k = 0; k < chunks; ++k) {
+      MergeChunk ch;
+      ch.tensor = t;
+      ch.first_row = std::min(end, begin + k * per_chunk);
+      ch.end_row = std::min(end, ch.first_row + per_chunk);
+      ch.first = k == 0;
+      ch.last = k + 1 == chunks;
+      ch.whole = begin == 0 && end == rows;
+      plan.push_back(ch);
+    }
+  }
+  return plan;
+}
+
+uint64_t MergeBuffers::total() const {
+  uint64_t in = 0;
+  for (uint64_t b : input_bytes) in += b;
+  return static_cast<uint64_t>(input_sets) * in + output_bytes + work_bytes;
+}
+
+MergeBuffers merge_buffers(const MergeConfig& c, const MergeInputs& in, int rank, int world) {
+  MergeBuffers b;
+  const size_t M = in.models.size();
+  b.input_bytes.assign(M, 0);
+  b.input_sets = c.method->whole_tensor ? 1 : 2;
+  const uint64_t out_size = dtype_size(c.output.dtype);
+  for (const MergeChunk& ch : plan_merge_chunks(c, in, rank, world)) {
+    if (ch.rows() == 0) continue;
+    const TensorSlot& slot = in.slots[ch.tensor];
+    const uint64_t row_elems = numel_of(slot.shape) / std::max<uint64_t>(1, rows_of(slot.shape));
+    for (size_t m = 0; m < M; ++m) b.input_bytes[m] = std::max(b.input_bytes[m], ch.rows() * row_bytes(in, m, ch.tensor));
+    b.output_bytes = std::max(b.output_bytes, ch.rows() * row_elems * out_size);
+    if (c.method->work_bytes)
+      b.work_bytes = std::max(b.work_bytes, c.method->work_bytes(ch.rows() * row_elems, M, c.output.dtype));
+  }
+  return b;
+}
+
+// The program's own anonymous memory, measured here with a 10 ms RssAnon sampler
+// (recall/util/memory.h) on tiny models, then doubled: a linear merge peaked at 6.3 MB, a RECALL
+// merge (libtorch loaded, its thread pools and allocator) at 187 MB.
+constexpr uint64_t kProcessBytes = 64ull << 20;
+constexpr uint64_t kEngineBytes = 384ull << 20;
+
+MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::GridSpec& spec, const dist::Grid* grid,
+                       int rank, int world) {
+  MemoryPlan p;
+  p.process = kProcessBytes + (grid ? kEngineBytes : 0);
+  const ModelConfig& cfg = in.models[in.reference].config;
+  if (grid) {
+    // Extraction holds one model's cells at a time, converted to float32 compute.
+    uint64_t widest = 0;
+    for (const dist::Cell& cell : grid->cells_of(rank)) widest = std::max(widest, grid->stage(cell.stage).bytes);
+    p.weights = widest * 2;  // bf16 on disk -> f32 in memory (f32 inputs: an upper bound)
+    const uint64_t tokens = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length;
+    uint64_t held = 0;  // streaming: the hidden states of a group of samples
+    if (c.parallel.stream_samples > 0) {
+      // One block (or the embedding, at stage 0) resident at a time.
+      uint64_t largest = 0;
+      for (const dist::Cell& cell : grid->cells_of(rank)) {
+        const auto& st = grid->stage(cell.stage);
+        for (int b = st.first_block; b < st.end_block; ++b) largest = std::max(largest, spec.block_bytes[b]);
+        if (cell.stage == 0) largest = std::max(largest, spec.first_stage_extra_bytes);
+      }
+      p.weights = largest * 2;
+      const uint64_t mb = static_cast<uint64_t>(c.parallel.micro_batch);
+      const uint64_t group = std::max<uint64_t>(1, static_cast<uint64_t>(c.parallel.stream_samples) / mb) * mb;
+      held = group * c.max_length * cfg.hidden_size * 4;
+    }
+    // Hidden states, attention scores (SDPA fused on CPU is smaller) and the MLP's activations.
+    p.activations = held + tokens * 4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) +
+                    static_cast<uint64_t>(c.parallel.micro_batch) * cfg.num_attention_heads * c.max_length *
+                        c.max_length * 4;
+  }
+  p.merge_buffers = merge_buffers(c, in, rank, world).total();
+  return p;
+}
+
+namespace {
+
+size_t largest_plan(const std::vector<MemoryPlan>& plans) {
+  size_t worst = 0;
+  for (size_t r = 0; r < plans.size(); ++r)
+    if (plans[r].total() > plans[worst].total()) worst = r;
+  return worst;
+}
+
+}  // namespace
+
+std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budget, bool verbose) {
+  std::ostringstream os;
+  os << "memory plan per rank (program + weights + activations + merge buffers = total"
+     << (budget ? "; budget " + format_bytes(budget) : std::string()) << "):";
+  auto line = [&](const std::string& who, const MemoryPlan& p) {
+    os << "\n  " << who << ": " << format_bytes(p.process) << " + " << format_bytes(p.weights) << " + "
+       << format_bytes(p.activations) << " + "
+       << format_bytes(p.merge_buffers) << " = " << format_bytes(p.total());
+  };
+  if (plans.size() <= 64 || verbose) {
+    for (size_t r = 0; r < plans.size(); ++r) line("rank " + std::to_string(r), plans[r]);
+  } else {
+    const size_t w = largest_plan(plans);
+    line("largest (rank " + std::to_string(w) + " of " + std::to_string(plans.size()) + ")", plans[w]);
+  }
+  return os.str();
+}
+
+void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) {
+  if (plans.empty() || budget == 0) return;
+  const size_t w = largest_plan(plans);
+  const MemoryPlan& p = plans[w];
+  if (p.total() <= budget) return;
+  fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
+       " but memory_budget is ", format_bytes(budget), " (", budget, " bytes; program ", format_bytes(p.process),
+       ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
+       ", merge buffers ", format_bytes(p.merge_buffers),
+       ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
+       "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "
+       "lowers the activations, and a smaller parallel.merge_chunk_bytes the merge buffers");
+}
+
+}  // namespace recall

@@ -1,0 +1,240 @@
+// The merge job's pure parts, without MPI or weights: the merge chunk planner and buffer sizes,
+// the memory plan, per-tensor parameter resolution, RECALL's state file, the output directory's
+// resume and commit, and the manifest.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "recall/config/merge_config.h"
+#include "recall/pipeline/commit.h"
+#include "recall/pipeline/output_dir.h"
+#include "recall/pipeline/plan.h"
+#include "recall/pipeline/recall_weights.h"
+#include "recall/pipeline/tensor_params.h"
+#include "recall/util/fs.h"
+#include "testing_files.h"
+
+using namespace recall;
+using recall::testing::TempDir;
+
+namespace {
+
+// Inputs of M models of a tiny Llama (hidden 16, MLP 24, L blocks) in `dtype`, from shapes alone.
+MergeInputs fake_inputs(size_t M, int64_t L, DType dtype = DType::BF16) {
+  ModelConfig cfg;
+  cfg.hidden_size = 16;
+  cfg.intermediate_size = 24;
+  cfg.num_hidden_layers = L;
+  cfg.num_attention_heads = 4;
+  cfg.num_key_value_heads = 2;
+  cfg.head_dim = 4;
+  cfg.vocab_size = 40;
+  cfg.max_position_embeddings = 64;
+  MergeInputs in;
+  for (size_t m = 0; m < M; ++m) in.models.push_back(ModelDir{"/m" + std::to_string(m), cfg, {}, {}, {}, {}});
+  in.described.assign(M, true);
+  in.reference = M - 1;
+  in.slots = expected_tensors(cfg);
+  in.slot_bytes.assign(M, {});
+  for (size_t m = 0; m < M; ++m)
+    for (const TensorSlot& s : in.slots) {
+      uint64_t n = 1;
+      for (int64_t d : s.shape) n *= static_cast<uint64_t>(d);
+      in.slot_bytes[m].push_back(n * dtype_size(dtype));
+    }
+  return in;
+}
+
+MergeConfig config_for(const std::string& method, size_t M, std::vector<std::string> overrides = {}) {
+  std::string y = "models:\n";
+  for (size_t m = 0; m < M; ++m) y += "  - {name: m" + std::to_string(m) + ", path: /m" + std::to_string(m) + "}\n";
+  y += "base: m0\ndata: /d.jsonl\noutput: {dir: /out}\nmethod: " + method + "\n";
+  return parse_merge_config(y, "cfg.yaml", overrides);
+}
+
+uint64_t rows_of(const TensorSlot& s) { return s.shape.empty() ? 1 : static_cast<uint64_t>(s.shape[0]); }
+
+}  // namespace
+
+TEST(MergePlan, RowWiseChunksCoverEveryRowOnceWithEqualCountsPerRank) {
+  const MergeInputs in = fake_inputs(3, 3);
+  for (uint64_t chunk_bytes : {uint64_t(1), uint64_t(100), uint64_t(64) << 20}) {
+    const MergeConfig c = config_for("linear", 3, {"parallel.merge_chunk_bytes=" + std::to_string(chunk_bytes)});
+    for (int world : {1, 2, 3, 5}) {
+      std::map<size_t, std::vector<int>> covered;  // tensor -> row -> times
+      std::map<size_t, std::vector<size_t>> counts;  // tensor -> chunks per rank
+      for (int r = 0; r < world; ++r) {
+        const auto plan = plan_merge_chunks(c, in, r, world);
+        std::map<size_t, size_t> mine;
+        for (const MergeChunk& ch : plan) {
+          auto& rows = covered[ch.tensor];
+          rows.resize(rows_of(in.slots[ch.tensor]));
+          for (uint64_t row = ch.first_row; row < ch.end_row; ++row) ++rows[row];
+          ++mine[ch.tensor];
+          EXPECT_LE(ch.rows() * widest_row_bytes(in, ch.tensor), std::max(chunk_bytes, widest_row_bytes(in, ch.tensor)));
+        }
+        for (auto& [t, n] : mine) counts[t].push_back(n);
+      }
+      for (size_t t = 0; t < in.slots.size(); ++t) {
+        for (int times : covered[t]) ASSERT_EQ(times, 1) << in.slots[t].name << " world " << world;
+        for (size_t n : counts[t]) EXPECT_EQ(n, counts[t][0]) << "every rank meets every collective write";
+      }
+    }
+  }
+}
+
+TEST(MergePlan, WholeTensorMethodsGiveEachTensorToOneRank) {
+  const MergeInputs in = fake_inputs(3, 2);
+  const MergeConfig c = config_for("ties", 3);
+  const int world = 4;
+  for (int r = 0; r < world; ++r)
+    for (const MergeChunk& ch : plan_merge_chunks(c, in, r, world)) {
+      EXPECT_TRUE(ch.first && ch.last);
+      const bool mine = static_cast<int>(ch.tensor % world) == r;
+      EXPECT_EQ(ch.rows(), mine ? rows_of(in.slots[ch.tensor]) : 0u);
+      EXPECT_EQ(ch.whole, mine);
+    }
+}
+
+TEST(MergePlan, DoneTensorsAreSkipped) {
+  const MergeInputs in = fake_inputs(2, 2);
+  const MergeConfig c = config_for("linear", 2);
+  const std::set<std::string> done = {in.slots[0].name, in.slots[3].name};
+  for (const MergeChunk& ch : plan_merge_chunks(c, in, 0, 1, done)) EXPECT_FALSE(done.count(in.slots[ch.tensor].name));
+}
+
+TEST(MergePlan, BuffersAreTheLargestChunkOfEachModel) {
+  MergeInputs in = fake_inputs(2, 2);
+  // Model 1 in F32: its rows are twice as wide, so chunks are sized by it.
+  for (auto& b : in.slot_bytes[1]) b *= 2;
+  const MergeConfig c = config_for("linear", 2, {"parallel.merge_chunk_bytes=96"});
+  const MergeBuffers b = merge_buffers(c, in, 0, 1);
+  uint64_t in0 = 0, in1 = 0, out = 0;
+  for (const MergeChunk& ch : plan_merge_chunks(c, in, 0, 1)) {
+    const uint64_t rows = rows_of(in.slots[ch.tensor]);
+    in0 = std::max(in0, ch.rows() * in.slot_bytes[0][ch.tensor] / rows);
+    in1 = std::max(in1, ch.rows() * in.slot_bytes[1][ch.tensor] / rows);
+    out = std::max(out, ch.rows() * in.slot_bytes[0][ch.tensor] / rows);  // bf16 output, as model 0
+  }
+  EXPECT_EQ(b.input_bytes, (std::vector<uint64_t>{in0, in1}));
+  EXPECT_EQ(b.output_bytes, out);
+  EXPECT_EQ(b.input_sets, 2);
+  EXPECT_EQ(b.total(), 2 * (in0 + in1) + out + b.work_bytes);
+  // Whole-tensor methods hold one set of whole tensors plus the kernel's working memory.
+  const MergeBuffers w = merge_buffers(config_for("ties", 2), in, 0, 1);
+  EXPECT_EQ(w.input_sets, 1);
+  EXPECT_GT(w.work_bytes, 0u);
+}
+
+TEST(MergePlan, BudgetCheckNamesTheRankAndTheParts) {
+  std::vector<MemoryPlan> plans(3);
+  plans[1].merge_buffers = 5000;
+  plans[2].weights = 100;
+  EXPECT_NO_THROW(check_memory_budget(plans, 5000));
+  EXPECT_NO_THROW(check_memory_budget(plans, 0));
+  try {
+    check_memory_budget(plans, 4999);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs 5.00 KB (5000 bytes) on rank 1 but memory_budget is 5.00 KB (4999 bytes; "), std::string::npos)
+        << e.what();
+  }
+  const std::string text = memory_plan_text(plans, 4999, false);
+  EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
+}
+
+TEST(TensorParams, GradientsFiltersAndPerModelValuesPerTensor) {
+  const MergeInputs in = fake_inputs(3, 5);
+  const MergeConfig c = parse_merge_config(R"(models:
+  - {name: base, path: /m0}
+  - {name: a, path: /m1, params: {weight: 2, density: [0.2, 1]}}
+  - {name: b, path: /m2}
+base: base
+method: ties
+params:
+  weight: [{filter: mlp, value: [1, 3]}, {value: 0.5}]
+  density: 0.7
+  lambda: 0.25
+output: {dir: /o}
+)", "cfg.yaml");
+  const auto params = resolve_tensor_params(c, in, {});
+  for (size_t t = 0; t < in.slots.size(); ++t) {
+    const TensorSlot& s = in.slots[t];
+    const double pos = gradient_position(s.block, 5);  // 0 outside the blocks
+    EXPECT_DOUBLE_EQ(params[t].shared("lambda"), 0.25);
+    EXPECT_EQ(params[t].shared("normalize"), 1.0);  // ties' default
+    EXPECT_DOUBLE_EQ(params[t].of("weight", 1), 2.0) << "the model's own value wins";
+    const bool mlp = s.name.find("mlp") != std::string::npos;
+    EXPECT_DOUBLE_EQ(params[t].of("weight", 2), mlp ? 1 + 2 * pos : 0.5) << s.name;
+    EXPECT_DOUBLE_EQ(params[t].of("density", 1), 0.2 + 0.8 * pos) << s.name;
+    EXPECT_DOUBLE_EQ(params[t].of("density", 2), 0.7);
+  }
+}
+
+TEST(TensorParams, RecallWeightsFollowTheBlockAndTheNonBlockPolicy) {
+  const MergeInputs in = fake_inputs(2, 2);
+  const std::vector<std::vector<double>> bw = {{0.25, 0.75}, {0.6, 0.4}};
+  for (auto [policy, embed] : {std::pair{"uniform", std::vector<double>{0.5, 0.5}},
+                               std::pair{"nearest_block", std::vector<double>{0.25, 0.75}},
+                               std::pair{"reference", std::vector<double>{0, 1}}}) {
+    const MergeConfig c = config_for("recall", 2, {std::string("recall.non_block=") + policy});
+    const auto params = resolve_tensor_params(c, in, bw);
+    for (size_t t = 0; t < in.slots.size(); ++t) {
+      const TensorSlot& s = in.slots[t];
+      if (s.block >= 0) EXPECT_EQ(params[t].per_model("weight"), bw[s.block]);
+      if (s.role == Role::Embed) EXPECT_EQ(params[t].per_model("weight"), embed) << policy;
+    }
+  }
+}
+
+TEST(RecallState, RoundTripsAndRefusesMalformedFiles) {
+  RecallWeights w;
+  w.typical_samples = {4, 0, 9};
+  w.blocks = {{0, 2.5, {0.5, 1}, {0.4, 0.6}}, {1, 0.125, {1, 0.25}, {0.7, 0.3}}};
+  const RecallWeights r = parse_recall_state(recall_state_json(w));
+  EXPECT_EQ(r.typical_samples, w.typical_samples);
+  ASSERT_EQ(r.blocks.size(), 2u);
+  EXPECT_EQ(r.blocks[1].sigma2, 0.125);
+  EXPECT_EQ(r.block_weights(), w.block_weights());
+  EXPECT_THROW(parse_recall_state("{\"typical_samples\": [1]}"), Error);
+  EXPECT_THROW(parse_recall_state("not json"), Error);
+}
+
+TEST(OutputDir, PrepareResumesOnlyTheSameKeyAndCommitRenames) {
+  TempDir tmp;
+  const OutputDir out(tmp.file("merged"));
+  EXPECT_FALSE(out.prepare("key-1\n", false));
+  EXPECT_TRUE(is_directory(out.hf()));
+  write_file_atomic(out.h5(), "x");
+  out.start_progress();
+  out.record_merged({"a", "b"});
+  out.record_merged({"c"});
+  EXPECT_EQ(out.merged_tensors(), (std::set<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(out.prepare("key-1\n", false)) << "same key: resume";
+  EXPECT_EQ(out.merged_tensors().size(), 3u);
+  EXPECT_FALSE(out.prepare("key-1\n", true)) << "--fresh";
+  EXPECT_TRUE(out.merged_tensors().empty());
+  EXPECT_FALSE(out.prepare("key-2\n", false)) << "another key starts over";
+  write_file_atomic(out.file("manifest.json"), "{}");
+  out.commit();
+  EXPECT_TRUE(path_exists(tmp.file("merged/manifest.json")));
+  EXPECT_FALSE(path_exists(out.partial()));
+}
+
+TEST(Commit, ManifestListsEveryTensorWithItsChecksum) {
+  const MergeInputs in = fake_inputs(2, 1);
+  const MergeConfig c = config_for("linear", 2, {"output.dtype=float16"});
+  MergeReport report;
+  std::map<std::string, uint64_t> sums;
+  for (size_t t = 0; t < in.slots.size(); ++t) sums[in.slots[t].name] = 0x1234 + t;
+  const std::string yaml = to_yaml(c);
+  const std::vector<std::string> shards = {"model.safetensors"};
+  const auto j = nlohmann::json::parse(manifest_json({c, in, report, yaml, sums, shards}));
+  EXPECT_EQ(j.at("method"), "linear");
+  ASSERT_EQ(j.at("tensors").size(), in.slots.size());
+  EXPECT_EQ(j.at("tensors")[0].at("dtype"), "F16");
+  EXPECT_EQ(j.at("tensors")[1].at("xxh3_64"), "0000000000001235");
+  EXPECT_EQ(j.at("hf_shards"), shards);
+  EXPECT_EQ(j.at("config"), yaml);
+}
