@@ -130,9 +130,16 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
 
   // ---- output: <dir>.partial, committed at the end; a rerun with the same job key resumes ------
   const OutputDir out(cfg.output.dir);
+  std::optional<OutputLock> lock;  // rank 0 holds <dir>.lock until the job ends, however it ends
+  steps.step("lock output", [&] {
+    if (rank == 0) lock.emplace(cfg.output.dir);
+  });
+  if (lock && !lock->takeover().empty()) log(lock->takeover());
   const std::string key = job_key(cfg, in);
-  const bool resume = steps.step("prepare output", [&] { return ctx.rank() == 0 && out.prepare(key, opt.fresh); });
+  std::string removed;
+  const bool resume = steps.step("prepare output", [&] { return rank == 0 && out.prepare(key, opt.fresh, &removed); });
   const bool resumed = dist::broadcast_flag(comm, resume, 0);
+  if (!removed.empty()) log(removed);
   if (resumed) log("resuming the interrupted job in ", out.partial(), " (same config and inputs; --fresh restarts)");
 
   // ---- RECALL: typical samples -> representations -> similarity -> weights ---------------------

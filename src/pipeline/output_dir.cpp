@@ -1,21 +1,33 @@
-// The output directory of a merge job: job key, .partial, progress, commit (see output_dir.h).
+// The output directory of a merge job: job key, what may be replaced, .partial, progress, lock,
+// commit (see output_dir.h).
 #include "recall/pipeline/output_dir.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "recall/build_id.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 
 namespace recall {
 
 namespace {
 
-constexpr const char* kKeyFile = "job.key";
+constexpr const char* kKeyFile = "job.key";  // recall's marker in <dir>.partial
 constexpr const char* kProgressFile = "progress.txt";
+constexpr const char* kManifestFormat = "recall-merge-1";
 
 void append_lines(const std::string& path, const std::string& lines) {
   std::FILE* f = std::fopen(path.c_str(), "a");
@@ -25,20 +37,103 @@ void append_lines(const std::string& path, const std::string& lines) {
   if (!ok) fail("cannot append to '", path, "' (disk full?)");
 }
 
+// "path\tsize\tmtime_ns\tinode" of a large file (its bytes are not read).
+std::string identity(const std::string& path) {
+  struct stat st{};
+  if (::stat(path.c_str(), &st) != 0) return path + "\tmissing\n";
+  return path + "\t" + std::to_string(st.st_size) + "\t" + std::to_string(modification_time_ns(path)) + "\t" +
+         std::to_string(st.st_ino) + "\n";
+}
+
+// "path\t<xxh3 of the contents>" of a small file, or nothing when it does not exist.
+std::string content_hash(const std::string& path) {
+  if (!path_exists(path) || is_directory(path)) return "";
+  const std::string text = read_text_file(path);
+  return path + "\t" + checksum_hex(xxh3_64(text.data(), text.size())) + "\n";
+}
+
+// True when `dir` is a committed recall output: its manifest.json parses and has recall's format.
+bool is_recall_output(const std::string& dir) {
+  const std::string m = join_path(dir, "manifest.json");
+  if (!path_exists(m)) return false;
+  try {
+    const auto j = nlohmann::json::parse(read_text_file(m));
+    return j.is_object() && j.value("format", "") == kManifestFormat;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+bool is_empty_directory(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return false;
+  bool empty = true;
+  while (const dirent* e = ::readdir(d))
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) empty = false;
+  ::closedir(d);
+  return empty;
+}
+
+// True when `inner` is `outer` or lies inside it (both resolved).
+bool within(const std::string& outer, const std::string& inner) {
+  const std::string o = resolved_path(outer), i = resolved_path(inner);
+  return i == o || o == "/" || (i.size() > o.size() && i.compare(0, o.size(), o) == 0 && i[o.size()] == '/');
+}
+
+// Removes files named <anything>.tmp.<digits> below `dir`: write_file_atomic's temporaries of
+// processes that died before their rename.
+void remove_stale_temporaries(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return;
+  std::vector<std::string> subdirs, stale;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    const std::string path = join_path(dir, name);
+    if (is_directory(path)) {
+      subdirs.push_back(path);
+      continue;
+    }
+    const auto dot = name.rfind(".tmp.");
+    if (dot != std::string::npos && dot + 5 < name.size() &&
+        name.find_first_not_of("0123456789", dot + 5) == std::string::npos)
+      stale.push_back(path);
+  }
+  ::closedir(d);
+  for (const std::string& p : stale) ::unlink(p.c_str());
+  for (const std::string& s : subdirs) remove_stale_temporaries(s);
+}
+
 }  // namespace
+
+std::vector<std::string> merge_input_paths(const MergeConfig& c) {
+  std::vector<std::string> out;
+  for (const ModelEntry& m : c.models) {
+    out.push_back(m.path);
+    if (!m.base_model.empty()) out.push_back(m.base_model);
+  }
+  if (!c.data.empty()) out.push_back(c.data);
+  if (!c.origin.file.empty() && path_exists(c.origin.file)) out.push_back(c.origin.file);
+  return out;
+}
 
 std::string job_key(MergeConfig cfg, const MergeInputs& in) {
   cfg.output.overwrite = false;
   cfg.output.checkpoint_bytes = 0;  // how often progress is saved does not change the result
-  std::string text = to_yaml(cfg);
-  for (const ModelDir& m : in.models)
-    for (const Checkpoint* ckpt : {&m.checkpoint, m.lora ? &m.lora->checkpoint() : nullptr}) {
+  std::string text = std::string("recall ") + RECALL_ENGINE_BUILD + "\n" + to_yaml(cfg);
+  for (size_t m = 0; m < in.models.size(); ++m) {
+    const ModelDir& md = in.models[m];
+    text += content_hash(join_path(md.path, "config.json"));
+    for (const Checkpoint* ckpt : {&md.checkpoint, md.lora ? &md.lora->checkpoint() : nullptr}) {
       if (!ckpt) continue;
-      for (const auto& f : ckpt->files()) {
-        const int64_t mtime = modification_time_ns(f->path());
-        text += f->path() + "\t" + std::to_string(f->file_size()) + "\t" + std::to_string(mtime) + "\n";
-      }
+      for (const auto& f : ckpt->files()) text += identity(f->path());
     }
+    if (md.lora) text += content_hash(join_path(md.lora->path(), "adapter_config.json"));
+  }
+  const std::string ref = in.models.empty() ? "" : in.models[in.reference].path;
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+    if (!ref.empty()) text += content_hash(join_path(ref, f));
+  if (!cfg.data.empty()) text += identity(cfg.data);
   return checksum_hex(xxh3_64(text.data(), text.size())) + "\n";
 }
 
@@ -49,12 +144,49 @@ std::string OutputDir::hf() const { return join_path(partial_, "hf"); }
 std::string OutputDir::recall_state() const { return join_path(partial_, "recall_state.json"); }
 std::string OutputDir::file(const std::string& name) const { return join_path(partial_, name); }
 
-bool OutputDir::prepare(const std::string& key, bool fresh) const {
+std::vector<std::string> OutputDir::problems(bool overwrite, const std::vector<std::string>& inputs,
+                                             const std::vector<std::string>& model_dirs) const {
+  std::vector<std::string> out;
+  const std::string dir = "output.dir '" + final_ + "'";
+  if (resolved_path(final_) == "/") out.push_back(dir + " is the root directory");
+  for (const std::string& p : inputs)
+    if (within(final_, p))
+      out.push_back(dir + " is or holds the input '" + p + "'; refusing to write over an input");
+  for (const std::string& m : model_dirs)
+    if (within(m, final_) && !within(final_, m))
+      out.push_back(dir + " lies inside the model directory '" + m + "'; refusing to write inside an input");
+  if (path_exists(final_)) {
+    if (!overwrite)
+      out.push_back(dir + " already exists; set output.overwrite: true (or --set output.overwrite=true) to "
+                    "replace it");
+    else if (!is_directory(final_) || (!is_recall_output(final_) && !is_empty_directory(final_)))
+      out.push_back(dir + " exists and is not a recall output (no recall manifest.json); output.overwrite "
+                    "replaces only a directory recall committed, so move it away or choose another output.dir");
+  }
+  if (path_exists(partial_) && !path_exists(join_path(partial_, kKeyFile)))
+    out.push_back("'" + partial_ + "' exists and was not written by recall (it has no " + kKeyFile +
+                  "); move it away, recall will not delete it");
+  const std::string old = final_ + ".old";
+  if (path_exists(old) && !is_recall_output(old))
+    out.push_back("'" + old + "' exists and is not a recall output (no recall manifest.json); move it away, recall "
+                  "will not delete it");
+  return out;
+}
+
+bool OutputDir::prepare(const std::string& key, bool fresh, std::string* log) const {
   const std::string key_path = file(kKeyFile);
-  if (!fresh && path_exists(key_path) && read_text_file(key_path) == key) return true;
-  remove_tree(partial_);
+  const bool ours = path_exists(key_path);
+  if (path_exists(partial_) && !ours)
+    fail("'", partial_, "' exists and was not written by recall (it has no ", kKeyFile, "); move it away");
+  if (!fresh && ours && read_text_file(key_path) == key) return true;
+  if (ours) {
+    remove_tree(partial_);
+    *log = "removed the unfinished '" + partial_ + "' of an earlier job (" +
+           (fresh ? std::string("--fresh") : std::string("its config or inputs differ: job.key")) + ")";
+  }
+  make_directories(partial_);
+  write_file_atomic(key_path, key);  // the marker first, so that a crash leaves a removable .partial
   make_directories(hf());
-  write_file_atomic(key_path, key);
   return false;
 }
 
@@ -78,13 +210,87 @@ void OutputDir::record_merged(const std::vector<std::string>& names) const {
 }
 
 void OutputDir::commit() const {
+  remove_stale_temporaries(partial_);
   const std::string old = final_ + ".old";
   if (path_exists(final_)) {
-    remove_tree(old);
+    if (!is_recall_output(final_) && !is_empty_directory(final_))
+      fail("output.dir '", final_, "' changed during the job and is no longer a recall output; not replacing it");
+    if (path_exists(old)) {
+      if (!is_recall_output(old)) fail("'", old, "' exists and is not a recall output; not replacing it");
+      remove_tree(old);
+    }
     rename_path(final_, old);
   }
   rename_path(partial_, final_);
   remove_tree(old);
+}
+
+namespace {
+
+std::string lock_token() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const char* job = std::getenv("SLURM_JOB_ID");
+  return std::string("host ") + host + " pid " + std::to_string(::getpid()) + " slurm_job " +
+         (job && *job ? job : "-") + " since " + utc_now() + "\n";
+}
+
+// Whether the lock's holder is a dead process on this host (then the lock is stale).
+bool holder_is_dead_here(const std::string& token) {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  std::istringstream in(token);
+  std::string k1, h, k2;
+  long pid = 0;
+  if (!(in >> k1 >> h >> k2 >> pid) || k1 != "host" || k2 != "pid" || h != host || pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  // Alive, or a zombie nobody reaped yet (a killed rank under a container's init): state Z.
+  std::string stat;
+  try {
+    stat = read_text_file("/proc/" + std::to_string(pid) + "/stat");
+  } catch (const std::exception&) {
+    return false;
+  }
+  const auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
+}
+
+}  // namespace
+
+OutputLock::OutputLock(const std::string& final_dir) : path_(final_dir + ".lock"), token_(lock_token()) {
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd >= 0) {
+      pwrite_exact(fd, token_.data(), token_.size(), 0, path_);
+      ::fsync(fd);
+      ::close(fd);
+      return;
+    }
+    if (errno != EEXIST) fail("cannot create the output lock '", path_, "': ", std::strerror(errno));
+    std::string holder;
+    try {
+      holder = read_text_file(path_);
+    } catch (const std::exception&) {
+      continue;  // released between our open and read: try again
+    }
+    if (attempt == 0 && holder_is_dead_here(holder)) {
+      takeover_ = "took over the lock '" + path_ + "' of a job that died on this host (" +
+                  holder.substr(0, holder.find('\n')) + ")";
+      ::unlink(path_.c_str());
+      continue;
+    }
+    fail("output.dir '", final_dir, "' is being written by another recall job (", holder.substr(0, holder.find('\n')),
+         "; lock file '", path_, "')\n---> HINT: wait for that job; if it is gone (a killed job on another node), "
+         "delete the lock file");
+  }
+  fail("cannot take the output lock '", path_, "'");
+}
+
+OutputLock::~OutputLock() {
+  try {
+    if (path_exists(path_) && read_text_file(path_) == token_) ::unlink(path_.c_str());
+  } catch (...) {
+  }
 }
 
 }  // namespace recall

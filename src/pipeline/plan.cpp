@@ -162,7 +162,7 @@ size_t largest_plan(const std::vector<MemoryPlan>& plans) {
 std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budget, bool verbose) {
   std::ostringstream os;
   os << "memory plan per rank (program + weights + activations + merge buffers = total"
-     << (budget ? "; budget " + format_bytes(budget) : std::string()) << "):";
+     << (budget ? "; budget " + format_size_setting(budget) : std::string()) << "):";
   auto line = [&](const std::string& who, const MemoryPlan& p) {
     os << "\n  " << who << ": " << format_bytes(p.process) << " + " << format_bytes(p.weights) << " + "
        << format_bytes(p.activations) << " + "
@@ -183,7 +183,7 @@ void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) 
   const MemoryPlan& p = plans[w];
   if (p.total() <= budget) return;
   fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
-       " but memory_budget is ", format_bytes(budget), " (", budget, " bytes; program ", format_bytes(p.process),
+       " but memory_budget is ", format_size_setting(budget), " (", budget, " bytes; program ", format_bytes(p.process),
        ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
        ", merge buffers ", format_bytes(p.merge_buffers),
        ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "

@@ -5,6 +5,7 @@
 #include <optional>
 #include <sstream>
 
+#include "recall/pipeline/output_dir.h"
 #include "recall/util/dtype.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
@@ -13,14 +14,6 @@
 namespace recall {
 
 namespace {
-
-std::string canonical(const std::string& p) { return resolved_path(p); }
-
-// True when `inner` is `outer` or lies inside it.
-bool contains(const std::string& outer, const std::string& inner) {
-  const std::string o = canonical(outer), i = canonical(inner);
-  return i == o || (i.size() > o.size() && i.compare(0, o.size(), o) == 0 && i[o.size()] == '/');
-}
 
 // The fields that must agree for two models to be merged tensor by tensor.
 void compare_configs(const ModelEntry& a, const ModelConfig& x, const ModelEntry& b,
@@ -178,14 +171,15 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
     }
   }
 
-  // Output: not an input, not inside one, no input inside it, and not already there.
-  for (const ModelEntry& m : c.models)
-    if (contains(m.path, c.output.dir) || contains(c.output.dir, m.path))
-      problems.push_back("output.dir '" + c.output.dir + "' overlaps input model '" + m.name + "' (" + m.path +
-                         "); refusing to write over or inside an input");
-  if (path_exists(c.output.dir) && !c.output.overwrite)
-    problems.push_back("output.dir '" + c.output.dir + "' already exists; set output.overwrite: true "
-                       "(or --set output.overwrite=true) to replace it");
+  // Output: not an input, not inside one, no input inside it, and nothing in the way that recall
+  // did not write (recall/pipeline/output_dir.h).
+  std::vector<std::string> model_dirs;
+  for (const ModelEntry& m : c.models) {
+    model_dirs.push_back(m.path);
+    if (!m.base_model.empty()) model_dirs.push_back(m.base_model);
+  }
+  for (std::string& p : OutputDir(c.output.dir).problems(c.output.overwrite, merge_input_paths(c), model_dirs))
+    problems.push_back(std::move(p));
   return problems;
 }
 

@@ -8,15 +8,35 @@
 
 namespace recall {
 
-std::string format_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB", "PB"};
+namespace {
+
+std::string scaled(uint64_t bytes, double base, const char* const* units) {
   double v = static_cast<double>(bytes);
   int u = 0;
-  while (v >= 1000.0 && u < 5) v /= 1000.0, ++u;
+  while (v >= base && u < 5) v /= base, ++u;
   char buf[32];
   if (u == 0) std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
   else std::snprintf(buf, sizeof buf, "%.2f %s", v, units[u]);
   return buf;
+}
+
+}  // namespace
+
+std::string format_bytes(uint64_t bytes) {
+  static const char* const units[] = {"B", "KB", "MB", "GB", "TB", "PB"};
+  return scaled(bytes, 1000.0, units);
+}
+
+std::string format_bytes_binary(uint64_t bytes) {
+  static const char* const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  return scaled(bytes, 1024.0, units);
+}
+
+std::string format_size_setting(uint64_t bytes) {
+  // A whole number of binary units was most likely written in them (64GiB): show both.
+  if (bytes >= 1024 && bytes % 1024 == 0 && format_bytes_binary(bytes).find(".00 ") != std::string::npos)
+    return format_bytes_binary(bytes) + " (" + format_bytes(bytes) + ")";
+  return format_bytes(bytes);
 }
 
 std::string format_shape(const std::vector<int64_t>& shape) {

@@ -186,7 +186,7 @@ def kmeans_typical(x, k, seed, iterations=100):
     return out
 
 
-def block_means_hf(model_dir, samples, pooling="mean"):
+def block_means_hf(model_dir, samples, pooling="mean_skip_first"):  # the config's default
     """[L, N, H] float64: the mean over tokens of every block's output (before the final norm) for
     each sample, from transformers in float32, one unpadded sample at a time (so the mean is over
     exactly the sample's tokens). pooling: "mean" (every token), "mean_skip_first" (all but the

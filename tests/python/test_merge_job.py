@@ -216,7 +216,7 @@ def main():
         ("NaN in an input", [("a", f"{tmp}/a"), ("n", f"{tmp}/nan")], f"{tmp}/o6", "method: linear",
          "tensor 'model.layers.3.self_attn.o_proj.weight' holds NaN or infinity at [5, 7]"),
         ("output exists", models, f"{tmp}/exists", "method: linear", "already exists; set output.overwrite"),
-        ("output inside an input", models, f"{tmp}/a/merged", "method: linear", "overlaps input model 'a'"),
+        ("output inside an input", models, f"{tmp}/a/merged", "method: linear", f"lies inside the model directory '{tmp}/a'"),
     ]
     for what, ms, o, extra, needle in cases:
         c = f"{tmp}/bad.yaml"

@@ -73,7 +73,7 @@ def non_block_expected(policy, W):
 
 
 class Fixture:
-    def reps_for(self, typical_pooling="mean", kernel_pooling="mean"):
+    def reps_for(self, typical_pooling="mean_skip_first", kernel_pooling="mean_skip_first"):
         """(typical samples, reps [M, L, K, H]) under the two pooling choices, computed here."""
         def means(pooling):
             if pooling not in self.means:
@@ -214,21 +214,21 @@ def main():
         fx.verify(f"recall.temperature={tau}", fx.merge(f"tau{tau}", [f"recall.temperature={tau}"], np_=np_),
                   base_sim, W, non_block_expected("uniform", W))
 
-    # typical.pooling: the clustering on the last token's states (representations stay means)
+    # typical.pooling: the clustering on the last token's states (representations stay the default's)
     typical, reps = fx.reps_for(typical_pooling="last")
     check(typical != fx.typical, f"typical.pooling=last: the recomputed typical samples {typical} differ from "
-          f"the mean-pooled {fx.typical}")
+          f"the default's {fx.typical}")
     sim = expected_similarity(reps)
     W = expected_weights(sim)
     fx.verify("typical.pooling=last", fx.merge("tpool", ["typical.pooling=last"]), sim, W,
               non_block_expected("uniform", W), typical=typical)
 
-    # kernel.pooling: representations without the BOS token (typical samples stay mean-pooled)
-    _, reps = fx.reps_for(kernel_pooling="mean_skip_first")
+    # kernel.pooling: representations with the BOS token (the typical samples stay the default's)
+    _, reps = fx.reps_for(kernel_pooling="mean")
     sim = expected_similarity(reps)
     W = expected_weights(sim)
-    differs("kernel.pooling=mean_skip_first", W)
-    fx.verify("kernel.pooling=mean_skip_first", fx.merge("kpool", ["kernel.pooling=mean_skip_first"], np_=2), sim, W,
+    differs("kernel.pooling=mean", W)
+    fx.verify("kernel.pooling=mean", fx.merge("kpool", ["kernel.pooling=mean"], np_=2), sim, W,
               non_block_expected("uniform", W))
 
     # recall.similarity: pairwise_mean

@@ -2,6 +2,7 @@
 // the memory plan, per-tensor parameter resolution, RECALL's state file, the output directory's
 // resume and commit, and the manifest.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <map>
 #include <nlohmann/json.hpp>
@@ -140,6 +141,8 @@ TEST(MergePlan, BudgetCheckNamesTheRankAndTheParts) {
     EXPECT_NE(std::string(e.what()).find("needs 5.00 KB (5000 bytes) on rank 1 but memory_budget is 5.00 KB (4999 bytes; "), std::string::npos)
         << e.what();
   }
+  const std::string gib = memory_plan_text(plans, 64ull << 30, false);
+  EXPECT_NE(gib.find("budget 64.00 GiB (68.72 GB)"), std::string::npos) << "in the unit it was written in: " << gib;
   const std::string text = memory_plan_text(plans, 4999, false);
   EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
 }
@@ -182,8 +185,12 @@ TEST(TensorParams, RecallWeightsFollowTheBlockAndTheNonBlockPolicy) {
     const auto params = resolve_tensor_params(c, in, bw);
     for (size_t t = 0; t < in.slots.size(); ++t) {
       const TensorSlot& s = in.slots[t];
-      if (s.block >= 0) EXPECT_EQ(params[t].per_model("weight"), bw[s.block]);
-      if (s.role == Role::Embed) EXPECT_EQ(params[t].per_model("weight"), embed) << policy;
+      if (s.block >= 0) {
+        EXPECT_EQ(params[t].per_model("weight"), bw[s.block]);
+      }
+      if (s.role == Role::Embed) {
+        EXPECT_EQ(params[t].per_model("weight"), embed) << policy;
+      }
     }
   }
 }
@@ -204,22 +211,124 @@ TEST(RecallState, RoundTripsAndRefusesMalformedFiles) {
 TEST(OutputDir, PrepareResumesOnlyTheSameKeyAndCommitRenames) {
   TempDir tmp;
   const OutputDir out(tmp.file("merged"));
-  EXPECT_FALSE(out.prepare("key-1\n", false));
+  std::string log;
+  EXPECT_FALSE(out.prepare("key-1\n", false, &log));
   EXPECT_TRUE(is_directory(out.hf()));
+  EXPECT_TRUE(log.empty()) << "nothing was removed";
   write_file_atomic(out.h5(), "x");
   out.start_progress();
   out.record_merged({"a", "b"});
   out.record_merged({"c"});
   EXPECT_EQ(out.merged_tensors(), (std::set<std::string>{"a", "b", "c"}));
-  EXPECT_TRUE(out.prepare("key-1\n", false)) << "same key: resume";
+  EXPECT_TRUE(out.prepare("key-1\n", false, &log)) << "same key: resume";
   EXPECT_EQ(out.merged_tensors().size(), 3u);
-  EXPECT_FALSE(out.prepare("key-1\n", true)) << "--fresh";
+  EXPECT_FALSE(out.prepare("key-1\n", true, &log)) << "--fresh";
+  EXPECT_NE(log.find("removed the unfinished"), std::string::npos) << log;
   EXPECT_TRUE(out.merged_tensors().empty());
-  EXPECT_FALSE(out.prepare("key-2\n", false)) << "another key starts over";
-  write_file_atomic(out.file("manifest.json"), "{}");
+  EXPECT_FALSE(out.prepare("key-2\n", false, &log)) << "another key starts over";
+  write_file_atomic(out.file("manifest.json"), R"({"format": "recall-merge-1"})");
+  write_file_atomic(out.file("report.json.tmp.12345"), "left by a killed process");
+  write_file_atomic(out.file("hf/config.json.tmp.777"), "left by a killed process");
+  write_file_atomic(out.file("notes.tmp.txt"), "not a temporary of recall's");
   out.commit();
   EXPECT_TRUE(path_exists(tmp.file("merged/manifest.json")));
+  EXPECT_FALSE(path_exists(tmp.file("merged/report.json.tmp.12345")));
+  EXPECT_FALSE(path_exists(tmp.file("merged/hf/config.json.tmp.777")));
+  EXPECT_TRUE(path_exists(tmp.file("merged/notes.tmp.txt")));
   EXPECT_FALSE(path_exists(out.partial()));
+}
+
+TEST(OutputDir, RecallRemovesOnlyWhatItWrote) {
+  TempDir tmp;
+  const std::string dir = tmp.file("out");
+  const OutputDir out(dir);
+  auto problems = [&](bool overwrite, std::vector<std::string> inputs = {}, std::vector<std::string> models = {}) {
+    std::string all;
+    for (const auto& p : out.problems(overwrite, inputs, models)) all += p + "\n";
+    return all;
+  };
+  EXPECT_EQ(problems(false), "");
+  // An unrelated directory: refused with and without overwrite, and left alone.
+  make_directories(dir);
+  write_file_atomic(dir + "/thesis.tex", "precious");
+  EXPECT_NE(problems(false).find("already exists"), std::string::npos);
+  EXPECT_NE(problems(true).find("is not a recall output"), std::string::npos) << problems(true);
+  // A committed recall output may be replaced with overwrite.
+  remove_tree(dir);
+  make_directories(dir);
+  write_file_atomic(dir + "/manifest.json", R"({"format": "recall-merge-1", "tensors": []})");
+  EXPECT_EQ(problems(true), "");
+  write_file_atomic(dir + "/manifest.json", "not json");
+  EXPECT_NE(problems(true).find("is not a recall output"), std::string::npos);
+  // Inputs: the output may not be, or hold, an input; nor lie inside a model directory.
+  remove_tree(dir);
+  EXPECT_NE(problems(false, {dir + "/data.jsonl"}).find("is or holds the input"), std::string::npos);
+  EXPECT_NE(problems(false, {dir}).find("is or holds the input"), std::string::npos);
+  EXPECT_NE(problems(false, {}, {tmp.path()}).find("lies inside the model directory"), std::string::npos);
+  EXPECT_NE(OutputDir("/").problems(true, {}, {})[0].find("is the root directory"), std::string::npos);
+  // A user's own <dir>.partial and <dir>.old are in the way, never deleted.
+  make_directories(dir + ".partial");
+  write_file_atomic(dir + ".partial/mine.txt", "mine");
+  make_directories(dir + ".old");
+  EXPECT_NE(problems(false).find("'" + dir + ".partial' exists and was not written by recall"), std::string::npos);
+  EXPECT_NE(problems(false).find("'" + dir + ".old' exists and is not a recall output"), std::string::npos);
+  std::string log;
+  EXPECT_THROW(out.prepare("k\n", false, &log), Error);
+  EXPECT_TRUE(path_exists(dir + ".partial/mine.txt"));
+}
+
+TEST(OutputLock, OneHolderAtATimeAndStaleLocksOfDeadProcesses) {
+  TempDir tmp;
+  const std::string dir = tmp.file("out");
+  {
+    OutputLock first(dir);
+    EXPECT_TRUE(path_exists(dir + ".lock"));
+    try {
+      OutputLock second(dir);
+      FAIL() << "a second lock was granted";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find("is being written by another recall job (host "), std::string::npos) << m;
+      EXPECT_NE(m.find("pid " + std::to_string(::getpid())), std::string::npos) << m;
+    }
+  }
+  EXPECT_FALSE(path_exists(dir + ".lock")) << "released";
+  // A lock of a process that no longer exists on this host is taken over.
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  write_file_atomic(dir + ".lock", std::string("host ") + host + " pid 2147483646 slurm_job - since x\n");
+  OutputLock third(dir);
+  EXPECT_NE(third.takeover().find("took over the lock"), std::string::npos);
+  // Another host's lock cannot be checked: refused.
+  ::unlink((dir + ".lock").c_str());
+  write_file_atomic(dir + ".lock", "host elsewhere-node17 pid 12 slurm_job 999 since x\n");
+  EXPECT_THROW(OutputLock fourth(dir), Error);
+}
+
+TEST(JobKey, CoversConfigJsonDataTokenizerAndVersion) {
+  TempDir tmp;
+  MergeInputs in = fake_inputs(2, 1);
+  for (size_t m = 0; m < 2; ++m) {
+    in.models[m].path = tmp.file("m" + std::to_string(m));
+    make_directories(in.models[m].path);
+    write_file_atomic(in.models[m].path + "/config.json", "{\"a\": 1}");
+  }
+  MergeConfig c = config_for("recall", 2, {"data=" + tmp.file("data.jsonl")});
+  write_file_atomic(tmp.file("data.jsonl"), "{\"input_ids\": [1, 2]}\n");
+  const std::string k0 = job_key(c, in);
+  EXPECT_EQ(job_key(c, in), k0);
+  write_file_atomic(in.models[1].path + "/config.json", "{\"a\": 2}");
+  const std::string k1 = job_key(c, in);
+  EXPECT_NE(k1, k0) << "a model's config.json";
+  write_file_atomic(tmp.file("data.jsonl"), "{\"input_ids\": [1, 3]}\n");
+  const std::string k2 = job_key(c, in);
+  EXPECT_NE(k2, k1) << "the data file";
+  write_file_atomic(in.models[1].path + "/tokenizer.json", "{}");
+  EXPECT_NE(job_key(c, in), k2) << "the reference's tokenizer";
+  MergeConfig d = c;
+  d.output.checkpoint_bytes = 1;
+  d.output.overwrite = true;
+  EXPECT_EQ(job_key(d, in), job_key(c, in)) << "how often progress is saved does not change the result";
 }
 
 TEST(Commit, ManifestListsEveryTensorWithItsChecksum) {

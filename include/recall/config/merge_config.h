@@ -33,13 +33,15 @@ struct TypicalConfig {
   uint64_t seed = 0;            // k-means++ seed
   int64_t iterations = 100;     // max Lloyd iterations
   int64_t max_samples = 0;      // use at most this many lines of `data` (0 = all)
-  Pooling pooling = Pooling::Mean;  // token states -> one vector per sample, for the clustering
+  // Token states -> one vector per sample, for the clustering. Not `mean`: pretrained LLMs put
+  // massive activations on the first token (docs/ALGORITHM.md, "Pooling").
+  Pooling pooling = Pooling::MeanSkipFirst;
 };
 
 // The kernel section: how representations are compared (recall/merge/similarity.h; `mode` is
 // the config's recall.similarity) and pooled.
 struct KernelConfig : SimilarityOptions {
-  Pooling pooling = Pooling::Mean;  // token states -> one vector per sample, for the similarity
+  Pooling pooling = Pooling::MeanSkipFirst;  // token states -> one vector per sample, for the similarity
 };
 
 struct RecallConfig {
