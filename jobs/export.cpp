@@ -1,5 +1,6 @@
-// recall export merged.h5 --out DIR: a Hugging Face directory (safetensors shards + index +
-// config.json) from a merged.h5, checked against the checksums stored in it.
+// recall export merged.h5 --out DIR: a complete Hugging Face directory from a merged.h5 (shards +
+// index, config.json, the reference model's tokenizer and generation files, a model card), its
+// tensors checked against the checksums stored in the file.
 #include <mpi.h>
 
 #include <iostream>
@@ -8,6 +9,8 @@
 #include "recall/cli/args.h"
 #include "recall/io/h5_reader.h"
 #include "recall/pipeline/export.h"
+#include "recall/pipeline/hf_files.h"
+#include "recall/pipeline/merge_record.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
@@ -15,44 +18,61 @@
 namespace recall::jobs {
 
 int export_h5(int argc, char** argv) {
-  ArgParser args("export", "Writes a Hugging Face directory from a merged.h5 written by 'recall merge'.");
+  ArgParser args("export",
+                 "Writes a Hugging Face directory from a merged.h5 written by 'recall merge': the weights "
+                 "(checked against the checksums stored in it), config.json, the tokenizer and generation "
+                 "files of the merge's reference model, and a model card.");
   args.positional("H5", "merged.h5")
       .option("out", "DIR", "output directory (created; must not exist)", "", true)
-      .option("shard-bytes", "N", "largest shard in bytes", "5000000000");
+      .option("shard-bytes", "SIZE", "largest shard, e.g. 5GB, 500MiB or 1e9 (bytes)", "5GB")
+      .option("source", "DIR",
+              "model directory to copy the tokenizer and generation files from (default: the reference model "
+              "recorded in merged.h5)");
   if (!args.parse(argc, argv)) return 0;
   const std::string h5_path = args.get("H5"), out = args.get("out");
+  const uint64_t shard_bytes = args.get_bytes("shard-bytes");
   if (path_exists(out)) fail("'", out, "' already exists; choose a new directory");
-  std::vector<std::string> order;
-  std::string config_json, dtype;
-  {
-    H5Reader h5(h5_path);
-    order = h5.list("/tensors");
-    auto cfg = h5.attribute("/", "architecture_config");
-    if (!cfg) fail(h5_path, ": no 'architecture_config' attribute (not written by recall merge?)");
-    config_json = *cfg;
-    if (order.empty()) fail(h5_path, ": no tensors under /tensors");
-    switch (h5.info("/tensors/" + order.front()).dtype) {
-      case DType::BF16: dtype = "bfloat16"; break;
-      case DType::F16: dtype = "float16"; break;
-      default: dtype = "float32";
-    }
-  }
+  if (args.has("source") && !is_directory(args.get("source")))
+    fail("--source '", args.get("source"), "' is not a directory");
+  const MergeRecord rec = read_merge_record(h5_path);
+  for (const std::string& note : rec.notes) std::cerr << "recall export: warning: " << note << "\n";
+
   int initialized = 0;
   MPI_Initialized(&initialized);
   if (!initialized) MPI_Init(&argc, &argv);
   const std::string tmp = out + ".partial";
+  remove_tree(tmp);  // the leftovers of an interrupted export
   make_directories(tmp);
-  ExportResult ex = export_hf_shards(MPI_COMM_SELF, h5_path, tmp, order, std::stoull(args.get("shard-bytes")));
-  H5Reader h5(h5_path);
-  for (const auto& [name, h] : ex.checksums) {
-    auto expected = h5.attribute("/tensors/" + name, "xxh3_64");
-    if (expected && *expected != checksum_hex(h))
-      fail(h5_path, ": tensor '", name, "' does not match its stored checksum (", *expected, " vs ", checksum_hex(h),
-           "); the file is corrupt");
+  ExportResult ex = export_hf_shards(MPI_COMM_SELF, h5_path, tmp, rec.tensors, shard_bytes);
+  {
+    H5Reader h5(h5_path);
+    for (const auto& [name, h] : ex.checksums) {
+      auto expected = h5.attribute("/tensors/" + name, "xxh3_64");
+      if (expected && *expected != checksum_hex(h))
+        fail(h5_path, ": tensor '", name, "' does not match its stored checksum (", *expected, " vs ", checksum_hex(h),
+             "); the file is corrupt");
+    }
   }
-  write_file_atomic(join_path(tmp, "config.json"), export_config_json(config_json, dtype));
-  if (std::rename(tmp.c_str(), out.c_str()) != 0) fail("cannot rename '", tmp, "' to '", out, "'");
-  std::cout << "wrote " << out << ": " << order.size() << " tensors in " << ex.shard_files.size() << " shard(s)\n";
+  const std::string source = args.has("source") ? args.get("source") : rec.source_path;
+  const HfFiles files = write_hf_files(tmp, source, rec.architecture_config, rec.dtype,
+                                       model_card(rec.report, rec.resolved_config, rec.model_paths));
+  if (files.source_missing)
+    std::cerr << "recall export: warning: the reference model '" << rec.source_model << "' is gone ('" << source
+              << "' does not exist), so the export has no tokenizer files; it has the weights, config.json, a "
+                 "generation_config.json derived from it and the model card. Copy the tokenizer files from the "
+                 "original model, or export again with --source DIR\n";
+  else if (!files.has_tokenizer)
+    std::cerr << "recall export: warning: '" << source << "' has no tokenizer.json or tokenizer.model, so the "
+              << "export has no tokenizer; --source DIR takes the tokenizer from another directory\n";
+  rename_path(tmp, out);
+  std::cout << "wrote " << out << ": " << rec.tensors.size() << " tensors in " << ex.shard_files.size()
+            << " shard(s) (limit " << shard_bytes << " bytes)";
+  if (!files.copied.empty()) {
+    std::cout << "; from " << source << ":";
+    for (const std::string& f : files.copied) std::cout << " " << f;
+  }
+  std::cout << (files.generation_config_derived ? "; generation_config.json derived from config.json" : "")
+            << "; README.md\n";
   if (!initialized) MPI_Finalize();
   return 0;
 }

@@ -69,13 +69,14 @@ int plan(int argc, char** argv) {
 int run(int argc, char** argv) {
   ArgParser args("sweep run",
                  "Merges and evaluates every point not finished yet (or only --point I). Each merge runs as\n"
-                 "LAUNCHER -np N recall merge; failures go to points/NNNN/error.txt and the sweep goes on.\n"
+                 "LAUNCHER -n N recall merge; failures go to points/NNNN/error.txt and the sweep goes on.\n"
                  "Inside a Slurm job N defaults to SLURM_NTASKS; elsewhere (or with --local) to 2, oversubscribed.");
   args.positional("dir", "sweep directory (from `recall sweep plan`)")
       .flag("local", "run on this machine, ignoring any Slurm allocation (mpirun --oversubscribe)")
       .option("np", "N", "ranks per merge")
       .option("point", "I", "run only point I (Slurm arrays pass SLURM_ARRAY_TASK_ID)")
-      .option("mpirun", "CMD", "MPI launcher, split on spaces", "mpirun");
+      .option("mpirun", "CMD", "MPI launcher, split on spaces; -n N is appended (slurm/sweep.sbatch passes "
+                               "'srun --mpi=pmix' when the cluster's Slurm has PMIx)", "mpirun");
   if (!args.parse(argc, argv)) return 0;
   SweepRunOptions o;
   o.dir = args.get("dir");
@@ -92,6 +93,8 @@ int run(int argc, char** argv) {
   for (std::string w; ls >> w;) o.launcher.push_back(w);
   if (o.launcher.empty()) fail("--mpirun must name a launcher, got '", args.get("mpirun"), "'");
   o.recall_bin = self_path();
+  if (slurm_job) o.job_id = slurm_job;  // recorded in the point locks
+  if (const char* r = std::getenv("SLURM_RESTART_COUNT"); r && *r) o.restart = to_int("SLURM_RESTART_COUNT", r, 0);
   const SweepRunSummary s = run_sweep(o, std::cout);
   std::cout << "sweep run: " << s.ran << " finished now, " << s.finished_before << " already finished, " << s.failed
             << " failed, " << s.busy << " busy elsewhere\n";

@@ -4,7 +4,9 @@ trained on all of it, and a randomly initialised tiny Llama that uses it.
 
     python scripts/demo_world.py OUT_DIR [--seed 0]
 
-Writes OUT_DIR/init (HF model dir), OUT_DIR/pretrain.jsonl, OUT_DIR/tasks/<task>/{train,test}.jsonl."""
+Writes OUT_DIR/init (HF model dir with tokenizer.model and the tokenizer_config.json that makes
+transformers' AutoTokenizer tokenize as recall does), OUT_DIR/pretrain.jsonl,
+OUT_DIR/tasks/<task>/{train,test}.jsonl."""
 import argparse
 import json
 import os
@@ -89,6 +91,13 @@ def main():
     model = transformers.LlamaForCausalLM(cfg)
     model.save_pretrained(f"{args.out}/init", safe_serialization=True)
     os.replace(f"{args.out}/tok.model", f"{args.out}/init/tokenizer.model")
+    # Without it transformers picks a generic tokenizer for tokenizer.model: no BOS and no
+    # SentencePiece dummy prefix ("Once" -> O|n|ce instead of <s> ▁Once). The same file as
+    # `recall convert` writes; fine-tuning and merging copy it along.
+    with open(f"{args.out}/init/tokenizer_config.json", "w") as f:
+        json.dump({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "add_bos_token": True, "add_eos_token": False}, f, indent=2)
+        f.write("\n")
     print(f"demo world in {args.out}: {len(corpus)} stories, tasks {', '.join(TASKS)}, "
           f"tiny llama {args.layers} blocks x {args.hidden}")
 

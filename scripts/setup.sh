@@ -18,6 +18,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev libyaml-cpp-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev libgtest-dev clang libclang-rt-14-dev python3-venv
+  librsvg2-bin shellcheck  # rsvg-convert renders report.svg in a test; shellcheck lints slurm/
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -55,10 +56,19 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 # ccache keyed on paths relative to the checkout, so a fresh clone elsewhere reuses the cache.
 export CCACHE_BASEDIR="$RECALL_ROOT"
 
-# Configure and build (Release) into $RECALL_ROOT/build.
+# Configure and build (Release) into $RECALL_ROOT/build. The engine library finds libtorch through
+# an absolute RUNPATH into the Python environment; when that environment is another one than the
+# build was configured with (RECALL_CACHE moved it, say), CMake's cached torch paths would keep
+# the old one, so the configuration starts afresh (ccache keeps the rebuild cheap).
 recall_build() {
-  local jobs
+  local jobs torch_dir cached cache="$RECALL_ROOT/build/CMakeCache.txt"
   jobs=$(nproc)
+  torch_dir=$("$RECALL_PYTHON" -c 'import torch; print(torch.utils.cmake_prefix_path)')/Torch
+  cached=$(sed -n 's/^Torch_DIR:PATH=//p' "$cache" 2>/dev/null || true)
+  if [ -n "$cached" ] && [ "$cached" != "$torch_dir" ]; then
+    log "torch is now at $torch_dir, the build was configured with $cached: configuring afresh"
+    rm -f "$cache"
+  fi
   cmake -S "$RECALL_ROOT" -B "$RECALL_ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DRECALL_PYTHON="$RECALL_PYTHON" >"$RECALL_ROOT/build.configure.log" 2>&1 ||
     { cat "$RECALL_ROOT/build.configure.log"; return 1; }

@@ -1,13 +1,54 @@
 // Command-line parsing for recall's subcommands.
 #include "recall/cli/args.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
 #include <iostream>
 #include <sstream>
 
+#include "recall/util/byte_size.h"
 #include "recall/util/error.h"
 #include "recall/util/numbers.h"
 
 namespace recall {
+
+namespace {
+
+constexpr size_t kOptionColumn = 28;  // where option help starts, and its continuation lines
+
+// The terminal's width when stdout is one (60-120 columns), else 100: pipes and logs get the
+// same text everywhere.
+size_t help_width() {
+  struct winsize ws {};
+  if (::isatty(STDOUT_FILENO) && ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+    return std::clamp<size_t>(ws.ws_col - 1, 60, 120);
+  return 100;
+}
+
+// Appends `text` wrapped at `width` columns, its first line continuing at column `col` and every
+// further line indented by `indent` (a hanging indent). Newlines in `text` are kept; a word longer
+// than a line stands alone on its line.
+void put_wrapped(std::ostream& os, const std::string& text, size_t col, size_t indent, size_t width) {
+  std::istringstream lines(text);
+  bool first_line = true;
+  for (std::string line; std::getline(lines, line);) {
+    if (!first_line) os << "\n" << std::string(indent, ' '), col = indent;
+    first_line = false;
+    std::istringstream words(line);
+    bool line_empty = true;
+    for (std::string w; words >> w;) {
+      if (!line_empty && col + 1 + w.size() > width) os << "\n" << std::string(indent, ' '), col = indent, line_empty = true;
+      if (!line_empty) os << ' ', ++col;
+      os << w;
+      col += w.size();
+      line_empty = false;
+    }
+  }
+}
+
+}  // namespace
 
 ArgParser::ArgParser(std::string command, std::string summary)
     : command_(std::move(command)), summary_(std::move(summary)) {}
@@ -50,7 +91,7 @@ bool ArgParser::parse(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "-h" || a == "--help") {
-      std::cout << help();
+      std::cout << help(help_width());
       return false;
     }
     if (a.size() > 2 && a.compare(0, 2, "--") == 0) {
@@ -107,6 +148,10 @@ double ArgParser::get_number(const std::string& name) const {
   return *x;
 }
 
+uint64_t ArgParser::get_bytes(const std::string& name) const {
+  return parse_byte_size_or_fail(get(name), "--" + name);
+}
+
 int64_t ArgParser::get_integer(const std::string& name, int64_t min) const {
   const std::string v = get(name);
   const auto x = parse_int64(v);
@@ -122,29 +167,39 @@ ArgParser& ArgParser::model_options() {
 
 bool ArgParser::flag_set(const std::string& name) const { return values_.count(name) > 0; }
 
-std::string ArgParser::help() const {
+std::string ArgParser::help(size_t width) const {
   std::ostringstream os;
   os << "usage: recall " << command_;
   for (const Spec& s : specs_)
     if (s.positional) os << (s.required ? " " : " [") << s.name << (s.required ? "" : "]");
-  os << " [options]\n\n" << summary_ << "\n";
+  os << " [options]\n\n";
+  put_wrapped(os, summary_, 0, 0, width);
+  os << "\n";
+  // One entry: the name in the left column, the help wrapped beside it with a hanging indent.
+  auto entry = [&](const std::string& left, std::string text) {
+    std::replace(text.begin(), text.end(), '\n', ' ');  // breaks written for the old, unwrapped layout
+    os << left;
+    if (left.size() < kOptionColumn) os << std::string(kOptionColumn - left.size(), ' ');
+    else os << "\n" << std::string(kOptionColumn, ' ');
+    put_wrapped(os, text, kOptionColumn, kOptionColumn, width);
+    os << "\n";
+  };
   bool header = false;
+  for (const Spec& s : specs_)
+    if (s.positional) {
+      if (!header) os << "\narguments:\n", header = true;
+      entry("  " + s.name, s.help);
+    }
+  os << "\noptions:\n";
   for (const Spec& s : specs_) {
     if (s.positional) continue;
-    if (!header) os << "\noptions:\n", header = true;
-    std::string left = "  --" + s.name + (s.is_flag ? "" : " " + s.value_name);
-    os << left;
-    if (left.size() < 28) os << std::string(28 - left.size(), ' ');
-    else os << "\n" << std::string(28, ' ');
-    os << s.help;
-    if (s.required) os << " (required)";
-    else if (s.repeated) os << " (repeatable)";
-    else if (!s.default_value.empty()) os << " (default: " << s.default_value << ")";
-    os << "\n";
+    std::string text = s.help;
+    if (s.required) text += " (required)";
+    else if (s.repeated) text += " (repeatable)";
+    else if (!s.default_value.empty()) text += " (default: " + s.default_value + ")";
+    entry("  --" + s.name + (s.is_flag ? "" : " " + s.value_name), text);
   }
-  for (const Spec& s : specs_)
-    if (s.positional) os << "\n  " << s.name << ": " << s.help << "\n";
-  os << "  -h, --help                print this help\n";
+  entry("  -h, --help", "print this help");
   return os.str();
 }
 

@@ -73,7 +73,15 @@ const Library* load() {
     // A library that exists but does not load (libtorch missing, wrong architecture) is the error
     // to report, not a reason to try an older copy elsewhere.
     void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (!handle) fail("cannot load the model engine '", path, "': ", dlerror());
+    if (!handle) {
+      const std::string why = dlerror();
+      const bool torch = why.find("libtorch") != std::string::npos || why.find("libc10") != std::string::npos;
+      fail("cannot load the model engine '", path, "': ", why,
+           torch ? "\n---> HINT: the engine finds libtorch in the Python environment it was built with (its RUNPATH: "
+                   "readelf -d " + path + "); if that environment moved or was removed (RECALL_CACHE), rebuild "
+                   "(source scripts/setup.sh && recall_build) to point it at the current one"
+                 : "");
+    }
     auto entry = reinterpret_cast<Entry>(dlsym(handle, kLibrarySymbol));
     if (!entry) fail("'", path, "' is not recall's model engine: it has no symbol ", kLibrarySymbol);
     return checked(entry, "'" + path + "'");

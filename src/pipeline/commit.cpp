@@ -3,7 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "recall/pipeline/export.h"
+#include "recall/pipeline/hf_files.h"
 #include "recall/util/checksum.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
@@ -35,11 +35,10 @@ void write_outputs_and_commit(const CommitInputs& c, const OutputDir& out) {
   if (cfg.output.writes(OutputFormat::Hf)) {
     std::vector<std::string> paths;
     for (const auto& m : cfg.models) paths.push_back(m.path);
-    write_file_atomic(join_path(hf, "config.json"),
-                      export_config_json(c.inputs.output_config_json, output_dtype_name(cfg.output.dtype)));
+    // The tokenizer (and generation files) of output.tokenizer's model, else the reference's.
     const size_t tokenizer = cfg.output.tokenizer.empty() ? c.inputs.reference : cfg.model_index(cfg.output.tokenizer);
-    copy_tokenizer_files(c.inputs.models[tokenizer].path, hf);
-    write_file_atomic(join_path(hf, "README.md"), model_card(c.report, c.resolved_yaml, paths));
+    write_hf_files(hf, c.inputs.models[tokenizer].path, c.inputs.output_config_json,
+                   output_dtype_name(cfg.output.dtype), model_card(c.report, c.resolved_yaml, paths));
   } else {
     remove_tree(hf);  // output.formats has no hf: no empty directory either
   }

@@ -1,4 +1,5 @@
-// report.json, report.svg and the model card of a merge.
+// report.json and the model card of a merge, and what the config says about it (report.svg is
+// drawn in report_svg.cpp).
 #include "recall/pipeline/report.h"
 
 #include <algorithm>
@@ -7,11 +8,13 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+
 namespace recall {
 
 using ojson = nlohmann::ordered_json;
 
 void fill_report_params(MergeReport* r, const MergeInputs& in, const std::vector<TensorParams>& params) {
+  r->base = in.base;
   for (size_t t = 0; t < in.slots.size(); ++t) {
     auto& mine = r->tensor_params[in.slots[t].name];
     for (const auto& [name, v] : params[t].all_shared()) mine[name] = {v};
@@ -20,6 +23,133 @@ void fill_report_params(MergeReport* r, const MergeInputs& in, const std::vector
     r->non_block_by_tensor[in.slots[t].name] = params[t].per_model("weight");
     if (in.slots[t].role == Role::Embed) r->non_block_weights = params[t].per_model("weight");
   }
+}
+
+namespace {
+
+// The base model's index when the method uses one (a config may name a base the method ignores).
+std::optional<size_t> used_base(const MergeReport& r) {
+  const MethodSpec* m = find_merge_method(r.method);
+  if (!r.base || !m || m->base == BaseUse::None || *r.base >= r.models.size()) return std::nullopt;
+  return r.base;
+}
+
+std::string base_name(const MergeReport& r) {
+  const auto b = used_base(r);
+  return b ? "`" + r.models[*b] + "`" : "the base model";
+}
+
+const ParamSummary* find_param(const std::vector<ParamSummary>& ps, const std::string& name) {
+  for (const ParamSummary& p : ps)
+    if (p.name == name) return &p;
+  return nullptr;
+}
+
+}  // namespace
+
+std::string format_range(double lo, double hi) {
+  char buf[64];
+  if (lo == hi) std::snprintf(buf, sizeof buf, "%.4g", lo);
+  else std::snprintf(buf, sizeof buf, "%.4g-%.4g", lo, hi);
+  return buf;
+}
+
+std::string format_param(const MergeReport& r, const ParamSummary& p, size_t i) {
+  const MethodSpec* m = find_merge_method(r.method);
+  const ParamSpec* spec = m ? m->param(p.name) : nullptr;
+  if (spec && spec->kind == ParamKind::Bool)
+    return p.lo[i] == p.hi[i] ? (p.lo[i] != 0 ? "true" : "false") : "false or true";
+  return format_range(p.lo[i], p.hi[i]);
+}
+
+std::vector<ParamSummary> summarize_params(const MergeReport& r) {
+  std::vector<ParamSummary> out;
+  if (r.method == "recall") return out;
+  for (const auto& [tensor, params] : r.tensor_params)
+    for (const auto& [name, values] : params) {
+      auto it = std::find_if(out.begin(), out.end(), [&](const ParamSummary& p) { return p.name == name; });
+      if (it == out.end()) {
+        out.push_back({name, values.size() > 1 && values.size() == r.models.size(), values, values});
+        continue;
+      }
+      for (size_t i = 0; i < values.size() && i < it->lo.size(); ++i)
+        it->lo[i] = std::min(it->lo[i], values[i]), it->hi[i] = std::max(it->hi[i], values[i]);
+    }
+  return out;
+}
+
+BaselineWeights baseline_weights(const MergeReport& r) {
+  BaselineWeights w;
+  const std::vector<ParamSummary> ps = summarize_params(r);
+  const auto base = used_base(r);
+  if (r.method == "slerp") {
+    const ParamSummary* t = find_param(ps, "t");
+    if (!t || !base || r.models.size() != 2) return w;
+    w.meaning = "share of the output";
+    w.lo.assign(2, 0), w.hi.assign(2, 0);
+    const size_t other = 1 - *base;
+    w.lo[*base] = 1 - t->hi[0], w.hi[*base] = 1 - t->lo[0], w.lo[other] = t->lo[0], w.hi[other] = t->hi[0];
+    return w;
+  }
+  const ParamSummary* weight = find_param(ps, "weight");
+  if (!weight || !weight->per_model) return w;
+  w.lo = weight->lo, w.hi = weight->hi;
+  const ParamSummary* normalize = find_param(ps, "normalize");
+  if (base) {
+    w.meaning = "weight of its task vector";
+    w.lo[*base] = w.hi[*base] = std::nan("");
+  } else if (r.method == "linear" && normalize && normalize->lo[0] == 1 && normalize->hi[0] == 1 && weight->constant()) {
+    // With weights that vary between tensors the shares do too; then the weights are shown as given.
+    double sum = 0;
+    for (double x : w.lo) sum += x;
+    w.meaning = "share of the output";
+    if (sum != 0)
+      for (size_t m = 0; m < w.lo.size(); ++m) w.lo[m] /= sum, w.hi[m] /= sum;
+  } else {
+    w.meaning = "weight";
+  }
+  return w;
+}
+
+std::string method_summary(const MergeReport& r) {
+  std::ostringstream s;
+  const std::vector<ParamSummary> ps = summarize_params(r);
+  const std::string base = base_name(r);
+  const ParamSummary* density = find_param(ps, "density");
+  std::string kept;  // the densities of the models other than the base
+  if (density) {
+    double lo = 1, hi = 0;
+    for (size_t m = 0; m < density->lo.size(); ++m)
+      if (!used_base(r) || m != *used_base(r)) lo = std::min(lo, density->lo[m]), hi = std::max(hi, density->hi[m]);
+    if (lo <= hi) kept = format_range(lo * 100, hi * 100) + "%";
+  }
+  if (r.method == "recall") {
+    s << "RECALL: representation-aware, layer-wise merging; each block's weights are a softmax over the RBF-kernel "
+         "similarity of every model's hidden representations to the reference model's on typical samples";
+  } else if (r.method == "linear") {
+    s << "a weighted average of every tensor";
+    if (const ParamSummary* n = find_param(ps, "normalize"))
+      s << (n->hi[0] == 1 ? ", the weights divided by their sum" : " (weights not normalized)");
+  } else if (r.method == "slerp") {
+    s << "spherical interpolation of every tensor from " << base << " (t = 0) to the other model (t = 1)";
+    if (const ParamSummary* t = find_param(ps, "t")) s << " at t = " << format_range(t->lo[0], t->hi[0]);
+  } else if (r.method == "task_arithmetic") {
+    s << "task arithmetic: " << base << " + lambda x the weighted sum of the task vectors (model - " << base << ")";
+  } else if (r.method == "ties") {
+    s << "TIES: task vectors (model - " << base << ") trimmed by magnitude"
+      << (kept.empty() ? "" : " (keeping the top " + kept + ")")
+      << ", signs elected, disagreeing entries dropped, the rest averaged and added to " << base << " (scaled by lambda)";
+  } else if (r.method == "dare_linear" || r.method == "dare_ties") {
+    s << "DARE: task vectors (model - " << base << ") with entries dropped at random"
+      << (kept.empty() ? "" : " (keeping " + kept + ")") << " and rescaled, then "
+      << (r.method == "dare_ties" ? "TIES sign election and " : "") << "a weighted sum added to " << base
+      << " (scaled by lambda)";
+  } else if (const MethodSpec* m = find_merge_method(r.method)) {
+    s << m->summary;
+  } else {
+    s << r.method;
+  }
+  return s.str();
 }
 
 std::string report_json(const MergeReport& r) {
@@ -42,6 +172,7 @@ std::string report_json(const MergeReport& r) {
   ojson j = {{"method", r.method},
              {"models", r.models},
              {"reference", r.reference},
+             {"base", used_base(r) ? ojson(r.models[*used_base(r)]) : ojson()},
              {"typical_samples", r.typical_samples},
              {"blocks", blocks},
              {"non_block_weights", r.non_block_weights},
@@ -73,103 +204,20 @@ std::string report_json(const MergeReport& r) {
   return j.dump(2) + "\n";
 }
 
-namespace {
-
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
-  }
-  return o;
-}
-
-// White (0) to dark blue (1).
-std::string color(double v) {
-  v = std::clamp(v, 0.0, 1.0);
-  const int r = static_cast<int>(255 - v * (255 - 8)), g = static_cast<int>(255 - v * (255 - 48)),
-            b = static_cast<int>(255 - v * (255 - 107));
-  char buf[16];
-  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", r, g, b);
-  return buf;
-}
-
-const char* kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"};
-
-}  // namespace
-
-std::string report_svg(const MergeReport& r) {
-  const size_t M = r.models.size(), L = r.blocks.size();
-  const int cell_w = 70, cell_h = std::max(8, std::min(22, L ? 440 / static_cast<int>(L) : 22)), left = 60, top = 60;
-  const int heat_w = static_cast<int>(M) * cell_w, heat_h = static_cast<int>(L) * cell_h;
-  const int plot_x = left + heat_w + 80, plot_w = 360, plot_h = std::max(heat_h, 200);
-  const int width = plot_x + plot_w + 40, height = top + std::max(heat_h, plot_h) + 80;
-  std::ostringstream s;
-  s << "<svg xmlns='http://www.w3.org/2000/svg' width='" << width << "' height='" << height
-    << "' font-family='sans-serif' font-size='11'>\n<rect width='100%' height='100%' fill='white'/>\n";
-  s << "<text x='" << left << "' y='20' font-size='14' font-weight='bold'>" << esc(r.method)
-    << " merge: per-block weights (reference: " << esc(r.reference) << ")</text>\n";
-  if (L == 0) {
-    s << "<text x='" << left << "' y='50'>method '" << esc(r.method)
-      << "' has no per-block weights; see config.resolved.yaml for its parameters</text>\n</svg>\n";
-    return s.str();
-  }
-  // Heatmap: rows = blocks, columns = models.
-  for (size_t m = 0; m < M; ++m)
-    s << "<text x='" << left + m * cell_w + cell_w / 2 << "' y='" << top - 8 << "' text-anchor='middle'>"
-      << esc(r.models[m]) << "</text>\n";
-  for (size_t l = 0; l < L; ++l) {
-    s << "<text x='" << left - 6 << "' y='" << top + l * cell_h + cell_h * 0.7 << "' text-anchor='end'>block "
-      << r.blocks[l].index << "</text>\n";
-    for (size_t m = 0; m < M; ++m) {
-      const double w = r.blocks[l].weights[m];
-      s << "<rect x='" << left + m * cell_w << "' y='" << top + l * cell_h << "' width='" << cell_w
-        << "' height='" << cell_h << "' fill='" << color(w) << "' stroke='#ccc'><title>block " << r.blocks[l].index
-        << ", " << esc(r.models[m]) << ": weight " << w << ", similarity " << r.blocks[l].similarity[m]
-        << "</title></rect>\n";
-      if (cell_h >= 12) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.3f", w);
-        s << "<text x='" << left + m * cell_w + cell_w / 2 << "' y='" << top + l * cell_h + cell_h * 0.7
-          << "' text-anchor='middle' fill='" << (w > 0.55 ? "white" : "black") << "'>" << buf << "</text>\n";
-      }
-    }
-  }
-  // Similarity curves: x = block, y = similarity in [0, 1].
-  s << "<text x='" << plot_x << "' y='" << top - 8 << "'>similarity to the reference per block</text>\n";
-  s << "<rect x='" << plot_x << "' y='" << top << "' width='" << plot_w << "' height='" << plot_h
-    << "' fill='none' stroke='black'/>\n";
-  for (double y : {0.0, 0.5, 1.0})
-    s << "<text x='" << plot_x - 4 << "' y='" << top + plot_h - y * plot_h + 4 << "' text-anchor='end'>" << y
-      << "</text>\n";
-  auto px = [&](size_t l) { return plot_x + (L > 1 ? static_cast<double>(l) / (L - 1) * plot_w : plot_w / 2.0); };
-  auto py = [&](double v) { return top + plot_h - std::clamp(v, 0.0, 1.0) * plot_h; };
-  for (size_t m = 0; m < M; ++m) {
-    s << "<polyline fill='none' stroke-width='2' stroke='" << kPalette[m % 8] << "' points='";
-    for (size_t l = 0; l < L; ++l) s << px(l) << "," << py(r.blocks[l].similarity[m]) << " ";
-    s << "'/>\n";
-    s << "<text x='" << plot_x + 8 << "' y='" << top + plot_h + 20 + 14 * m << "' fill='" << kPalette[m % 8]
-      << "'>" << esc(r.models[m]) << "</text>\n";
-  }
-  s << "<text x='" << plot_x + plot_w / 2 << "' y='" << top + plot_h + 14 << "' text-anchor='middle'>block</text>\n";
-  s << "</svg>\n";
-  return s.str();
-}
-
 std::string model_card(const MergeReport& r, const std::string& resolved_yaml, const std::vector<std::string>& paths) {
   std::ostringstream s;
-  s << "---\ntags:\n- merge\n- recall\n- " << r.method << "\n---\n\n";
-  s << "# Merged model\n\nThis model was merged with recall using the **" << r.method
-    << "** method";
-  if (r.method == "recall")
-    s << " (RECALL: representation-aware, layer-wise merging; per-block weights from the RBF-kernel similarity "
-         "of each model's hidden representations to the reference model's on typical samples)";
-  s << ".\n\n## Input models\n\n";
-  for (size_t m = 0; m < r.models.size(); ++m)
-    s << "- `" << r.models[m] << "`: " << (m < paths.size() ? paths[m] : "") << (r.models[m] == r.reference ? " (reference)" : "")
-      << "\n";
+  s << "---\nlibrary_name: transformers\ntags:\n- merge\n- recall\n";
+  if (r.method != "recall") s << "- " << r.method << "\n";
+  s << "---\n\n# Merged model\n\nThis model was merged with recall using the **" << r.method << "** method ("
+    << method_summary(r) << ").\n\n## Input models\n\n";
+  const auto base = used_base(r);
+  for (size_t m = 0; m < r.models.size(); ++m) {
+    s << "- `" << r.models[m] << "`: " << (m < paths.size() ? paths[m] : "");
+    if (r.method == "recall" && r.models[m] == r.reference)
+      s << " (reference: the newly fine-tuned model whose task data chose the typical samples)";
+    if (base && *base == m) s << (r.method == "slerp" ? " (base: t = 0)" : " (base: the task vectors are differences to it)");
+    s << "\n";
+  }
   if (!r.blocks.empty()) {
     s << "\n## Per-block weights\n\n| block |";
     for (const auto& n : r.models) s << " " << n << " |";
@@ -185,6 +233,30 @@ std::string model_card(const MergeReport& r, const std::string& resolved_yaml, c
       }
       s << "\n";
     }
+  } else if (const std::vector<ParamSummary> ps = summarize_params(r); !ps.empty()) {
+    // A column per per-model parameter, a line for the shared ones; ranges where tensors differ.
+    s << "\n## Parameters\n\n| model |";
+    for (const ParamSummary& p : ps)
+      if (p.per_model) s << " " << p.name << " |";
+    s << "\n|---|";
+    for (const ParamSummary& p : ps)
+      if (p.per_model) s << "---|";
+    s << "\n";
+    for (size_t m = 0; m < r.models.size(); ++m) {
+      s << "| " << r.models[m] << " |";
+      for (const ParamSummary& p : ps)
+        if (p.per_model) s << " " << (base && *base == m ? std::string("(base)") : format_param(r, p, m)) << " |";
+      s << "\n";
+    }
+    std::string shared;
+    bool varies = false;
+    for (const ParamSummary& p : ps) {
+      varies = varies || !p.constant();
+      if (!p.per_model) shared += (shared.empty() ? "" : "; ") + p.name + ": " + format_param(r, p, 0);
+    }
+    if (!shared.empty()) s << "\n" << shared << "\n";
+    if (varies) s << "\nA range a-b: the value differs between tensors (gradients or filters); report.json's "
+                     "`tensor_params` gives every tensor's.\n";
   }
   s << "\n## Configuration\n\n```yaml\n" << resolved_yaml << "```\n";
   return s.str();

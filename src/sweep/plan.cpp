@@ -19,6 +19,7 @@
 #include "recall/config/merge_config.h"
 #include "recall/config/yaml_text.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 
 namespace recall {
@@ -42,6 +43,21 @@ std::string flow_yaml(const YAML::Node& n) {
   YAML::Emitter e;
   e << YAML::Flow << n;
   return e.c_str();
+}
+
+// Every number scalar inside n in its shortest round-trip form.
+void shorten_numbers(YAML::Node n) {
+  if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      if (n[i].IsScalar()) n[i] = shortest_number(n[i].Scalar());
+      else shorten_numbers(n[i]);
+    }
+  } else if (n.IsMap()) {
+    for (auto kv : n) {
+      if (kv.second.IsScalar()) n[kv.first.Scalar()] = shortest_number(kv.second.Scalar());
+      else shorten_numbers(kv.second);
+    }
+  }
 }
 
 // The inline `config:` mapping as text whose lines and columns are those of the spec, so that
@@ -169,7 +185,10 @@ std::string yaml_value_at(const std::string& yaml_text, const std::string& dotte
     cur.reset(next);
   }
   if (cur.IsNull()) return "";
-  return cur.IsScalar() ? cur.Scalar() : flow_yaml(cur);
+  if (cur.IsScalar()) return shortest_number(cur.Scalar());
+  YAML::Node copy = YAML::Clone(cur);
+  shorten_numbers(copy);
+  return flow_yaml(copy);
 }
 
 SweepSpec parse_sweep_spec(const std::string& text, const std::string& where) {

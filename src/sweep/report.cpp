@@ -10,6 +10,7 @@
 
 #include "recall/sweep/run.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 
 namespace recall {
@@ -27,18 +28,6 @@ std::string num(double v, const char* fmt = "%.6g") {
 std::string first_line(const std::string& s) {
   const size_t nl = s.find('\n');
   return nl == std::string::npos ? s : s.substr(0, nl);
-}
-
-std::string xml(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else if (c == '"') o += "&quot;";
-    else o += c;
-  }
-  return o;
 }
 
 std::string md_cell(const std::string& s) {
@@ -230,7 +219,7 @@ std::string sweep_results_svg(const SweepResults& r) {
   std::string s = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" + std::to_string(W) + "\" height=\"" +
                   std::to_string(H) + "\" font-family=\"sans-serif\" font-size=\"11\">\n";
   s += "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s += "<text x=\"8\" y=\"18\" font-size=\"13\">metric: " + xml(metric_title(r.metric)) + "</text>\n";
+  s += "<text x=\"8\" y=\"18\" font-size=\"13\">metric: " + xml_escape(metric_title(r.metric)) + "</text>\n";
   std::vector<const SweepPointResult*> pts;
   for (const auto& p : r.points)
     if (p.has_metric) pts.push_back(&p);
@@ -272,7 +261,7 @@ std::string sweep_results_svg(const SweepResults& r) {
     auto X = [&](double v) { return x0 + (v - xlo) / (xhi - xlo) * (x1 - x0); };
     auto Y = [&](double v) { return y1 - (v - ylo) / (yhi - ylo) * (y1 - y0); };
     s += "<g>\n<text x=\"" + std::to_string((x0 + x1) / 2) + "\" y=\"" + std::to_string(oy + 20) +
-         "\" text-anchor=\"middle\" font-size=\"12\">" + xml(keys[k]) + "</text>\n";
+         "\" text-anchor=\"middle\" font-size=\"12\">" + xml_escape(keys[k]) + "</text>\n";
     s += "<rect x=\"" + std::to_string(x0) + "\" y=\"" + std::to_string(y0) + "\" width=\"" + std::to_string(x1 - x0) +
          "\" height=\"" + std::to_string(y1 - y0) + "\" fill=\"none\" stroke=\"#888\"/>\n";
     for (int t = 0; t <= 4; ++t) {
@@ -295,7 +284,7 @@ std::string sweep_results_svg(const SweepResults& r) {
     } else {
       for (size_t c = 0; c < cats.size(); ++c)
         s += "<text x=\"" + num(X(static_cast<double>(c)), "%.1f") + "\" y=\"" + std::to_string(y1 + 14) +
-             "\" text-anchor=\"middle\">" + xml(cats[c].size() > 14 ? cats[c].substr(0, 13) + "~" : cats[c]) + "</text>\n";
+             "\" text-anchor=\"middle\">" + xml_escape(cats[c].size() > 14 ? cats[c].substr(0, 13) + "~" : cats[c]) + "</text>\n";
     }
     for (size_t i = 0; i < pts.size(); ++i)
       s += "<circle cx=\"" + num(X(xv[i]), "%.1f") + "\" cy=\"" + num(Y(pts[i]->metric), "%.1f") +

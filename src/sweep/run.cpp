@@ -1,10 +1,10 @@
 // Running sweep points: merge under the MPI launcher, evaluate, record failures; a per-point
-// lock (flock) keeps two runs (a resubmitted array task and a straggler) off the same point.
+// lock file (recall/util/lock_file.h: O_EXCL, not flock, which Lustre may not offer across nodes)
+// keeps two runs (a resubmitted array task and a straggler) off the same point.
 #include "recall/sweep/run.h"
 
 #include <fcntl.h>
 #include <spawn.h>
-#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +17,7 @@
 #include "recall/util/error.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
+#include "recall/util/lock_file.h"
 
 extern char** environ;
 
@@ -64,29 +65,6 @@ LogExcerpt excerpt(const std::string& path, uint64_t offset) {
   for (size_t i = first; i < lines.size() && i < first + 25; ++i) x.tail += lines[i] + "\n";
   return x;
 }
-
-// Holds flock(LOCK_EX) on a file for its lifetime; `held()` is false when another process has it.
-class PointLock {
- public:
-  explicit PointLock(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("cannot open the lock file '", path, "': ", std::strerror(errno));
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      if (errno != EWOULDBLOCK) fail("cannot lock '", path, "': ", std::strerror(errno));
-      ::close(fd_);
-      fd_ = -1;
-    }
-  }
-  ~PointLock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  PointLock(const PointLock&) = delete;
-  PointLock& operator=(const PointLock&) = delete;
-  bool held() const { return fd_ >= 0; }
-
- private:
-  int fd_ = -1;
-};
 
 std::string describe(const SweepPlan& plan, const SweepPoint& p) {
   std::string s = "point " + sweep_point_name(p.index);
@@ -150,12 +128,16 @@ SweepRunSummary run_sweep(const SweepRunOptions& o, std::ostream& log) {
   for (const SweepPoint& p : plan.points) {
     if (o.point >= 0 && p.index != o.point) continue;
     const std::string name = describe(plan, p);
-    PointLock lock(join_path(p.dir, ".lock"));
+    LockOptions lo;
+    lo.job = o.job_id;
+    lo.restart = o.restart;
+    LockFile lock(join_path(p.dir, ".lock"), lo);
     if (!lock.held()) {
-      log << name << ": skipped, another process is running it\n" << std::flush;
+      log << name << ": skipped, another process is running it (" << lock.holder() << ")\n" << std::flush;
       ++sum.busy;
       continue;
     }
+    if (!lock.takeover().empty()) log << name << ": " << lock.takeover() << "\n" << std::flush;
     if (sweep_point_finished(plan, p)) {
       log << name << ": already finished\n" << std::flush;
       ++sum.finished_before;
@@ -170,7 +152,7 @@ SweepRunSummary run_sweep(const SweepRunOptions& o, std::ostream& log) {
     if (!path_exists(join_path(out, "manifest.json"))) {
       log << name << ": merging on " << o.np << " rank(s)\n" << std::flush;
       std::vector<std::string> argv = o.launcher;
-      argv.insert(argv.end(), {"-np", std::to_string(o.np)});
+      argv.insert(argv.end(), {"-n", std::to_string(o.np)});  // mpirun, mpiexec and srun all take -n
       if (o.oversubscribe) argv.push_back("--oversubscribe");
       argv.insert(argv.end(), {o.recall_bin, "merge", "--config", join_path(p.dir, "config.yaml"), "--set",
                                "output.dir=" + out});

@@ -1,6 +1,8 @@
-// Human-readable formatting of byte counts, shapes and timestamps.
+// Human-readable formatting of byte counts, shapes, timestamps and XML text.
 #include "recall/util/format.h"
 
+#include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 
@@ -43,6 +45,17 @@ std::string format_shape(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+std::string shortest_number(const std::string& text) {
+  if (text.find_first_of(".eE") == std::string::npos) return text;  // integers, words
+  double v = 0;
+  const char* end = text.data() + text.size();
+  const auto parsed = std::from_chars(text.data(), end, v);
+  if (parsed.ec != std::errc() || parsed.ptr != end || !std::isfinite(v)) return text;
+  char buf[64];
+  const auto written = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
+  return std::string(buf, written.ptr);
+}
+
 std::string utc_now() {
   char b[32];
   const std::time_t t = std::time(nullptr);
@@ -50,6 +63,19 @@ std::string utc_now() {
   gmtime_r(&t, &tm);
   std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return b;
+}
+
+std::string xml_escape(const std::string& text) {
+  std::string o;
+  for (char c : text) {
+    if (c == '<') o += "&lt;";
+    else if (c == '>') o += "&gt;";
+    else if (c == '&') o += "&amp;";
+    else if (c == '\'') o += "&apos;";
+    else if (c == '"') o += "&quot;";
+    else o += c;
+  }
+  return o;
 }
 
 }  // namespace recall

@@ -6,6 +6,9 @@
 //   tok_tool decode-jsonl FILE.json [--keep-special]      stdin: one JSON list of ids per line;
 //                                                         stdout: one JSON string per line
 //   tok_tool info FILE.json                               {"vocab_size", "prefix", "suffix"}
+//   tok_tool model-encode-jsonl MODEL_DIR                 stdin: one JSON string per line; stdout: the
+//                                                         ids recall gives a model for that text (the
+//                                                         directory's tokenizer, BOS from config.json)
 // --special adds the post-processor's tokens (HF add_special_tokens=True); decode skips special
 // tokens unless --keep-special (HF skip_special_tokens=True by default). Errors: exit 1.
 #include <cstdio>
@@ -16,7 +19,10 @@
 #include <string>
 #include <vector>
 
+#include "recall/model/config.h"
 #include "recall/text/bpe_tokenizer.h"
+#include "recall/text/samples.h"
+#include "recall/text/tokenizer.h"
 #include "recall/util/error.h"
 
 namespace {
@@ -27,7 +33,8 @@ using json = nlohmann::json;
 constexpr const char* kUsage =
     "usage: tok_tool encode|encode-jsonl FILE.json [--special]\n"
     "       tok_tool decode|decode-jsonl FILE.json [--keep-special]\n"
-    "       tok_tool info FILE.json\n";
+    "       tok_tool info FILE.json\n"
+    "       tok_tool model-encode-jsonl MODEL_DIR\n";
 
 std::string read_stdin() {
   std::ostringstream os;
@@ -51,6 +58,15 @@ int run(int argc, char** argv) {
     return 2;
   }
   const std::string cmd = argv[1];
+  if (cmd == "model-encode-jsonl") {
+    const auto tok = recall::Tokenizer::open_model_dir(argv[2]);
+    const recall::ModelConfig config = recall::load_model_config(argv[2]);
+    const auto policy = recall::TokenPolicy::for_model(config, tok.get());
+    std::string line;
+    for (int64_t n = 1; std::getline(std::cin, line); ++n)
+      print_ids(policy.encode(json::parse(line).get<std::string>(), "stdin line " + std::to_string(n)));
+    return 0;
+  }
   bool special = false, keep_special = false;
   for (int i = 3; i < argc; ++i) {
     const std::string a = argv[i];

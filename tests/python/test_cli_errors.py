@@ -177,10 +177,21 @@ def main():
         check(p.returncode == 0 and "usage: recall" in p.stdout, f"recall --help exits {p.returncode}")
         commands = re.findall(r"^  (\S+)\s", p.stdout.split("commands:", 1)[-1], flags=re.M)
         check({"inspect", "convert"} <= set(commands), f"recall --help lists commands {commands}")
-        for cmd in commands:
-            p = recall(cmd, "--help")
+        continuations = 0
+        for cmd in commands + ["sweep plan", "sweep run", "sweep report", "sweep resolve"]:
+            p = recall(*cmd.split(), "--help")
             check(p.returncode == 0 and f"usage: recall {cmd}" in p.stdout,
                   f"recall {cmd} --help exits {p.returncode} and prints its usage")
+            # Wrapped at 100 columns (piped output), option help continuing under its own column.
+            long = [l for l in p.stdout.splitlines() if len(l) > 100 and " " in l.strip()]
+            options = [l for head in ("\narguments:\n", "\noptions:\n") if head in p.stdout
+                       for l in p.stdout.split(head, 1)[1].split("\n\n", 1)[0].splitlines()]
+            unindented = [l for l in options if not re.match(r"  \S", l) and not l.startswith(" " * 28 + l.strip())]
+            continuations += sum(1 for l in options if l.startswith(" " * 28) and l.strip())
+            check(not long and not unindented,
+                  f"recall {cmd} --help: lines <= 100 columns, continuations indented to column 28"
+                  + (f" -- too long {long}, not indented {unindented}" if long or unindented else ""))
+        check(continuations >= 5, f"some option help wraps onto indented lines ({continuations})")
         p = recall("inspect", "--help")
         check(all(o in p.stdout for o in ("--json", "--tensors", "PATH")), "inspect --help describes --json, --tensors, PATH")
         p = recall("convert", "--help")

@@ -3,9 +3,14 @@ munged, slurmctld and slurmd on localhost (state, sockets and ports of its own),
 
   1. slurm/merge.sbatch on a tiny RECALL merge; the output is verified and its merged weights are
      compared byte for byte with the same merge run locally with mpirun; the merge is then
-     resubmitted and must finish without merging again (resubmission-safe);
+     resubmitted, from a copy of slurm/ with a site.sh (RECALL_BIN, RECALL_MODULES and a stand-in
+     `module`), by a relative path and with --export=NONE, and must find the site setup and
+     finish without merging again (resubmission-safe); a merge killed mid-way (fault injection)
+     and resubmitted resumes, and the script's words about the .partial agree with the job's
+     (the same number of merged tensors); a bad config fails as the config's error;
   2. a 4-point sweep (`recall sweep plan` -> sbatch --array=0-3 slurm/sweep.sbatch) with an
-     evaluation set; every point must be finished and results.csv/.md/.svg must list all four,
+     evaluation set; each point's merge runs under srun (--mpi=pmix, as merge.sbatch) on the
+     task's 2 ranks; every point must be finished and results.csv/.md/.svg must list all four,
      with the metric equal to minus the eval loss and the table best first;
   3. slurm/continual.sh with a finetune -> merge chain (--dependency=afterok): the merge must
      start after the finetune ended and consume its output.
@@ -180,9 +185,12 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP Over
             raise AssertionError(f"{' '.join(argv)} failed ({p.returncode}): {p.stdout}{p.stderr}")
         return p
 
-    def sbatch(self, args, cwd):
-        out = self.cmd(["sbatch", "--parsable"] + args, cwd=cwd).stdout.strip()
-        return out.split(";")[0]
+    def sbatch(self, args, cwd, env=None):
+        p = subprocess.run(["sbatch", "--parsable"] + args, capture_output=True, text=True, cwd=cwd,
+                           env=dict(self.env, **(env or {})))
+        if p.returncode != 0:
+            raise AssertionError(f"sbatch {' '.join(args)} failed ({p.returncode}): {p.stdout}{p.stderr}")
+        return p.stdout.strip().split(";")[0]
 
     def job(self, jobid):
         """scontrol's fields of a job (or of every task of an array) as dicts."""
@@ -262,6 +270,20 @@ grid:
 eval:
   data: [{{name: heldout, path: {work}/eval.jsonl}}]
 """)
+        open(f"{work}/resume.yaml", "w").write(f"""models:
+  - {{name: base, path: {work}/base}}
+  - {{name: a, path: {work}/a}}
+method: linear
+output: {{dir: {work}/resumed, checkpoint_bytes: 0}}
+""")
+        open(f"{work}/bad.yaml", "w").write(f"models:\n  - {{name: base, path: {work}/base}}\nmethod: linear\n")
+        # A copy of slurm/ with a site file, as a cluster would keep one beside the scripts.
+        site_dir = f"{tmp}/site-slurm"
+        shutil.copytree(SLURM_DIR, site_dir)
+        open(f"{site_dir}/site.sh", "w").write(f"""RECALL_BIN={BIN}
+RECALL_MODULES="fake/1.0 other/2"
+module() {{ echo "module $*" >> {work}/module-calls.txt; }}
+""")
         open(f"{work}/chain-merge.yaml", "w").write(f"""models:
   - {{name: base, path: {work}/base}}
   - {{name: ft, path: {work}/ft}}
@@ -300,11 +322,14 @@ sw   sweep --array=0-3 -- {work}/sweep
 
         # --- submit: the merge, the sweep array, the chain --------------------------------------
         merge_id = cluster.sbatch([f"{SLURM_DIR}/merge.sbatch", f"{work}/merge.yaml"], cwd=work)
+        killed_id = cluster.sbatch([f"{SLURM_DIR}/merge.sbatch", f"{work}/resume.yaml"], cwd=work,
+                                   env={"RECALL_FAULT_INJECT": "merge:0:12"})
+        bad_id = cluster.sbatch([f"{SLURM_DIR}/merge.sbatch", f"{work}/bad.yaml"], cwd=work)
         sweep_id = cluster.sbatch(["--array=0-3", f"{SLURM_DIR}/sweep.sbatch", f"{work}/sweep"], cwd=work)
         chain = cluster.cmd([f"{SLURM_DIR}/continual.sh", f"{work}/chain.plan"], cwd=work).stdout
         chain_ids = re.findall(r"^step (\w+) \((\w+)\): job (\d+)", chain, re.M)
         expect([c[:2] for c in chain_ids] == [("ft", "finetune"), ("merge", "merge")], f"continual.sh submitted 2 steps: {chain.strip()!r}")
-        ids = [merge_id, sweep_id] + [c[2] for c in chain_ids]
+        ids = [merge_id, killed_id, bad_id, sweep_id] + [c[2] for c in chain_ids]
         print(f"submitted jobs {ids}", flush=True)
         waited = cluster.wait(ids, WAIT_S)
         print(f"all jobs left the queue after {waited:.1f} s", flush=True)
@@ -323,18 +348,55 @@ sw   sweep --array=0-3 -- {work}/sweep
         run(["merge", "--config", f"{work}/merge.yaml", "--set", f"output.dir={work}/merged-local"], np=1)
         a, b = sha(f"{out}/hf/model.safetensors"), sha(f"{work}/merged-local/hf/model.safetensors")
         expect(a == b, f"Slurm merge (2 tasks) equals a local 1-rank merge byte for byte ({a[:12]} vs {b[:12]})")
+        # Resubmitted from a copy of slurm/ with a site.sh, by a relative path, with --export=NONE:
+        # the script finds its directory and the site setup without the submitting environment.
         mtime = os.path.getmtime(f"{out}/manifest.json")
-        again = cluster.sbatch([f"{SLURM_DIR}/merge.sbatch", f"{work}/merge.yaml"], cwd=work)
-        cluster.wait([again], 120)
-        check_completed(cluster, again, "resubmitted merge.sbatch")
-        log2 = open(f"{work}/slurm-{again}.out").read()
+        again = cluster.sbatch(["--export=NONE", os.path.relpath(f"{site_dir}/merge.sbatch", tmp), f"{work}/merge.yaml"],
+                               cwd=tmp)
+        resumed = cluster.sbatch([f"{SLURM_DIR}/merge.sbatch", f"{work}/resume.yaml"], cwd=work)
+        cluster.wait([again, resumed], 180)
+        check_completed(cluster, again, "resubmitted merge.sbatch (copy with site.sh, --export=NONE)")
+        log2 = open(f"{tmp}/slurm-{again}.out").read()
         expect("already complete" in log2 and os.path.getmtime(f"{out}/manifest.json") == mtime,
                "resubmitting a finished merge verifies it instead of merging again")
+        calls = open(f"{work}/module-calls.txt").read() if os.path.exists(f"{work}/module-calls.txt") else ""
+        expect(f"site setup: sourcing {site_dir}/site.sh" in log2 and "module load fake/1.0 other/2" in log2
+               and calls.strip() == "module load fake/1.0 other/2",
+               f"under --export=NONE the job sourced slurm/site.sh and ran `module load $RECALL_MODULES` ({calls.strip()!r})")
+
+        # A merge killed mid-way, resubmitted: the script and the job say the same about the .partial.
+        killed = cluster.job(killed_id)
+        expect(bool(killed) and killed[0].get("JobState") == "FAILED",
+               f"the merge killed by fault injection failed ({killed[0].get('JobState') if killed else '?'})")
+        check_completed(cluster, resumed, "resubmitted interrupted merge")
+        log3 = open(f"{work}/slurm-{resumed}.out").read()
+        said = re.search(r"found the unfinished \S+\.partial of an earlier attempt \((\d+) tensor\(s\) recorded", log3)
+        did = re.search(r"resuming: (\d+) of \d+ tensors already merged", log3)
+        expect(said is not None and did is not None and said.group(1) == did.group(1) and int(did.group(1)) > 0
+               and "removing" not in log3 and "starting again" not in log3,
+               f"resume: the script's count of merged tensors ({said.group(1) if said else '?'}) is what the job reuses "
+               f"({did.group(1) if did else '?'})")
+        expect(run(["verify", f"{work}/resumed"], check=False).returncode == 0, "the resumed merge verifies")
+
+        # A bad config is reported as the config's error.
+        bad = cluster.job(bad_id)
+        log4 = open(f"{work}/slurm-{bad_id}.out").read()
+        expect(bool(bad) and bad[0].get("JobState") == "FAILED" and
+               f"recall merge: error: the merge config {work}/bad.yaml is not valid: {work}/bad.yaml" in log4
+               and "'models' lists 1 model(s)" in log4 and "recall sweep" not in log4,
+               f"a bad config fails as such: {log4.strip().splitlines()[-1] if log4.strip() else ''!r}")
 
         # --- 2. the sweep array ----------------------------------------------------------------
         check_completed(cluster, sweep_id, "sweep.sbatch array 0-3")
         logs = [f"{work}/slurm-{sweep_id}_{i}.out" for i in range(4)]
         expect(all(os.path.exists(l) for l in logs), "one slurm-<job>_<task>.out per array task")
+        want_launcher = launcher.group(1).split(" (")[0] if launcher else "?"
+        task_logs = "".join(open(l).read() for l in logs if os.path.exists(l))
+        merge_logs = [open(f"{work}/sweep/points/{i:04d}/merge.log").read() for i in range(4)
+                      if os.path.exists(f"{work}/sweep/points/{i:04d}/merge.log")]
+        expect(task_logs.count(f"recall sweep: launching with {want_launcher}") == 4 and len(merge_logs) == 4 and
+               all(f"$ {want_launcher} -n 2 " in m and re.search(r"^ranks: 2 \(", m, re.M) for m in merge_logs),
+               f"every sweep point merged with {want_launcher} -n 2 inside its task, as merge.sbatch launches")
         for i in range(4):
             expect(os.path.exists(f"{work}/sweep/points/{i:04d}/out/manifest.json") and
                    os.path.exists(f"{work}/sweep/points/{i:04d}/eval/heldout.json"), f"point {i} merged and evaluated")

@@ -7,12 +7,13 @@ failed list) while the others finish; rerunning skips finished points (their out
 and retries the failed one; a point held by another process is left alone; a bad spec fails with
 its line and column and writes nothing."""
 import csv
-import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
+import socket
 import sys
 import tempfile
 
@@ -148,13 +149,24 @@ eval:
     rows = list(csv.DictReader(open(f"{sweep}/results.csv")))
     expect(all(r["status"] == "finished" for r in rows), "after the repair all 3 points are finished")
 
-    # --- a point another process holds is left alone -----------------------------------------------
+    # --- a point another process holds is left alone; a dead holder's lock is taken over ----------
+    # Locks are O_EXCL files naming the holder (job, host, pid), not flock: Lustre mounted noflock
+    # or localflock gives no cross-node flock.
     os.remove(f"{sweep}/points/0000/eval/heldout.json")
-    with open(f"{sweep}/points/0000/.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        p = run(["sweep", "run", sweep, "--local", "--point", "0"])
-    expect("another process is running it" in p.stdout and not os.path.exists(f"{sweep}/points/0000/eval/heldout.json"),
-           "a locked point is skipped")
+    lock = f"{sweep}/points/0000/.lock"
+    host = socket.gethostname()
+    open(lock, "w").write(f"job=4711 restart=0 host={host} pid={os.getpid()} since=now nonce=1\n")
+    p = run(["sweep", "run", sweep, "--local", "--point", "0"])
+    expect(f"another process is running it (job 4711 (restart 0) on {host}, pid {os.getpid()}" in p.stdout
+           and "1 busy elsewhere" in p.stdout and not os.path.exists(f"{sweep}/points/0000/eval/heldout.json")
+           and os.path.exists(lock), f"a point locked by a live process is skipped, its holder named: {p.stdout.strip()!r}")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    open(lock, "w").write(f"job=4711 restart=0 host={host} pid={dead.pid} since=now nonce=1\n")
+    p = run(["sweep", "run", sweep, "--local", "--point", "0"])
+    expect(f"took over the stale lock of job 4711" in p.stdout and f"its process {dead.pid} no longer runs" in p.stdout
+           and "1 finished now" in p.stdout and os.path.exists(f"{sweep}/points/0000/eval/heldout.json")
+           and not os.path.exists(lock), f"a dead holder's lock is taken over and the point runs: {p.stdout.strip()!r}")
 
     # --- errors ------------------------------------------------------------------------------------
     open(f"{tmp}/bad.yaml", "w").write("base_config: base.yaml\ngrid:\n  recall.temperature: [1, -2]\n")

@@ -9,6 +9,7 @@
 
 #include "recall/config/merge_config.h"
 #include "recall/sweep/plan.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 #include "testing_files.h"
 
@@ -190,6 +191,29 @@ TEST(SweepPlan, CsvFieldsAndYamlValues) {
   EXPECT_EQ(recall::yaml_value_at("a: {b: [1, 2], c: x}\n", "a.c"), "x");
   EXPECT_EQ(recall::yaml_value_at("a: {b: [1, 2], c: x}\n", "a.d"), "");
   EXPECT_EQ(recall::sweep_point_name(12), "0012");
+  // Numbers as written, not as yaml-cpp's 17 significant digits.
+  EXPECT_EQ(recall::yaml_value_at("a: 0.10000000000000001\n", "a"), "0.1");
+  EXPECT_EQ(recall::yaml_value_at("a: 1.0000000000000001e-05\n", "a"), "1e-05");
+  EXPECT_EQ(recall::yaml_value_at("a: [0.10000000000000001, 3, x]\n", "a"), "[0.1, 3, x]");
+  EXPECT_EQ(recall::yaml_value_at("a: 12345678901234567890\n", "a"), "12345678901234567890");
+  EXPECT_EQ(recall::yaml_value_at("a: 1.2.3\n", "a"), "1.2.3");
+  EXPECT_EQ(recall::shortest_number("0.30000000000000004"), "0.30000000000000004");  // that is 0.1 + 0.2
+}
+
+TEST(SweepPlan, IndexCsvPrintsShortNumbers) {
+  TempDir d;
+  write(d, "base.yaml", kBase);
+  const recall::SweepSpec s = recall::load_sweep_spec(
+      write(d, "spec.yaml",
+            "base_config: base.yaml\ngrid: {recall.temperature: [0.1, 0.7, 1e-5]}\n"
+            "points: [{method: linear, params.weight: [0.1, 0.9]}]\n"));
+  recall::write_sweep_plan(s, d.file("sweep"));
+  EXPECT_EQ(recall::read_text_file(d.file("sweep/index.csv")),
+            "point,recall.temperature,method,params.weight\n"
+            "0000,0.1,recall,\n"
+            "0001,0.7,recall,\n"
+            "0002,1e-05,recall,\n"
+            "0003,1,linear,\"[0.1, 0.9]\"\n");
 }
 
 // Every example under configs/ parses: merge configs with the merge config parser, sweep specs

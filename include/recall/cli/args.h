@@ -2,6 +2,7 @@
 // flags, positionals, and generated --help text. Unknown options are errors.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -33,9 +34,11 @@ class ArgParser {
   // The value as a number / an integer >= min; an error naming the option otherwise.
   double get_number(const std::string& name) const;
   int64_t get_integer(const std::string& name, int64_t min) const;
+  // The value as a byte count ("5GB", "512MiB", "1e5"; recall/util/byte_size.h).
+  uint64_t get_bytes(const std::string& name) const;
   bool flag_set(const std::string& name) const;
-
-  std::string help() const;
+  // The help text, wrapped at `width` columns with a hanging indent under each option.
+  std::string help(size_t width = 100) const;
 
  private:
   struct Spec {

@@ -1,5 +1,5 @@
-// The last step of a merge job, on rank 0: the export's config.json, tokenizer files and model
-// card, the resolved config, report.json and report.svg, the manifest (written last: its presence
+// The last step of a merge job, on rank 0: the export's config.json, tokenizer and generation
+// files and model card (recall/pipeline/hf_files.h), the resolved config, report.json and report.svg, the manifest (written last: its presence
 // marks a complete output) and the commit of <dir>.partial to <dir>.
 #pragma once
 

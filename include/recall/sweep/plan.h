@@ -73,7 +73,8 @@ std::string csv_field(const std::string& value);
 // "0007": the name of point i's directory.
 std::string sweep_point_name(int index);
 
-// The value at a dotted key path of a YAML document, as flow YAML ("" when absent).
+// The value at a dotted key path of a YAML document, as flow YAML ("" when absent), numbers in
+// their shortest round-trip form (0.1, not the 0.10000000000000001 that yaml-cpp emits).
 std::string yaml_value_at(const std::string& yaml_text, const std::string& dotted_key);
 
 }  // namespace recall

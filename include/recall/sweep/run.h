@@ -3,6 +3,7 @@
 // the sweep goes on; finished points are skipped, so rerunning (or resubmitting) resumes.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -14,9 +15,11 @@ struct SweepRunOptions {
   std::string dir;                 // sweep directory
   int point = -1;                  // run only this point (-1 = every point)
   int np = 2;                      // ranks per merge
-  std::vector<std::string> launcher = {"mpirun"};  // MPI launcher argv; "-np N" is appended
+  std::vector<std::string> launcher = {"mpirun"};  // MPI launcher argv ("srun --mpi=pmix"); "-n N" is appended
   bool oversubscribe = false;      // add --oversubscribe (local runs on few cores)
   std::string recall_bin;          // the recall executable the points run
+  std::string job_id;              // SLURM_JOB_ID ("" outside Slurm), recorded in point locks
+  int64_t restart = 0;             // SLURM_RESTART_COUNT: a lock of an earlier run of this job is stale
 };
 
 // Finished: out/manifest.json exists and, when evaluation is configured, every eval result.
@@ -28,7 +31,7 @@ struct SweepRunSummary {
   int finished_before = 0;  // skipped: already finished
   int ran = 0;              // run now and finished
   int failed = 0;           // run now and failed (error.txt written)
-  int busy = 0;             // skipped: another process holds the point's lock
+  int busy = 0;             // skipped: another live process holds the point's lock
 };
 
 // Runs the selected points; progress lines go to `log`.

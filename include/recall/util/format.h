@@ -1,4 +1,4 @@
-// Human-readable formatting shared by the jobs' output: byte counts, shapes, timestamps.
+// Human-readable formatting shared by the jobs' output: byte counts, shapes, timestamps, XML text.
 #pragma once
 
 #include <cstdint>
@@ -14,5 +14,11 @@ std::string format_bytes_binary(uint64_t bytes);  // "1.00 MiB", "64.00 GiB" (bi
 std::string format_size_setting(uint64_t bytes);
 std::string format_shape(const std::vector<int64_t>& shape);  // "[64, 172]"
 std::string utc_now();  // "2026-12-01T14:58:11Z"
+// A decimal number's shortest text that reads back as the same double ("0.10000000000000001" ->
+// "0.1", "1.0000000000000001e-05" -> "1e-05"); integers and anything that is not a number are
+// returned as they are.
+std::string shortest_number(const std::string& text);
+// Text for XML/SVG content and quoted attributes: & < > ' " escaped.
+std::string xml_escape(const std::string& text);
 
 }  // namespace recall

@@ -1,0 +1,112 @@
+// Reading back what a merged.h5 records about its merge.
+#include "recall/pipeline/merge_record.h"
+
+#include <algorithm>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "recall/config/merge_config.h"
+#include "recall/io/h5_reader.h"
+#include "recall/model/config.h"
+#include "recall/model/tensor_names.h"
+#include "recall/pipeline/tensor_params.h"
+#include "recall/sweep/plan.h"
+#include "recall/util/error.h"
+
+namespace recall {
+
+namespace {
+
+std::string required_attribute(const H5Reader& h5, const std::string& name) {
+  auto v = h5.attribute("/", name);
+  if (!v) fail(h5.path(), ": no '", name, "' attribute; expected a merged.h5 written by 'recall merge'");
+  return *v;
+}
+
+std::vector<double> doubles(const H5Reader& h5, const std::string& path) {
+  const H5DatasetInfo info = h5.info(path);
+  if (info.dtype != DType::F64) fail(h5.path(), ": ", path, " is ", dtype_name(info.dtype), ", expected F64");
+  const std::vector<uint8_t> bytes = h5.read(path);
+  std::vector<double> v(bytes.size() / sizeof(double));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(double));
+  return v;
+}
+
+// /recall/similarity and /recall/weights ([blocks, models]), /recall/sigma2, /recall/typical_samples.
+void read_recall_data(const H5Reader& h5, MergeReport* r) {
+  if (!h5.exists("/recall/weights")) return;
+  const H5DatasetInfo info = h5.info("/recall/weights");
+  const size_t M = r->models.size();
+  if (info.shape.size() != 2 || static_cast<size_t>(info.shape[1]) != M)
+    fail(h5.path(), ": /recall/weights has shape ", info.shape.size(), "-d, expected [blocks, ", M, "]");
+  const size_t L = static_cast<size_t>(info.shape[0]);
+  const std::vector<double> w = doubles(h5, "/recall/weights"), s = doubles(h5, "/recall/similarity"),
+                            sigma2 = doubles(h5, "/recall/sigma2");
+  if (s.size() != L * M || sigma2.size() != L)
+    fail(h5.path(), ": /recall/similarity or /recall/sigma2 does not match /recall/weights' ", L, " blocks");
+  for (size_t l = 0; l < L; ++l)
+    r->blocks.push_back({static_cast<int64_t>(l), sigma2[l], std::vector<double>(s.begin() + l * M, s.begin() + (l + 1) * M),
+                         std::vector<double>(w.begin() + l * M, w.begin() + (l + 1) * M)});
+  if (h5.exists("/recall/typical_samples")) {
+    const std::vector<uint8_t> ids = h5.read("/recall/typical_samples");
+    r->typical_samples.resize(ids.size() / sizeof(int64_t));
+    std::memcpy(r->typical_samples.data(), ids.data(), r->typical_samples.size() * sizeof(int64_t));
+  }
+}
+
+}  // namespace
+
+MergeRecord read_merge_record(const std::string& h5_path) {
+  MergeRecord rec;
+  H5Reader h5(h5_path);
+  rec.architecture_config = required_attribute(h5, "architecture_config");
+  rec.resolved_config = required_attribute(h5, "merge_config");
+  rec.tensors = h5.list("/tensors");
+  if (rec.tensors.empty()) fail(h5_path, ": no tensors under /tensors");
+  switch (h5.info("/tensors/" + rec.tensors.front()).dtype) {
+    case DType::BF16: rec.dtype = "bfloat16"; break;
+    case DType::F16: rec.dtype = "float16"; break;
+    default: rec.dtype = "float32";
+  }
+  MergeReport& r = rec.report;
+  r.method = required_attribute(h5, "method");
+  const std::string models_text = required_attribute(h5, "models");
+  try {
+    for (const auto& m : nlohmann::json::parse(models_text)) {
+      r.models.push_back(m.at("name").get<std::string>());
+      rec.model_paths.push_back(m.at("path").get<std::string>());
+    }
+  } catch (const std::exception& e) {
+    fail(h5_path, ": attribute 'models' is not the JSON list of {name, path} that recall merge writes: ", e.what());
+  }
+  read_recall_data(h5, &r);
+  // The resolved config names the reference (the merge took its tokenizer from it) and the
+  // method's parameters, resolved per tensor as the job did. A config this version cannot decode
+  // (written by another version) still gives the reference; the card then lists no parameters.
+  try {
+    const MergeConfig c = parse_merge_config(rec.resolved_config, h5_path + ": attribute merge_config");
+    MergeInputs in;
+    in.models.resize(1);  // the architecture is all the parameter resolution reads of the models
+    in.models[0].config = parse_model_config(rec.architecture_config, h5_path + ": attribute architecture_config");
+    if (!c.base.empty()) in.base = c.model_index(c.base);
+    for (const TensorSlot& slot : expected_tensors(in.models[0].config))
+      if (std::find(rec.tensors.begin(), rec.tensors.end(), slot.name) != rec.tensors.end()) in.slots.push_back(slot);
+    std::vector<std::vector<double>> block_weights;
+    for (const auto& b : r.blocks) block_weights.push_back(b.weights);
+    fill_report_params(&r, in, resolve_tensor_params(c, in, block_weights));
+    r.reference = c.reference;
+  } catch (const std::exception& e) {
+    rec.notes.push_back(std::string("the recorded config cannot be decoded by this version (") + e.what() +
+                        "); the model card lists no parameters");
+    r.reference = yaml_value_at(rec.resolved_config, "reference");
+  }
+  rec.source_model = r.reference;
+  for (size_t m = 0; m < r.models.size(); ++m)
+    if (r.models[m] == rec.source_model) rec.source_path = rec.model_paths[m];
+  if (rec.source_path.empty())
+    fail(h5_path, ": the recorded reference model '", rec.source_model, "' is not among the recorded models");
+  r.output_dtype = rec.dtype;
+  return rec;
+}
+
+}  // namespace recall
