@@ -13,6 +13,7 @@
 #include "recall/sweep/plan.h"
 #include "recall/sweep/report.h"
 #include "recall/sweep/run.h"
+#include "recall/util/lock_file.h"
 #include "recall/util/error.h"
 
 namespace recall::jobs {
@@ -93,8 +94,9 @@ int run(int argc, char** argv) {
   for (std::string w; ls >> w;) o.launcher.push_back(w);
   if (o.launcher.empty()) fail("--mpirun must name a launcher, got '", args.get("mpirun"), "'");
   o.recall_bin = self_path();
-  if (slurm_job) o.job_id = slurm_job;  // recorded in the point locks
-  if (const char* r = std::getenv("SLURM_RESTART_COUNT"); r && *r) o.restart = to_int("SLURM_RESTART_COUNT", r, 0);
+  const LockOptions lock = LockOptions::from_environment();  // recorded in the point locks
+  o.job_id = lock.job;
+  o.restart = lock.restart;
   const SweepRunSummary s = run_sweep(o, std::cout);
   std::cout << "sweep run: " << s.ran << " finished now, " << s.finished_before << " already finished, " << s.failed
             << " failed, " << s.busy << " busy elsewhere\n";

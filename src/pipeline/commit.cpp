@@ -46,7 +46,7 @@ void write_outputs_and_commit(const CommitInputs& c, const OutputDir& out) {
   write_file_atomic(out.file("report.json"), report_json(c.report));
   write_file_atomic(out.file("report.svg"), report_svg(c.report));
   write_file_atomic(out.file("manifest.json"), manifest_json(c));
-  out.commit();
+  out.commit(cfg.output.overwrite);
 }
 
 }  // namespace recall

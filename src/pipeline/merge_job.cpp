@@ -132,7 +132,10 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   const OutputDir out(cfg.output.dir);
   std::optional<OutputLock> lock;  // rank 0 holds <dir>.lock until the job ends, however it ends
   steps.step("lock output", [&] {
-    if (rank == 0) lock.emplace(cfg.output.dir);
+    if (rank != 0) return;
+    lock.emplace(cfg.output.dir);
+    // Checked again under the lock: another job may have committed since the preflight.
+    for (const std::string& p : out.problems(cfg.output.overwrite, {}, {})) fail(p);
   });
   if (lock && !lock->takeover().empty()) log(lock->takeover());
   const std::string key = job_key(cfg, in);

@@ -4,7 +4,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "recall/util/error.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
+#include "recall/util/lock_file.h"
 
 namespace recall {
 
@@ -209,10 +209,13 @@ void OutputDir::record_merged(const std::vector<std::string>& names) const {
   append_lines(file(kProgressFile), lines);
 }
 
-void OutputDir::commit() const {
+void OutputDir::commit(bool overwrite) const {
   remove_stale_temporaries(partial_);
   const std::string old = final_ + ".old";
   if (path_exists(final_)) {
+    if (!overwrite)
+      fail("output.dir '", final_, "' appeared during the job (another job committed it?); not replacing it "
+           "without output.overwrite; this job's result stays in '", partial_, "'");
     if (!is_recall_output(final_) && !is_empty_directory(final_))
       fail("output.dir '", final_, "' changed during the job and is no longer a recall output; not replacing it");
     if (path_exists(old)) {
@@ -225,76 +228,20 @@ void OutputDir::commit() const {
   remove_tree(old);
 }
 
-namespace {
-
-std::string lock_token() {
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  const char* job = std::getenv("SLURM_JOB_ID");
-  return std::string("host ") + host + " pid " + std::to_string(::getpid()) + " slurm_job " +
-         (job && *job ? job : "-") + " since " + utc_now() + "\n";
-}
-
-// Whether the lock's holder is a dead process on this host (then the lock is stale).
-bool holder_is_dead_here(const std::string& token) {
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  std::istringstream in(token);
-  std::string k1, h, k2;
-  long pid = 0;
-  if (!(in >> k1 >> h >> k2 >> pid) || k1 != "host" || k2 != "pid" || h != host || pid <= 0) return false;
-  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
-  // Alive, or a zombie nobody reaped yet (a killed rank under a container's init): state Z.
-  std::string stat;
-  try {
-    stat = read_text_file("/proc/" + std::to_string(pid) + "/stat");
-  } catch (const std::exception&) {
-    return false;
-  }
-  const auto paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
-}
-
-}  // namespace
-
-OutputLock::OutputLock(const std::string& final_dir) : path_(final_dir + ".lock"), token_(lock_token()) {
+OutputLock::OutputLock(const std::string& final_dir) {
   // The output's parent may not exist yet (output.dir: runs/new/merged): create it, as the job
   // creates <dir>.partial's.
-  if (const auto slash = path_.rfind('/'); slash != std::string::npos && slash > 0)
-    make_directories(path_.substr(0, slash));
-  for (int attempt = 0; attempt < 2; ++attempt) {
-    const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-      pwrite_exact(fd, token_.data(), token_.size(), 0, path_);
-      ::fsync(fd);
-      ::close(fd);
-      return;
-    }
-    if (errno != EEXIST) fail("cannot create the output lock '", path_, "': ", std::strerror(errno));
-    std::string holder;
-    try {
-      holder = read_text_file(path_);
-    } catch (const std::exception&) {
-      continue;  // released between our open and read: try again
-    }
-    if (attempt == 0 && holder_is_dead_here(holder)) {
-      takeover_ = "took over the lock '" + path_ + "' of a job that died on this host (" +
-                  holder.substr(0, holder.find('\n')) + ")";
-      ::unlink(path_.c_str());
-      continue;
-    }
-    fail("output.dir '", final_dir, "' is being written by another recall job (", holder.substr(0, holder.find('\n')),
-         "; lock file '", path_, "')\n---> HINT: wait for that job; if it is gone (a killed job on another node), "
-         "delete the lock file");
-  }
-  fail("cannot take the output lock '", path_, "'");
+  const std::string path = final_dir + ".lock";
+  if (const auto slash = path.rfind('/'); slash != std::string::npos && slash > 0) make_directories(path.substr(0, slash));
+  lock_ = std::make_unique<LockFile>(path, LockOptions::from_environment());
+  if (!lock_->held())
+    fail("output.dir '", final_dir, "' is being written by another recall job (", lock_->holder(), "; lock file '",
+         path, "')\n---> HINT: wait for that job; a lock whose holder died is taken over once its heartbeat is 10 "
+         "minutes old, or at once on the holder's host");
 }
 
-OutputLock::~OutputLock() {
-  try {
-    if (path_exists(path_) && read_text_file(path_) == token_) ::unlink(path_.c_str());
-  } catch (...) {
-  }
-}
+OutputLock::~OutputLock() = default;
+
+const std::string& OutputLock::takeover() const { return lock_->takeover(); }
 
 }  // namespace recall

@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <chrono>
 #include <condition_variable>
 #include <csignal>
@@ -95,12 +97,27 @@ std::string describe(const Holder& h, int64_t age) {
          std::to_string(age) + " s ago";
 }
 
+// Whether process `pid` of this host is gone: no such process, or a zombie nobody reaped yet (a
+// killed MPI rank under a container's init stays one).
+bool process_gone(int64_t pid) {
+  if (pid <= 0) return false;
+  if (::kill(static_cast<pid_t>(pid), 0) != 0) return errno == ESRCH;
+  std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+  if (!f) return false;
+  char buf[512] = {0};
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  const std::string stat(buf, n);
+  const auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'Z';
+}
+
 // Why the holder is gone, or "" when it may be alive.
 std::string stale_reason(const Holder& h, int64_t age, const LockOptions& o, const std::string& host) {
   if (!h.valid)
     return age > o.stale_seconds ? "it is unreadable and older than " + std::to_string(o.stale_seconds) + " s" : "";
   const int64_t pid = h.number("pid");
-  if (h.get("host") == host && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+  if (h.get("host") == host && process_gone(pid))
     return "its process " + std::to_string(pid) + " no longer runs on this host";
   if (!o.job.empty() && h.get("job") == o.job && h.number("restart") < o.restart)
     return "it is from run " + h.get("restart") + " of this Slurm job, which is now in run " + std::to_string(o.restart);
@@ -203,6 +220,13 @@ LockFile::~LockFile() {
   } catch (const std::exception&) {  // a destructor does not throw; the file is then left to go stale
   }
   ::close(fd_);
+}
+
+LockOptions LockOptions::from_environment() {
+  LockOptions o;
+  if (const char* job = std::getenv("SLURM_JOB_ID"); job && *job) o.job = job;
+  if (const char* r = std::getenv("SLURM_RESTART_COUNT"); r && *r) o.restart = std::strtoll(r, nullptr, 10);
+  return o;
 }
 
 }  // namespace recall

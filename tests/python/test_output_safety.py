@@ -116,10 +116,16 @@ def main():
         verifies = committed and run(["verify", out], check=False).returncode == 0
         leftovers = [f for f in os.listdir(tmp) if f.startswith("race.")] + \
             [f for r, _, fs in os.walk(out) for f in fs if ".tmp." in f]
-        check(codes[0] == 0 and codes[1] != 0 and "is being written by another recall job" in loser and
-              "race.lock" in loser and verifies and merged_bytes(out) == ref and not leftovers,
-              f"two jobs {delay} s apart: one commits a verified result equal to a lone run's, the other is "
-              f"refused naming the lock's holder; nothing left over {leftovers}")
+        # The second is refused by the lock while the first runs, or by preflight once it has committed.
+        refused = ("is being written by another recall job" in loser and "race.lock" in loser) or \
+            "already exists" in loser
+        ok = codes[0] == 0 and codes[1] != 0 and refused and verifies and merged_bytes(out) == ref and not leftovers
+        if not ok:
+            print(f"     exit codes {first.returncode}, {second.returncode}; committed {committed}, verifies {verifies}; "
+                  f"first's stderr: {r1[1][:1500]!r}; second's stderr: {r2[1][:1500]!r}")
+        how = "the lock" if "race.lock" in loser else "preflight (the first had committed)"
+        check(ok, f"two jobs {delay} s apart: one commits a verified result equal to a lone run's, the other is "
+              f"refused by {how}; nothing left over {leftovers}")
 
     # --- a stale resume: the inputs changed after an interruption -----------------------------------
     for what, change in (("the data file", lambda: open(f"{tmp}/data/data.jsonl", "a").write(

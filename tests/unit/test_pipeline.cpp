@@ -237,7 +237,7 @@ TEST(OutputDir, PrepareResumesOnlyTheSameKeyAndCommitRenames) {
   write_file_atomic(out.file("report.json.tmp.12345"), "left by a killed process");
   write_file_atomic(out.file("hf/config.json.tmp.777"), "left by a killed process");
   write_file_atomic(out.file("notes.tmp.txt"), "not a temporary of recall's");
-  out.commit();
+  out.commit(false);
   EXPECT_TRUE(path_exists(tmp.file("merged/manifest.json")));
   EXPECT_FALSE(path_exists(tmp.file("merged/report.json.tmp.12345")));
   EXPECT_FALSE(path_exists(tmp.file("merged/hf/config.json.tmp.777")));
@@ -295,8 +295,9 @@ TEST(OutputLock, OneHolderAtATimeAndStaleLocksOfDeadProcesses) {
       FAIL() << "a second lock was granted";
     } catch (const Error& e) {
       const std::string m = e.what();
-      EXPECT_NE(m.find("is being written by another recall job (host "), std::string::npos) << m;
+      EXPECT_NE(m.find("is being written by another recall job ("), std::string::npos) << m;
       EXPECT_NE(m.find("pid " + std::to_string(::getpid())), std::string::npos) << m;
+      EXPECT_NE(m.find("lock file '" + dir + ".lock'"), std::string::npos) << m;
     }
   }
   EXPECT_FALSE(path_exists(dir + ".lock")) << "released";
@@ -307,12 +308,12 @@ TEST(OutputLock, OneHolderAtATimeAndStaleLocksOfDeadProcesses) {
   // A lock of a process that no longer exists on this host is taken over.
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
-  write_file_atomic(dir + ".lock", std::string("host ") + host + " pid 2147483646 slurm_job - since x\n");
+  write_file_atomic(dir + ".lock", std::string("job=- restart=0 host=") + host + " pid=2147483646 since=x nonce=1\n");
   OutputLock third(dir);
-  EXPECT_NE(third.takeover().find("took over the lock"), std::string::npos);
+  EXPECT_NE(third.takeover().find("took over the stale lock"), std::string::npos);
   // Another host's lock cannot be checked: refused.
   ::unlink((dir + ".lock").c_str());
-  write_file_atomic(dir + ".lock", "host elsewhere-node17 pid 12 slurm_job 999 since x\n");
+  write_file_atomic(dir + ".lock", "job=999 restart=0 host=elsewhere-node17 pid=12 since=x nonce=2\n");
   EXPECT_THROW(OutputLock fourth(dir), Error);
 }
 

@@ -10,12 +10,14 @@
 // Only rank 0 touches the files; the caller agrees on the outcome across ranks.
 #pragma once
 
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "recall/config/merge_config.h"
 #include "recall/model/merge_inputs.h"
+#include "recall/util/lock_file.h"
 
 namespace recall {
 
@@ -61,28 +63,27 @@ class OutputDir {
   void record_merged(const std::vector<std::string>& names) const;
 
   // Rank 0: the finished <dir>.partial takes the final name. Temporary files of dead processes
-  // (*.tmp.<pid>) are removed first; an existing output (a recall output, checked again) moves to
-  // <dir>.old and is removed after the rename.
-  void commit() const;
+  // (*.tmp.<pid>) are removed first; an existing output (with `overwrite`, and a recall output,
+  // checked again) moves to <dir>.old and is removed after the rename.
+  void commit(bool overwrite) const;
 
  private:
   std::string final_, partial_;
 };
 
-// The exclusive lock of an output directory, held by rank 0 for the whole job: <dir>.lock created
-// with O_EXCL, holding host, pid, Slurm job id and start time. A lock left by a dead process on
-// this host is taken over (said in `takeover`); any other is an error naming its holder.
+// The exclusive lock of an output directory, held by rank 0 for the whole job: <dir>.lock, a
+// recall/util/lock_file.h lock (O_EXCL, holder's host, pid, Slurm job, heartbeat; a dead holder's
+// lock is taken over, said in `takeover`). Throws naming the holder when another job holds it.
 class OutputLock {
  public:
   explicit OutputLock(const std::string& final_dir);
-  ~OutputLock();  // removes the lock file if this process still holds it
+  ~OutputLock();  // releases the lock
   OutputLock(const OutputLock&) = delete;
   OutputLock& operator=(const OutputLock&) = delete;
-  const std::string& takeover() const { return takeover_; }
-  const std::string& path() const { return path_; }
+  const std::string& takeover() const;
 
  private:
-  std::string path_, token_, takeover_;
+  std::unique_ptr<LockFile> lock_;
 };
 
 }  // namespace recall

@@ -6,7 +6,7 @@
 // (the heartbeat); the destructor removes the file if it is still this holder's.
 //
 // A lock file whose holder is gone is stale and is taken over:
-//   - it is on this host and its pid no longer runs;
+//   - it is on this host and its pid no longer runs (or is a zombie);
 //   - it names this Slurm job with an earlier restart count (Slurm runs a job once at a time, so
 //     that holder is an earlier run of this job, requeued);
 //   - its heartbeat is older than `stale_seconds` (the holder's node died or it was killed);
@@ -27,6 +27,9 @@ struct LockOptions {
   int64_t restart = 0;         // SLURM_RESTART_COUNT
   int64_t stale_seconds = 600; // a heartbeat older than this is a dead holder
   int64_t heartbeat_seconds = 60;
+  // This process's job and restart count from Slurm's environment (SLURM_JOB_ID,
+  // SLURM_RESTART_COUNT), the other fields at their defaults.
+  static LockOptions from_environment();
 };
 
 class LockFile {
