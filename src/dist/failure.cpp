@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -167,6 +168,21 @@ Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
   }
   MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
   return from_wire(wire);
+}
+
+std::string first_error(MPI_Comm comm, const std::string& error) {
+  int rank = 0, size = 1;
+  MPI_CHECK(MPI_Comm_rank(comm, &rank));
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  int mine = error.empty() ? size : rank, first = size;
+  MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  if (first == size) return "";
+  std::string text = rank == first ? error.substr(0, 1u << 20) : std::string();
+  uint64_t n = text.size();
+  MPI_CHECK(MPI_Bcast(&n, 1, MPI_UINT64_T, first, comm));
+  text.resize(n);
+  MPI_CHECK(MPI_Bcast(text.data(), static_cast<int>(n), MPI_CHAR, first, comm));
+  return text;
 }
 
 CollectiveError::CollectiveError(const Verdict& v) : Error(v.message), verdict_(v) {}

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "recall/io/model_files.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -17,7 +18,7 @@ std::map<std::string, std::string> parse_safetensors_index(std::string_view text
   try {
     root = json::parse(text.begin(), text.end());
   } catch (const json::exception& e) {
-    fail(where, ": not valid JSON: ", e.what());
+    fail(where, ": not valid JSON: ", parse_error_text(e));
   }
   if (!root.is_object()) fail(where, ": not a JSON object");
   auto wm = root.find("weight_map");
@@ -52,17 +53,15 @@ Checkpoint Checkpoint::open(const std::string& path) {
   }
 
   const std::string index_path = join_path(path, "model.safetensors.index.json");
-  const std::string single_path = join_path(path, "model.safetensors");
-  if (path_exists(index_path)) {
+  if (find_model_file(path, "model.safetensors.index.json")) {
     c.sharded_ = true;
     const auto weight_map = parse_safetensors_index(read_text_file(index_path), index_path);
     std::map<std::string, const SafetensorsFile*> shards;
     for (const auto& [name, file] : weight_map) shards.emplace(file, nullptr);
     for (auto& [file, ptr] : shards) {
-      const std::string shard_path = join_path(path, file);
-      if (!path_exists(shard_path))
-        fail(index_path, ": lists shard '", file, "', which does not exist in '", path, "'");
-      ptr = &add_file(shard_path);
+      const auto shard_path = find_model_file(path, file);
+      if (!shard_path) fail(index_path, ": lists shard '", file, "', which does not exist in '", path, "'");
+      ptr = &add_file(*shard_path);
     }
     for (const auto& [name, file] : weight_map) {
       const SafetensorsFile* f = shards.at(file);
@@ -78,8 +77,8 @@ Checkpoint Checkpoint::open(const std::string& path) {
                " does not list");
     return c;
   }
-  if (path_exists(single_path)) {
-    const SafetensorsFile& f = add_file(single_path);
+  if (const auto single_path = find_model_file(path, "model.safetensors")) {
+    const SafetensorsFile& f = add_file(*single_path);
     for (const TensorInfo& t : f.tensors()) c.entries_.emplace(t.name, Entry{&f, &t});
     return c;
   }

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "recall/io/model_files.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -107,7 +108,7 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t buffe
   try {
     root = json::parse(text.begin(), text.end(), on_event);
   } catch (const json::exception& e) {
-    fail(where, ": header is not valid JSON: ", e.what());
+    fail(where, ": header is not valid JSON: ", parse_error_text(e));
   }
   if (!duplicate.empty()) fail(where, ": duplicate tensor name '", duplicate, "' in header");
   if (!root.is_object()) fail(where, ": header is not a JSON object");
@@ -161,10 +162,12 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   pread_exact(f->fd_, len_bytes, 8, 0, path);
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
+  // The length is the file's first 8 bytes: quoted only when plausible, so that the error about a
+  // file that is not safetensors at all does not print its bytes.
+  if (n > kMaxHeaderBytes)
+    fail(path, ": not a safetensors file (its first 8 bytes are not a header length of at most 100 MB)");
   if (n > f->file_size_ - 8)
-    fail(path, ": header length ", n, " runs past the end of the file (", f->file_size_,
-         " bytes)");
-  if (n > kMaxHeaderBytes) fail(path, ": header length ", n, " exceeds the 100 MB limit");
+    fail(path, ": header length ", n, " is larger than the file (", f->file_size_, " bytes): truncated?");
   if (n < 2) fail(path, ": header length ", n, " is too short for a JSON object");
   std::string text(n, '\0');
   pread_exact(f->fd_, text.data(), n, 8, path);

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "recall/io/model_files.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -164,7 +165,7 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
   try {
     root = json::parse(text);
   } catch (const json::exception& e) {
-    fail(where, ": not valid JSON: ", e.what());
+    fail(where, ": not valid JSON: ", parse_error_text(e));
   }
   if (!root.is_object()) fail(where, ": not a JSON object");
   ModelConfig c;
@@ -225,7 +226,9 @@ ModelConfig parse_model_config(const std::string& text, const std::string& where
 }
 
 ModelConfig load_model_config(const std::string& path) {
-  const std::string file = is_directory(path) ? join_path(path, "config.json") : path;
+  // A model directory's config.json is checked like every file next to the weights; a file named
+  // on its own (preflight --arch) is the user's choice.
+  const std::string file = is_directory(path) ? model_file(path, "config.json") : path;
   if (!path_exists(file)) fail("'", file, "' does not exist (every model directory needs config.json)");
   return parse_model_config(read_text_file(file), file);
 }

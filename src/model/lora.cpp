@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "recall/io/model_files.h"
 #include "recall/model/tensor_names.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
@@ -19,12 +20,12 @@ bool is_lora_adapter(const std::string& dir) { return path_exists(join_path(dir,
 std::shared_ptr<const LoraAdapter> LoraAdapter::open(const std::string& dir, const ModelConfig& base) {
   auto lora = std::shared_ptr<LoraAdapter>(new LoraAdapter());
   lora->path_ = dir;
-  const std::string cfg_path = join_path(dir, "adapter_config.json");
+  const std::string cfg_path = model_file(dir, "adapter_config.json");
   json cfg;
   try {
     cfg = json::parse(read_text_file(cfg_path));
   } catch (const json::exception& e) {
-    fail(cfg_path, ": not valid JSON: ", e.what());
+    fail(cfg_path, ": not valid JSON: ", parse_error_text(e));
   }
   if (!cfg.is_object()) fail(cfg_path, ": not a JSON object");
   const std::string type = cfg.value("peft_type", "LORA");
@@ -45,7 +46,7 @@ std::shared_ptr<const LoraAdapter> LoraAdapter::open(const std::string& dir, con
     fail(cfg_path, ": modules_to_save is not supported (the adapter would replace whole tensors)");
 
   const std::string weights = join_path(dir, "adapter_model.safetensors");
-  if (!path_exists(weights)) {
+  if (!find_model_file(dir, "adapter_model.safetensors")) {
     if (path_exists(join_path(dir, "adapter_model.bin")))
       fail("'", dir, "' holds only adapter_model.bin, a pickle; recall never loads pickles. Save the adapter "
            "with safe_serialization=True");

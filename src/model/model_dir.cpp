@@ -5,6 +5,7 @@
 #include <set>
 #include <sstream>
 
+#include "recall/io/model_files.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -72,6 +73,14 @@ ModelDir open_model_dir(const std::string& path) {
   Checkpoint checkpoint = Checkpoint::open(path);
   std::vector<std::string> ignored;
   auto problems = validate_model_tensors(config, checkpoint, &ignored);
+  // The side files an export copies, checked now rather than at the end of a merge.
+  for (const std::string& name : side_file_names()) {
+    try {
+      find_model_file(path, name);
+    } catch (const std::exception& e) {
+      problems.push_back(e.what());
+    }
+  }
   if (!problems.empty()) {
     std::ostringstream os;
     os << "'" << path << "' is not a valid " << arch_name(config.arch) << " model ("
@@ -91,7 +100,7 @@ ModelDir open_model_or_adapter(const std::string& path, const std::string& base_
   }
   std::string base = base_model;
   if (base.empty()) {
-    const std::string cfg = join_path(path, "adapter_config.json");
+    const std::string cfg = model_file(path, "adapter_config.json");
     auto j = nlohmann::json::parse(read_text_file(cfg), nullptr, false);
     if (j.is_object() && j.contains("base_model_name_or_path") && j["base_model_name_or_path"].is_string())
       base = j["base_model_name_or_path"].get<std::string>();

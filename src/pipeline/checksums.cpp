@@ -1,6 +1,7 @@
 // The checksum phase's gathering (see recall/pipeline/checksums.h).
 #include "recall/pipeline/checksums.h"
 
+#include "recall/dist/failure.h"
 #include "recall/dist/mpi_check.h"
 #include "recall/util/error.h"
 
@@ -22,18 +23,12 @@ std::map<std::string, uint64_t> collective_checksums(MPI_Comm comm, const std::v
     mine[t] = h;
   }
   MPI_CHECK(MPI_Allreduce(hashed.data(), hashed_anywhere.data(), n, MPI_INT, MPI_MAX, comm));
-  std::string error;
-  try {
+  // A failure is shared before the next collective, so that no rank waits for a failed peer, and
+  // every rank reports the same one.
+  dist::agreed(comm, [&] {
     for (size_t t = static_cast<size_t>(rank); t < names.size(); t += static_cast<size_t>(world))
       if (!hashed_anywhere[t]) mine[t] = hash(t);
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  // A failure is shared before the next collective, so that no rank waits for a failed peer.
-  int failed = error.empty() ? 0 : 1, any_failed = 0;
-  MPI_CHECK(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm));
-  if (failed) throw Error(error);
-  if (any_failed) fail("another rank failed to checksum the output");
+  });
   // Each checksum is non-zero on exactly one rank (or zero everywhere): a bitwise OR gathers them.
   MPI_CHECK(MPI_Allreduce(mine.data(), all.data(), n, MPI_UINT64_T, MPI_BOR, comm));
   std::map<std::string, uint64_t> out;

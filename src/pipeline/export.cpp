@@ -1,12 +1,10 @@
-// HF export of merged.h5 and verification of checksums.
+// HF export of merged.h5: shards, config.json and the side files of the reference model.
 #include "recall/pipeline/export.h"
 
 #include <nlohmann/json.hpp>
-#include <optional>
-#include <set>
 
-#include "recall/io/checkpoint.h"
 #include "recall/io/h5_reader.h"
+#include "recall/io/model_files.h"
 #include "recall/io/safetensors.h"
 #include "recall/util/checksum.h"
 #include "recall/dist/mpi_check.h"
@@ -94,90 +92,12 @@ std::string export_config_json(const std::string& reference_config_json, const s
 
 std::vector<std::string> copy_tokenizer_files(const std::string& model_dir, const std::string& out_dir) {
   std::vector<std::string> copied;
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json", "vocab.json", "merges.txt", "generation_config.json",
-                        "chat_template.jinja"}) {
-    const std::string src = join_path(model_dir, f);
-    if (path_exists(src)) {
-      copy_file(src, join_path(out_dir, f));
+  for (const std::string& f : side_file_names())
+    if (const auto src = find_model_file(model_dir, f)) {  // a regular file of the model, or an error
+      copy_file(*src, join_path(out_dir, f));
       copied.push_back(f);
     }
-  }
   return copied;
-}
-
-std::vector<std::string> verify_output(const std::string& path, bool verbose) {
-  std::vector<std::string> problems;
-  auto check = [&](const std::string& what, const std::string& expected, uint64_t got) {
-    if (checksum_hex(got) != expected)
-      problems.push_back(what + ": checksum mismatch; expected " + expected + ", got " + checksum_hex(got));
-    else if (verbose)
-      std::printf("ok  %s  %s\n", expected.c_str(), what.c_str());
-  };
-  if (!is_directory(path)) {
-    // A single merged.h5: its own per-dataset attributes.
-    H5Reader h5(path);
-    for (const std::string& name : h5.list("/tensors")) {
-      auto expected = h5.attribute("/tensors/" + name, "xxh3_64");
-      if (!expected) {
-        problems.push_back(path + ": dataset '/tensors/" + name + "' has no xxh3_64 attribute");
-        continue;
-      }
-      auto bytes = h5.read("/tensors/" + name);
-      check(path + ":/tensors/" + name, *expected, xxh3_64(bytes.data(), bytes.size()));
-    }
-    if (h5.list("/tensors").empty()) problems.push_back(path + ": no tensors under /tensors");
-    return problems;
-  }
-  const std::string manifest_path = join_path(path, "manifest.json");
-  if (!path_exists(manifest_path)) {
-    problems.push_back(path + ": no manifest.json; the output was never committed (interrupted job?)");
-    return problems;
-  }
-  json manifest;
-  try {
-    manifest = json::parse(read_text_file(manifest_path));
-  } catch (const std::exception& e) {
-    problems.push_back(manifest_path + ": not valid JSON: " + e.what());
-    return problems;
-  }
-  if (!manifest.contains("tensors") || !manifest["tensors"].is_array()) {
-    problems.push_back(manifest_path + ": missing 'tensors'");
-    return problems;
-  }
-  // The outputs the merge wrote (output.formats; both before the manifest listed them).
-  std::set<std::string> outputs = {"hf", "h5"};
-  if (manifest.contains("outputs") && manifest["outputs"].is_array()) outputs = manifest["outputs"].get<std::set<std::string>>();
-  try {
-    std::optional<H5Reader> h5;
-    std::optional<Checkpoint> hf;
-    if (outputs.count("h5")) h5.emplace(join_path(path, "merged.h5"));
-    if (outputs.count("hf")) hf.emplace(Checkpoint::open(join_path(path, "hf")));
-    for (const json& t : manifest["tensors"]) {
-      const std::string name = t.at("name"), expected = t.at("xxh3_64");
-      if (h5) {
-        auto bytes = h5->read("/tensors/" + name);
-        check("merged.h5:/tensors/" + name, expected, xxh3_64(bytes.data(), bytes.size()));
-        auto attr = h5->attribute("/tensors/" + name, "xxh3_64");
-        if (!attr || *attr != expected)
-          problems.push_back("merged.h5:/tensors/" + name + ": xxh3_64 attribute " + (attr ? *attr : "missing") +
-                             " differs from the manifest's " + expected);
-      }
-      if (!hf) continue;
-      const Checkpoint::Entry* e = hf->find(name);
-      if (!e) {
-        problems.push_back("hf/: missing tensor '" + name + "'");
-        continue;
-      }
-      check("hf/" + name, expected, xxh3_64(e->file->data(*e->info), e->info->nbytes()));
-    }
-    if (hf && hf->entries().size() != manifest["tensors"].size())
-      problems.push_back("hf/ holds " + std::to_string(hf->entries().size()) + " tensors; the manifest lists " +
-                         std::to_string(manifest["tensors"].size()));
-  } catch (const std::exception& e) {
-    problems.push_back(e.what());
-  }
-  return problems;
 }
 
 }  // namespace recall

@@ -54,6 +54,12 @@ void write_metadata(H5Writer& h5, const MergeConfig& cfg, const MergeInputs& in,
     h5.write_small("/recall/typical_samples", DType::I64, {static_cast<int64_t>(report.typical_samples.size())},
                    report.typical_samples.data());
   }
+  // The parameters every tensor was merged with, resolved, for `recall export`'s model card (a
+  // dataset, not an attribute: a 70B model's list passes HDF5's 64 KiB attribute limit).
+  if (!h5.exists("/recall/tensor_params")) {
+    const std::string text = ojson(report.tensor_params).dump();
+    h5.write_small("/recall/tensor_params", DType::U8, {static_cast<int64_t>(text.size())}, text.data());
+  }
   ojson models = ojson::array();
   for (size_t m = 0; m < M; ++m)
     models.push_back({{"name", cfg.models[m].name}, {"path", cfg.models[m].path},

@@ -9,7 +9,6 @@
 #include "recall/io/h5_reader.h"
 #include "recall/model/config.h"
 #include "recall/model/tensor_names.h"
-#include "recall/pipeline/tensor_params.h"
 #include "recall/sweep/plan.h"
 #include "recall/util/error.h"
 
@@ -54,6 +53,33 @@ void read_recall_data(const H5Reader& h5, MergeReport* r) {
   }
 }
 
+// /recall/tensor_params: tensor -> parameter -> values, and from it RECALL's non-block weights.
+void read_tensor_params(const H5Reader& h5, const std::string& architecture_config, MergeRecord* rec) {
+  MergeReport& r = rec->report;
+  if (!h5.exists("/recall/tensor_params")) {
+    rec->notes.push_back("merged.h5 has no /recall/tensor_params (an older recall wrote it); the model card lists no "
+                         "parameters");
+    return;
+  }
+  const std::vector<uint8_t> bytes = h5.read("/recall/tensor_params");
+  try {
+    r.tensor_params = nlohmann::json::parse(bytes.begin(), bytes.end())
+                          .get<std::map<std::string, std::map<std::string, std::vector<double>>>>();
+  } catch (const std::exception& e) {
+    fail(h5.path(), ": /recall/tensor_params is not the JSON object {tensor: {parameter: [values]}} that recall "
+                    "merge writes: ",
+         e.what());
+  }
+  if (r.blocks.empty()) return;
+  const ModelConfig arch = parse_model_config(architecture_config, h5.path() + ": attribute architecture_config");
+  for (const TensorSlot& slot : expected_tensors(arch)) {
+    const auto t = r.tensor_params.find(slot.name);
+    if (slot.block >= 0 || t == r.tensor_params.end() || !t->second.count("weight")) continue;
+    r.non_block_by_tensor[slot.name] = t->second.at("weight");
+    if (slot.role == Role::Embed) r.non_block_weights = t->second.at("weight");
+  }
+}
+
 }  // namespace
 
 MergeRecord read_merge_record(const std::string& h5_path) {
@@ -80,26 +106,18 @@ MergeRecord read_merge_record(const std::string& h5_path) {
     fail(h5_path, ": attribute 'models' is not the JSON list of {name, path} that recall merge writes: ", e.what());
   }
   read_recall_data(h5, &r);
-  // The resolved config names the reference (the merge took its tokenizer from it) and the
-  // method's parameters, resolved per tensor as the job did. A config this version cannot decode
-  // (written by another version) still gives the reference; the card then lists no parameters.
+  // The resolved config names the reference (the merge took its tokenizer from it) and the base;
+  // /recall/tensor_params holds the parameters each tensor was merged with, as the job resolved
+  // them (gradients, filters, slices, RECALL's weights).
   try {
     const MergeConfig c = parse_merge_config(rec.resolved_config, h5_path + ": attribute merge_config");
-    MergeInputs in;
-    in.models.resize(1);  // the architecture is all the parameter resolution reads of the models
-    in.models[0].config = parse_model_config(rec.architecture_config, h5_path + ": attribute architecture_config");
-    if (!c.base.empty()) in.base = c.model_index(c.base);
-    for (const TensorSlot& slot : expected_tensors(in.models[0].config))
-      if (std::find(rec.tensors.begin(), rec.tensors.end(), slot.name) != rec.tensors.end()) in.slots.push_back(slot);
-    std::vector<std::vector<double>> block_weights;
-    for (const auto& b : r.blocks) block_weights.push_back(b.weights);
-    fill_report_params(&r, in, resolve_tensor_params(c, in, block_weights));
+    if (!c.base.empty()) r.base = c.model_index(c.base);
     r.reference = c.reference;
   } catch (const std::exception& e) {
-    rec.notes.push_back(std::string("the recorded config cannot be decoded by this version (") + e.what() +
-                        "); the model card lists no parameters");
+    rec.notes.push_back(std::string("the recorded config cannot be decoded by this version (") + e.what() + ")");
     r.reference = yaml_value_at(rec.resolved_config, "reference");
   }
+  read_tensor_params(h5, rec.architecture_config, &rec);
   rec.source_model = r.reference;
   for (size_t m = 0; m < r.models.size(); ++m)
     if (r.models[m] == rec.source_model) rec.source_path = rec.model_paths[m];

@@ -7,6 +7,7 @@
 
 #include "recall/pipeline/layout.h"
 #include "recall/pipeline/output_dir.h"
+#include "recall/text/samples.h"
 #include "recall/util/dtype.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
@@ -65,8 +66,7 @@ std::optional<std::string> description_of(const ModelEntry& m, const PreflightOp
 }  // namespace
 
 int64_t count_jsonl_lines(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail("cannot open data file '", path, "'");
+  std::ifstream in = open_sample_file(path);
   int64_t n = 0;
   for (std::string line; std::getline(in, line);)
     if (line.find_first_not_of(" \t\r") != std::string::npos) ++n;

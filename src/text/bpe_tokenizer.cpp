@@ -21,6 +21,7 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "recall/io/model_files.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -969,7 +970,7 @@ std::unique_ptr<BpeTokenizer> BpeTokenizer::from_json_text(const std::string& js
   try {
     root = json::parse(json_text);
   } catch (const json::exception& e) {
-    fail(origin, ": is not valid JSON: ", e.what());
+    fail(origin, ": is not valid JSON: ", parse_error_text(e));
   }
   std::unique_ptr<BpeTokenizer> t(new BpeTokenizer());
   t->path_ = origin;

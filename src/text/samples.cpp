@@ -1,6 +1,10 @@
 // JSONL sample reading and token checks for the engine's jobs.
 #include "recall/text/samples.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -97,9 +101,19 @@ Sample parse_sample(const std::string& text, const std::string& file, int64_t li
 
 }  // namespace
 
-std::vector<Sample> read_samples(const std::string& path) {
+std::ifstream open_sample_file(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) fail("cannot open sample file '", path, "': ", std::strerror(errno));
+  if (S_ISDIR(st.st_mode))
+    fail("sample file '", path, "' is a directory; expected a JSON-lines file (one sample per line)");
+  if (!S_ISREG(st.st_mode)) fail("sample file '", path, "' is not a regular file; expected a JSON-lines file");
   std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open sample file '", path, "'");
+  if (!in) fail("cannot open sample file '", path, "': ", std::strerror(errno));
+  return in;
+}
+
+std::vector<Sample> read_samples(const std::string& path) {
+  std::ifstream in = open_sample_file(path);
   std::vector<Sample> out;
   std::string line;
   int64_t n = 0;

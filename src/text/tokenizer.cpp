@@ -3,6 +3,7 @@
 
 #include <sentencepiece_processor.h>
 
+#include "recall/io/model_files.h"
 #include "recall/text/bpe_tokenizer.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
@@ -32,17 +33,16 @@ std::unique_ptr<Tokenizer> Tokenizer::open(const std::string& path) {
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::open_model_dir(const std::string& dir) {
-  const std::string json = join_path(dir, "tokenizer.json");
-  const std::string path = join_path(dir, "tokenizer.model");
+  const auto json = find_model_file(dir, "tokenizer.json");
+  const auto path = find_model_file(dir, "tokenizer.model");
   // Llama 2 / Mistral ship a SentencePiece-style tokenizer.json beside tokenizer.model.
-  if (path_exists(json) && (!path_exists(path) || BpeTokenizer::is_byte_level_bpe(json)))
-    return open(json);
-  if (!path_exists(path))
+  if (json && (!path || BpeTokenizer::is_byte_level_bpe(*json))) return open(*json);
+  if (!path)
     fail("model directory '", dir, "' has neither tokenizer.json nor tokenizer.model, so text "
          "cannot be tokenized\n"
          "---> HINT: give token ids instead ({\"input_ids\": [...]} lines), or copy the model's "
          "tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece) into the directory");
-  return open(path);
+  return open(*path);
 }
 
 std::vector<int64_t> Tokenizer::encode(const std::string& text) const {

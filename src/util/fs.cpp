@@ -27,9 +27,9 @@ std::string read_text_file(const std::string& path) {
   return os.str();
 }
 
-void write_file_atomic(const std::string& path, const std::string& content) {
+void write_file_atomic(const std::string& path, const std::string& content, unsigned mode) {
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, static_cast<mode_t>(mode));
   if (fd < 0) fail("cannot create '", tmp, "': ", std::strerror(errno));
   try {
     pwrite_exact(fd, content.data(), content.size(), 0, tmp);
@@ -148,11 +148,29 @@ int64_t modification_time_ns(const std::string& path) {
 }
 
 void copy_file(const std::string& from, const std::string& to) {
-  write_file_atomic(to, read_text_file(from));
+  struct stat st;
+  if (::stat(from.c_str(), &st) != 0) fail("cannot read '", from, "': ", std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) fail("cannot copy '", from, "': not a regular file");
+  write_file_atomic(to, read_text_file(from), st.st_mode & 0775);
 }
 
 void start_writeback(int fd, uint64_t offset, uint64_t n) {
   ::sync_file_range(fd, static_cast<off64_t>(offset), static_cast<off64_t>(n), SYNC_FILE_RANGE_WRITE);
+}
+
+bool reserve_space(int fd, uint64_t offset, uint64_t n, const std::string& path) {
+  if (n == 0) return true;
+  int rc;
+  do rc = ::fallocate(fd, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(n));
+  while (rc != 0 && errno == EINTR);
+  if (rc == 0) return true;
+  if (errno == EOPNOTSUPP) return false;
+  const int err = errno;
+  fail("cannot reserve disk space for '", path, "' (bytes ", offset, " to ", offset + n, "): ", std::strerror(err));
+}
+
+void release_space(int fd, uint64_t offset, uint64_t n) {
+  if (n > 0) ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(n));
 }
 
 void sync_file(const std::string& path) {

@@ -83,9 +83,14 @@ def main():
         expect_failure(["inspect", trunc], [trunc, "run past the end of the data buffer", "truncated"],
                        "inspect truncated .safetensors")
         badlen = os.path.join(tmp, "badlen.safetensors")
-        open(badlen, "wb").write((10**9).to_bytes(8, "little") + blob[8:200])
-        expect_failure(["inspect", badlen], [badlen, "header length 1000000000 runs past the end of the file"],
+        open(badlen, "wb").write((10**6).to_bytes(8, "little") + blob[8:200])
+        expect_failure(["inspect", badlen], [badlen, "header length 1000000 is larger than the file"],
                        "inspect header length past the end")
+        notst = os.path.join(tmp, "passwd.safetensors")
+        open(notst, "wb").write(b"root:x:0:0:root:/root:/bin/bash\n")
+        p = expect_failure(["inspect", notst], [notst, "not a safetensors file"], "inspect of a password file")
+        check("root:" not in p.stderr and str(int.from_bytes(b"root:x:0", "little")) not in p.stderr,
+              "inspect of a file that is not safetensors prints none of its bytes")
         notjson = os.path.join(tmp, "notjson.safetensors")
         hdr = b"{this is not json}"
         open(notjson, "wb").write(len(hdr).to_bytes(8, "little") + hdr)

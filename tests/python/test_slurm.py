@@ -383,7 +383,7 @@ sw   sweep --array=0-3 -- {work}/sweep
         log4 = open(f"{work}/slurm-{bad_id}.out").read()
         expect(bool(bad) and bad[0].get("JobState") == "FAILED" and
                f"recall merge: error: the merge config {work}/bad.yaml is not valid: {work}/bad.yaml" in log4
-               and "'models' lists 1 model(s)" in log4 and "recall sweep" not in log4,
+               and "needs at least 2 models, got 1" in log4 and "recall sweep" not in log4,
                f"a bad config fails as such: {log4.strip().splitlines()[-1] if log4.strip() else ''!r}")
 
         # --- 2. the sweep array ----------------------------------------------------------------

@@ -586,3 +586,26 @@ TEST(ModelDir, NotADirectoryOrNoConfig) {
   write_safetensors_model(dir.path(), {}, 0);
   expect_error([&] { open_model_dir(dir.path()); }, {dir.file("config.json"), "does not exist"});
 }
+
+// Files linked out of the model directory: config.json is refused before it is read (its bytes
+// never reach an error or merged.h5); a side file the export would copy is a problem preflight
+// reports with the tensors'.
+TEST(ModelDir, FilesLinkedOutOfTheDirectoryAreRefused) {
+  TempDir dir, elsewhere;
+  write_model(dir, tiny("llama"));
+  write_bytes(elsewhere.file("secret.json"), R"({"model_type": "llama", "secret": "Zq8-hunter2"})");
+  write_bytes(elsewhere.file("shadow"), "root:$6$Zq8:19000:0:99999:7:::\n");
+  ASSERT_EQ(::symlink(elsewhere.file("shadow").c_str(), dir.file("merges.txt").c_str()), 0);
+  expect_error([&] { open_model_dir(dir.path()); },
+               {"not a valid llama model (1 problem)", dir.file("merges.txt"), "outside the model directory"});
+  ::unlink(dir.file("merges.txt").c_str());
+  ::unlink(dir.file("config.json").c_str());
+  ASSERT_EQ(::symlink(elsewhere.file("secret.json").c_str(), dir.file("config.json").c_str()), 0);
+  expect_error([&] { load_model_config(dir.path()); }, {dir.file("config.json"), "outside the model directory"});
+  try {
+    open_model_dir(dir.path());
+    ADD_FAILURE() << "opened a model whose config.json links out";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find("Zq8"), std::string::npos) << e.what();
+  }
+}

@@ -79,14 +79,51 @@ TEST(SafetensorsCatalog, HeaderLengthPastFileEnd) {
   const std::string path = dir.file("bad.safetensors");
   write_bytes(path, safetensors_bytes("{}", "", /*declared_len=*/1000));
   expect_error([&] { SafetensorsFile::open(path); },
-               {path, "header length 1000 runs past the end of the file (10 bytes)"});
+               {path, "header length 1000 is larger than the file (10 bytes)"});
 }
 
 TEST(SafetensorsCatalog, HugeHeaderLengthDoesNotOverflow) {
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
   write_bytes(path, safetensors_bytes("{}", "", /*declared_len=*/UINT64_MAX - 3));
-  expect_error([&] { SafetensorsFile::open(path); }, {path, "runs past the end of the file"});
+  expect_error([&] { SafetensorsFile::open(path); }, {path, "not a safetensors file"});
+}
+
+// A file that is not safetensors at all (here a password file): its first 8 bytes are no plausible
+// header length, and the error says so without printing them as a number.
+TEST(SafetensorsCatalog, NotSafetensorsQuotesNoBytes) {
+  TempDir dir;
+  const std::string path = dir.file("model.safetensors");
+  const std::string secret = "root:$6$Zq8.secret:19000:0:99999:7:::\n";
+  write_bytes(path, secret);
+  uint64_t as_length = 0;
+  for (int i = 7; i >= 0; --i) as_length = (as_length << 8) | static_cast<unsigned char>(secret[i]);
+  try {
+    SafetensorsFile::open(path);
+    FAIL() << "opened a file that is not safetensors";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("not a safetensors file"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find(std::to_string(as_length)), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("root"), std::string::npos) << msg;
+  }
+}
+
+// nlohmann's parse errors quote the token they stopped at ("last read: '...'"); ours do not.
+TEST(SafetensorsCatalog, HeaderNotJsonQuotesNoBytes) {
+  TempDir dir;
+  const std::string path = dir.file("x.safetensors");
+  write_bytes(path, safetensors_bytes("{hunter2secret}", ""));
+  try {
+    SafetensorsFile::open(path);
+    FAIL() << "opened a header that is not JSON";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("header is not valid JSON"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("line 1, column 2"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("last read"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("hunter"), std::string::npos) << msg;
+  }
 }
 
 TEST(SafetensorsCatalog, HeaderLengthTooShort) {
@@ -239,7 +276,7 @@ TEST(SafetensorsCatalog, TruncatedInsideHeader) {
   const std::string path = dir.file("model.safetensors");
   write_safetensors_model(dir.path(), {tensor("w", DType::F32, {4})}, 0);
   ASSERT_EQ(::truncate(path.c_str(), 20), 0);
-  expect_error([&] { SafetensorsFile::open(path); }, {path, "runs past the end of the file (20 bytes)"});
+  expect_error([&] { SafetensorsFile::open(path); }, {path, "is larger than the file (20 bytes)"});
 }
 
 TEST(SafetensorsCatalog, MissingFile) {

@@ -65,6 +65,20 @@ bool any_rank_failed(MPI_Comm comm, bool failed);
 // Rank `root`'s decision, on every rank (one checked broadcast).
 bool broadcast_flag(MPI_Comm comm, bool value, int root);
 
+// Collective over `comm`, blocking (every rank calls it once, in the same order as its other
+// collectives on `comm`): the `error` of the lowest rank whose `error` is non-empty, on every rank,
+// or "" when no rank has one. For layers that make collective calls of their own (the HDF5 writer,
+// the export): a rank that failed tells the others before anyone enters the next collective, and
+// every rank throws the same message.
+std::string first_error(MPI_Comm comm, const std::string& error);
+
+// Runs fn() on this rank, then agrees over `comm` as first_error does: returns when fn() succeeded
+// on every rank, else every rank throws the lowest failing rank's message. For work that some
+// ranks do between collective calls, e.g. a file only rank 0 writes:
+//   dist::agreed(comm, [&] { if (rank == 0) write_file_atomic(path, text); });
+template <typename Fn>
+void agreed(MPI_Comm comm, Fn&& fn);
+
 // For the single catch in main: rank 0 prints the message once to stderr ("recall: error: ...")
 // and every rank gets the exit code 1. Non-collective errors caught in main go through agree()
 // first so that every rank knows.
@@ -86,6 +100,11 @@ std::string error_of(Fn&& fn) {
     return "unknown exception (not derived from std::exception)";
   }
   return "";
+}
+
+template <typename Fn>
+void agreed(MPI_Comm comm, Fn&& fn) {
+  if (std::string first = first_error(comm, error_of(fn)); !first.empty()) throw Error(first);
 }
 
 template <typename Fn>

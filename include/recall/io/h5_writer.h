@@ -3,6 +3,16 @@
 // written collectively, each rank its own row range (possibly empty), in pieces under HDF5
 // 1.10's 2 GiB-per-call limit. bf16 has no native HDF5 type: a 16-bit float type with bf16's
 // field layout is defined and bytes go to the file without conversion, so I/O stays collective.
+//
+// Errors are collective too. HDF5 1.10.8 does not survive a write that fails on some ranks only (a
+// full disk): the failing rank leaves HDF5's internal collectives early (a metadata sync point
+// skips its MPI_Barrier, H5FD_truncate its MPI_Bcast) and the others wait for it forever, even at
+// MPI_Finalize, where HDF5 closes the files still open. So before every call that allocates file
+// space, disk blocks are reserved (fallocate) for the file as it is, the call's bytes (a dataset,
+// an attribute) and a margin for the metadata it adds; every rank learns whether the reservation
+// succeeded before anyone enters HDF5, and whatever HDF5 writes later (at a flush or close) lies in
+// reserved space. Every collective call ends with an agreement, so all ranks throw the same
+// message; after a failure the writer refuses further calls and close() only releases the file.
 #pragma once
 
 #include <mpi.h>
@@ -20,7 +30,10 @@ class H5Writer {
   enum class Mode { Create, Append };
   // Collective. Create truncates `path`; Append opens an existing file for writing.
   H5Writer(const std::string& path, MPI_Comm comm, Mode mode = Mode::Create);
-  ~H5Writer();  // closes without throwing; call close() to see errors
+  // Closes without throwing (call close() to see errors). Closing is collective, so while an
+  // exception from outside the writer unwinds (perhaps on this rank only) the file is left open:
+  // HDF5 closes it at MPI_Finalize, which every rank reaches.
+  ~H5Writer();
   H5Writer(const H5Writer&) = delete;
   H5Writer& operator=(const H5Writer&) = delete;
 
@@ -42,7 +55,8 @@ class H5Writer {
   bool exists(const std::string& path) const;
   // Collective: everything written so far reaches the file (a resumable point).
   void flush();
-  // Collective: flush and close; errors are thrown.
+  // Collective: flush and close; errors are thrown. After a failed call it only releases the file
+  // (that failure was thrown already).
   void close();
 
   const std::string& path() const { return path_; }
@@ -51,9 +65,30 @@ class H5Writer {
  private:
   std::string path_;
   MPI_Comm comm_;
-  int64_t file_ = -1;  // hid_t
-  int64_t dxpl_ = -1;  // collective transfer property list
+  int rank_ = 0;
+  int64_t file_ = -1;         // hid_t
+  int64_t dxpl_ = -1;         // collective transfer property list
+  int reserve_fd_ = -1;       // rank 0: the file again, for fallocate and fstat
+  uint64_t reserved_ = 0;     // rank 0: bytes [0, reserved_) have disk blocks
+  uint64_t accounted_ = 0;    // rank 0: an upper bound of HDF5's end of allocation (HDF5 1.10 tells
+                              // it only for non-MPI drivers)
+  std::string failed_;        // the agreed message of a failed collective call
+
+  // One collective call that may add up to `grows` bytes to the file: reserves them (rank 0),
+  // agrees, runs fn, agrees; on failure every rank throws the same message and the writer is failed.
+  template <typename Fn>
+  void collective(uint64_t grows, Fn&& fn);
+  // Rank 0: adds `grows` to the bound and reserves disk blocks up to it.
+  void reserve(uint64_t grows);
+  // Rank 0, after a flush (HDF5 sets the file's size to its end of allocation): the exact size
+  // replaces the bound and the reservation (the rest goes back to the file system); a size past the
+  // reservation is reported as a bug.
+  void measure();
+  // Closes the HDF5 handles and the reservation descriptor (collective); false when HDF5 failed.
+  bool release();
   void drop_attribute(const std::string& object, const std::string& name);
+  void put_attribute(const std::string& object, const std::string& name, int64_t type, const void* value,
+                     uint64_t value_bytes);
 };
 
 // The HDF5 type for a DType, used as both memory and file type (bf16 and f16 are defined as

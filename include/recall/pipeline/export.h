@@ -1,7 +1,6 @@
-// Hugging Face export of a merged checkpoint and integrity checks:
-// - export_hf: merged.h5 -> hf/ (safetensors shards + index + config.json + tokenizer files); the
-//   shards are written in parallel, one rank per shard, each tensor hashed (XXH3-64) as it goes.
-// - verify_output: every checksum of a committed output (merged.h5 and hf/) against manifest.json.
+// Hugging Face export of a merged checkpoint: merged.h5 -> hf/ (safetensors shards + index +
+// config.json + tokenizer files); the shards are written in parallel, one rank per shard, each
+// tensor hashed (XXH3-64) as it goes. (pipeline/verify.h checks a finished output.)
 #pragma once
 
 #include <mpi.h>
@@ -30,11 +29,9 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
 // ("bfloat16", ...). Both "torch_dtype" (transformers 4) and "dtype" (transformers 5) are set.
 std::string export_config_json(const std::string& reference_config_json, const std::string& dtype_name);
 
-// Copies tokenizer and generation files that exist in model_dir into out_dir.
+// Copies the side files (tokenizer, generation config, chat template: side_file_names()) that exist
+// in model_dir into out_dir, each only if it is a regular file of the model (find_model_file), with
+// no wider permissions than the source's and never world-writable.
 std::vector<std::string> copy_tokenizer_files(const std::string& model_dir, const std::string& out_dir);
-
-// Checks every checksum of an output directory (or of a single merged.h5 or .safetensors file
-// against the checksums stored beside it); returns the problems (empty = verified).
-std::vector<std::string> verify_output(const std::string& path, bool verbose);
 
 }  // namespace recall

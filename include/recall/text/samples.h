@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,10 @@ struct Sample {
 
   std::string where() const { return file + ":" + std::to_string(line); }
 };
+
+// Opens a JSON-lines sample file for reading: a missing path, a directory, or anything else that is
+// not a regular file is an error naming the path and saying what it is.
+std::ifstream open_sample_file(const std::string& path);
 
 // Reads every sample of a JSONL file; throws "<file>:<line>: ..." on the first bad line, and when
 // the file holds no sample at all.

@@ -8,8 +8,8 @@
 namespace recall {
 
 std::string read_text_file(const std::string& path);
-// Writes content to "<path>.tmp.<pid>", fsyncs, renames to path.
-void write_file_atomic(const std::string& path, const std::string& content);
+// Writes content to "<path>.tmp.<pid>" (created with `mode`, less the umask), fsyncs, renames to path.
+void write_file_atomic(const std::string& path, const std::string& content, unsigned mode = 0644);
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
 uint64_t file_size_of(const std::string& path);
@@ -35,9 +35,18 @@ int64_t modification_time_ns(const std::string& path);
 // the end of the file) without waiting (sync_file_range SYNC_FILE_RANGE_WRITE). A hint: errors are
 // ignored here and reported by the next fsync.
 void start_writeback(int fd, uint64_t offset = 0, uint64_t n = 0);
+// Reserves disk blocks for bytes [offset, offset + n) of fd without changing the file's size
+// (fallocate FALLOC_FL_KEEP_SIZE), so that later writes there cannot fail for lack of space.
+// Returns false when the file system cannot (EOPNOTSUPP: nothing reserved); other errors (ENOSPC,
+// EDQUOT, EFBIG) throw naming `path`.
+bool reserve_space(int fd, uint64_t offset, uint64_t n, const std::string& path);
+// Hands reserved blocks of [offset, offset + n) back without changing the file's size (fallocate
+// FALLOC_FL_PUNCH_HOLE); best effort, errors are ignored.
+void release_space(int fd, uint64_t offset, uint64_t n);
 // fsync(2) of an existing file (flushes its dirty pages written through any descriptor).
 void sync_file(const std::string& path);
-// Copies a file byte for byte (atomically at the destination).
+// Copies a regular file byte for byte (atomically at the destination), with the source's permission
+// bits less world-write (and less the umask): a copy is never more open than its source.
 void copy_file(const std::string& from, const std::string& to);
 
 }  // namespace recall
