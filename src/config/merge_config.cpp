@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -104,6 +105,21 @@ T scalar_as(const YAML::Node& n, const std::string& key, const Reader& r, const 
   }
 }
 
+// A number as the shortest text that reads back as the same double (yaml-cpp writes 17 digits:
+// 0.69999999999999996 for 0.7), and a value list as one number or a flow list of them.
+void emit_number(YAML::Emitter& e, double v) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  e << std::string(buf, r.ptr);
+}
+
+void emit_numbers(YAML::Emitter& e, const std::vector<double>& v) {
+  if (v.size() == 1) return emit_number(e, v[0]);
+  e << YAML::Flow << YAML::BeginSeq;
+  for (double x : v) emit_number(e, x);
+  e << YAML::EndSeq;
+}
+
 std::string show_number(double v) {
   std::ostringstream os;
   os << v;
@@ -140,7 +156,7 @@ Field number(std::string key, Ref<double> ref, double lo, double hi, bool lo_ope
             if (!std::isfinite(v) || v < lo || v > hi || (lo_open && v == lo)) r.bad(key, n, range);
             ref(c) = v;
           },
-          [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};
+          [=](const MergeConfig& c, YAML::Emitter& e) { emit_number(e, ref(const_cast<MergeConfig&>(c))); }};
 }
 
 // A finite number in [lo, hi], or a non-empty list of them: a gradient over the blocks.
@@ -160,11 +176,7 @@ Field gradient(std::string key, Ref<std::vector<double>> ref, double lo, double 
             }
             ref(c) = v;
           },
-          [=](const MergeConfig& c, YAML::Emitter& e) {
-            const std::vector<double>& v = ref(const_cast<MergeConfig&>(c));
-            if (v.size() == 1) e << v[0];
-            else e << YAML::Flow << v;
-          }};
+          [=](const MergeConfig& c, YAML::Emitter& e) { emit_numbers(e, ref(const_cast<MergeConfig&>(c))); }};
 }
 
 Field boolean(std::string key, Ref<bool> ref, std::string doc) {
@@ -784,12 +796,8 @@ MergeConfig decode(const std::string& text, const std::string& where, const std:
 }
 
 void emit_setting(YAML::Emitter& e, const ParamSetting& s) {
-  auto values = [&](const std::vector<double>& v) {
-    if (v.size() == 1) e << v[0];
-    else e << YAML::Flow << v;
-  };
   if (s.entries.size() == 1 && s.entries[0].filter.empty()) {
-    values(s.entries[0].values);
+    emit_numbers(e, s.entries[0].values);
     return;
   }
   e << YAML::BeginSeq;
@@ -797,7 +805,7 @@ void emit_setting(YAML::Emitter& e, const ParamSetting& s) {
     e << YAML::Flow << YAML::BeginMap;
     if (!en.filter.empty()) e << YAML::Key << "filter" << YAML::Value << en.filter;
     e << YAML::Key << "value" << YAML::Value;
-    values(en.values);
+    emit_numbers(e, en.values);
     e << YAML::EndMap;
   }
   e << YAML::EndSeq;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <regex>
 
 #include "recall/config/merge_config.h"
 #include "recall/util/error.h"
@@ -172,6 +173,30 @@ TEST(MergeConfig, MethodParametersInMergekitForms) {
   // The resolved YAML decodes to the same config.
   const MergeConfig d = parse_merge_config(to_yaml(c), "resolved.yaml");
   EXPECT_EQ(to_yaml(c), to_yaml(d));
+}
+
+TEST(MergeConfig, ResolvedNumbersAreWrittenAsTheUserWroteThem) {
+  // yaml-cpp writes 17 significant digits (0.69999999999999996); the resolved config, the report
+  // and the job log give each number as its shortest exact text, and it reads back the same.
+  const MergeConfig c = parse_merge_config(R"(
+models:
+  - {name: base, path: /b}
+  - {name: m, path: /m, params: {weight: 0.7}}
+  - {name: n, path: /n, params: {weight: [0.1, 0.3]}}
+method: ties
+base: base
+params: {density: 0.3, lambda: 1e-05}
+recall: {temperature: 0.1}
+output: {dir: /o}
+)", "cfg.yaml");
+  const std::string y = to_yaml(c);
+  EXPECT_HAS(y, "{weight: 0.7}");
+  EXPECT_HAS(y, "{weight: [0.1, 0.3]}");
+  EXPECT_HAS(y, "density: 0.3\n");
+  EXPECT_HAS(y, "lambda: 1e-05\n");
+  EXPECT_HAS(y, "temperature: 0.1\n");
+  EXPECT_FALSE(std::regex_search(y, std::regex("[0-9]\\.[0-9]{10}"))) << y;  // no 17-digit decimals
+  EXPECT_EQ(to_yaml(parse_merge_config(y, "resolved.yaml")), y);
 }
 
 TEST(MergeConfig, GradientsFollowMergekit) {
