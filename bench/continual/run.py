@@ -79,6 +79,10 @@ S1_RECALL = [
     ("recall_nb_nearest", {"recall.non_block": "nearest_block"}),
     ("recall_nb_reference", {"recall.non_block": "reference"}),
     ("recall_linear_cka", {"kernel.kind": "linear_cka"}),
+    # issue 18: token pooling (the default skips the first token) and the pairwise reading
+    ("recall_pool_mean", {"typical.pooling": "mean", "kernel.pooling": "mean"}),
+    ("recall_pool_last", {"typical.pooling": "last", "kernel.pooling": "last"}),
+    ("recall_pairwise", {"recall.similarity": "pairwise_mean"}),
 ]
 # Scenario 2 (chain): each step merges two models, the previous merged model P_{t-1} and the new
 # expert M_t (fine-tuned from P_{t-1}). Task vectors are taken from the original base, so TIES and
@@ -90,6 +94,8 @@ S2_METHODS = [
     ("dare_linear", {"method": "dare_linear", "params.density": 0.5, "params.weight": "1/M"}),
     ("recall", {}),
     ("recall_tau0.25", {"recall.temperature": 0.25}),
+    ("recall_pool_mean", {"typical.pooling": "mean", "kernel.pooling": "mean"}),
+    ("recall_pairwise", {"recall.similarity": "pairwise_mean"}),
 ]
 TASK_VECTOR = {"task_arithmetic", "ties", "dare_ties", "dare_linear"}
 QUICK_S1 = ["linear", "ties", "recall", "recall_tau0.1"]
