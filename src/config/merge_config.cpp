@@ -206,8 +206,10 @@ Field bytes(std::string key, Ref<uint64_t> ref, uint64_t lo, std::string doc) {
   return {key, "bytes (5000000000, 5GB, 512MiB)" + (lo > 0 ? std::string(", > 0") : std::string()), std::move(doc),
           [=](MergeConfig& c, const YAML::Node& n, const Reader& r) {
             if (!n.IsScalar()) r.bad(key, n, expected);
-            const auto v = parse_byte_size(n.Scalar());
-            if (!v || *v < lo) r.bad(key, n, expected);
+            std::string why;
+            const auto v = parse_byte_size(n.Scalar(), &why);
+            if (!v) r.bad(key, n, expected + " (" + why + ")");
+            if (*v < lo) r.bad(key, n, expected);
             ref(c) = *v;
           },
           [=](const MergeConfig& c, YAML::Emitter& e) { e << ref(const_cast<MergeConfig&>(c)); }};

@@ -86,6 +86,7 @@ TEST(MergeConfig, ByteSizes) {
   EXPECT_HAS(error_of(kMinimal, {"output.shard_bytes=lots"}), "byte count");
   EXPECT_HAS(error_of(kMinimal, {"output.shard_bytes=0"}), "at least 1");
   EXPECT_HAS(error_of(kMinimal, {"memory_budget=-5"}), "byte count");
+  EXPECT_HAS(error_of(kMinimal, {"output.shard_bytes=5gb"}), "unknown unit 'gb'");  // the parser's reason
 }
 
 TEST(MergeConfig, UnknownKeyHasLineAndColumn) {
