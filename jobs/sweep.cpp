@@ -15,6 +15,7 @@
 #include "recall/sweep/run.h"
 #include "recall/util/lock_file.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 
 namespace recall::jobs {
 
@@ -25,7 +26,7 @@ const char* kSweepUsage =
     "  plan SPEC.yaml --out DIR     one resolved merge config per point, index.csv, the array size\n"
     "  run DIR [--local] [--np N] [--point I]\n"
     "                               merge and evaluate every unfinished point (or point I)\n"
-    "  report DIR                   results.csv, results.md (best first), results.svg\n"
+    "  report DIR                   results.csv, results.md (best first, which points kept weights), results.svg\n"
     "  resolve CONFIG [--set k=v] [--key K]\n"
     "                               the resolved merge config (or one key), as the Slurm scripts read it\n";
 
@@ -61,7 +62,10 @@ int plan(int argc, char** argv) {
     std::cout << " over ";
     for (size_t i = 0; i < p.keys.size(); ++i) std::cout << (i ? ", " : "") << p.keys[i];
   }
-  std::cout << (p.eval.sets.empty() ? "" : ", evaluated on " + std::to_string(p.eval.sets.size()) + " set(s)") << "\n";
+  std::cout << (p.eval.sets.empty() ? "" : ", evaluated on " + std::to_string(p.eval.sets.size()) + " set(s)");
+  if (p.keep_weights == KeepWeights::None) std::cout << "; weights dropped after evaluation (keep_weights: none)";
+  if (p.keep_weights == KeepWeights::Best) std::cout << "; only the best point's weights kept (keep_weights: best)";
+  std::cout << "\n";
   std::cout << "submit: sbatch --array=0-" << p.points.size() - 1 << " slurm/sweep.sbatch " << p.dir << "\n";
   std::cout << "array: 0-" << p.points.size() - 1 << "\n";
   return 0;
@@ -99,7 +103,9 @@ int run(int argc, char** argv) {
   o.restart = lock.restart;
   const SweepRunSummary s = run_sweep(o, std::cout);
   std::cout << "sweep run: " << s.ran << " finished now, " << s.finished_before << " already finished, " << s.failed
-            << " failed, " << s.busy << " busy elsewhere\n";
+            << " failed, " << s.busy << " busy elsewhere";
+  if (s.bytes_freed > 0) std::cout << "; keep_weights freed " << s.bytes_freed << " bytes (" << format_bytes(s.bytes_freed) << ")";
+  std::cout << "\n";
   return s.failed > 0 ? 1 : 0;
 }
 
@@ -116,6 +122,13 @@ int report(int argc, char** argv) {
             << " failed; metric " << (r.metric.empty() ? "none" : r.metric);
   if (!r.points.empty() && r.points.front().has_metric)
     std::cout << ", best point " << sweep_point_name(r.points.front().index) << " (" << r.points.front().metric << ")";
+  std::string kept;
+  int n = 0;
+  for (const auto& p : r.points)
+    if (p.weights_kept) kept += (n++ ? ", " : "") + sweep_point_name(p.index);
+  if (finished > 0)
+    std::cout << "; weights kept for " << (n == finished ? "every finished point" : n == 0 ? "no point" : "point(s) " + kept)
+              << " (keep_weights: " << keep_weights_name(r.keep_weights) << ")";
   std::cout << "\nwrote results.csv, results.md, results.svg in " << args.get("dir") << "\n";
   return 0;
 }
