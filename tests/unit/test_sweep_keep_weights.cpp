@@ -7,9 +7,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "recall/sweep/keep_weights.h"
 #include "recall/sweep/plan.h"
@@ -183,6 +185,36 @@ TEST(SweepKeepWeights, BestIsTheSameWhateverTheOrder) {
                 std::string::npos)
           << said;
     }
+  }
+}
+
+// Points finishing at the same time (array tasks on several nodes; threads here, each taking the
+// O_EXCL lock file as a process would): still exactly one keeps its weights, the best.
+TEST(SweepKeepWeights, ConcurrentPointsAgreeOnTheBest) {
+  const std::vector<std::vector<double>> rounds = {{3, 2, 5, 1, 4, 1, 6, 2}, {1, 1, 1, 1, 1, 1, 1, 1}, {8, 7, 6, 5, 4, 3, 2, 0.5}};
+  for (const auto& loss : rounds) {
+    TempDir d;
+    const recall::SweepPlan plan = make_sweep(d, "best", 8);
+    for (size_t i = 0; i < 8; ++i) finish_point(plan.points[i], loss[i]);
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(8);
+    for (size_t i = 0; i < 8; ++i)
+      threads.emplace_back([&, i] {
+        std::ostringstream log;
+        try {
+          recall::apply_keep_weights(plan, plan.points[i], {}, "p", log);
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    for (auto& t : threads) t.join();
+    const size_t want = static_cast<size_t>(std::min_element(loss.begin(), loss.end()) - loss.begin());
+    for (size_t i = 0; i < 8; ++i) {
+      EXPECT_EQ(errors[i], "") << i;
+      EXPECT_EQ(has_weights(plan.points[i]), i == want) << "point " << i << " (best " << want << ")";
+    }
+    EXPECT_EQ(best_recorded(plan), static_cast<int>(want));
+    EXPECT_FALSE(recall::path_exists(plan.dir + "/.best.lock"));
   }
 }
 
