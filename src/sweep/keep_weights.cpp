@@ -151,7 +151,10 @@ std::string metric_text(const std::string& name, double m) {
   return name + " " + b;
 }
 
-// keep_weights: best for a finished point that still has its weights, under the lock.
+// keep_weights: best for a finished point that still has its weights, under the lock. Replacing
+// the previous best removes its files without taking its point lock: its runner may be waiting
+// for this very sweep lock (taking both would deadlock), and a finished point's runner only reads
+// hf/ again when an evaluation result went missing, which a rerun then redoes after a merge.
 KeepOutcome decide_best(const SweepPlan& plan, const SweepPoint& p, const LockOptions& lock, const std::string& name,
                         std::ostream& log) {
   Best mine;
