@@ -51,7 +51,7 @@ std::string self_path() {
 
 int plan(int argc, char** argv) {
   ArgParser args("sweep plan",
-                 "Expands a sweep spec (base_config or config, grid, points, eval) into one resolved\n"
+                 "Expands a sweep spec (base_config or config, grid, points, eval, keep_weights) into one resolved\n"
                  "merge config per point under DIR/points/NNNN/, with index.csv, and prints the array size.");
   args.positional("spec", "sweep spec (YAML)").option("out", "DIR", "sweep directory to create", "", true);
   if (!args.parse(argc, argv)) return 0;
@@ -75,6 +75,8 @@ int run(int argc, char** argv) {
   ArgParser args("sweep run",
                  "Merges and evaluates every point not finished yet (or only --point I). Each merge runs as\n"
                  "LAUNCHER -n N recall merge; failures go to points/NNNN/error.txt and the sweep goes on.\n"
+                 "With keep_weights none or best in the spec, an evaluated point's weight files are then removed\n"
+                 "(best: unless it is the best point so far) and the bytes freed are printed.\n"
                  "Inside a Slurm job N defaults to SLURM_NTASKS; elsewhere (or with --local) to 2, oversubscribed.");
   args.positional("dir", "sweep directory (from `recall sweep plan`)")
       .flag("local", "run on this machine, ignoring any Slurm allocation (mpirun --oversubscribe)")
@@ -112,7 +114,8 @@ int run(int argc, char** argv) {
 int report(int argc, char** argv) {
   ArgParser args("sweep report",
                  "Gathers every point's report.json and evaluation results into DIR/results.csv,\n"
-                 "DIR/results.md (best first) and DIR/results.svg; failed points are listed with their error.");
+                 "DIR/results.md (best first) and DIR/results.svg; failed points are listed with their error,\n"
+                 "and each finished point's weights as kept or dropped (the spec's keep_weights).");
   args.positional("dir", "sweep directory");
   if (!args.parse(argc, argv)) return 0;
   const SweepResults r = write_sweep_report(args.get("dir"));
