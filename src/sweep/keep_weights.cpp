@@ -147,7 +147,7 @@ std::unique_ptr<LockFile> take_best_lock(const SweepPlan& plan, const LockOption
 
 std::string metric_text(const std::string& name, double m) {
   char b[64];
-  std::snprintf(b, sizeof b, "%.6g", m);
+  std::snprintf(b, sizeof b, "%.8g", m);  // enough digits that close metrics look different
   return name + " " + b;
 }
 
