@@ -15,6 +15,7 @@
 #include "recall/sweep/run.h"
 #include "recall/util/lock_file.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 
 namespace recall::jobs {
 
@@ -25,7 +26,7 @@ const char* kSweepUsage =
     "  plan SPEC.yaml --out DIR     one resolved merge config per point, index.csv, the array size\n"
     "  run DIR [--local] [--np N] [--point I]\n"
     "                               merge and evaluate every unfinished point (or point I)\n"
-    "  report DIR                   results.csv, results.md (best first), results.svg\n"
+    "  report DIR                   results.csv, results.md (best first, which points kept weights), results.svg\n"
     "  resolve CONFIG [--set k=v] [--key K]\n"
     "                               the resolved merge config (or one key), as the Slurm scripts read it\n";
 
@@ -50,7 +51,7 @@ std::string self_path() {
 
 int plan(int argc, char** argv) {
   ArgParser args("sweep plan",
-                 "Expands a sweep spec (base_config or config, grid, points, eval) into one resolved\n"
+                 "Expands a sweep spec (base_config or config, grid, points, eval, keep_weights) into one resolved\n"
                  "merge config per point under DIR/points/NNNN/, with index.csv, and prints the array size.");
   args.positional("spec", "sweep spec (YAML)").option("out", "DIR", "sweep directory to create", "", true);
   if (!args.parse(argc, argv)) return 0;
@@ -61,7 +62,10 @@ int plan(int argc, char** argv) {
     std::cout << " over ";
     for (size_t i = 0; i < p.keys.size(); ++i) std::cout << (i ? ", " : "") << p.keys[i];
   }
-  std::cout << (p.eval.sets.empty() ? "" : ", evaluated on " + std::to_string(p.eval.sets.size()) + " set(s)") << "\n";
+  std::cout << (p.eval.sets.empty() ? "" : ", evaluated on " + std::to_string(p.eval.sets.size()) + " set(s)");
+  if (p.keep_weights == KeepWeights::None) std::cout << "; weights dropped after evaluation (keep_weights: none)";
+  if (p.keep_weights == KeepWeights::Best) std::cout << "; only the best point's weights kept (keep_weights: best)";
+  std::cout << "\n";
   std::cout << "submit: sbatch --array=0-" << p.points.size() - 1 << " slurm/sweep.sbatch " << p.dir << "\n";
   std::cout << "array: 0-" << p.points.size() - 1 << "\n";
   return 0;
@@ -71,6 +75,8 @@ int run(int argc, char** argv) {
   ArgParser args("sweep run",
                  "Merges and evaluates every point not finished yet (or only --point I). Each merge runs as\n"
                  "LAUNCHER -n N recall merge; failures go to points/NNNN/error.txt and the sweep goes on.\n"
+                 "With keep_weights none or best in the spec, an evaluated point's weight files are then removed\n"
+                 "(best: unless it is the best point so far) and the bytes freed are printed.\n"
                  "Inside a Slurm job N defaults to SLURM_NTASKS; elsewhere (or with --local) to 2, oversubscribed.");
   args.positional("dir", "sweep directory (from `recall sweep plan`)")
       .flag("local", "run on this machine, ignoring any Slurm allocation (mpirun --oversubscribe)")
@@ -99,14 +105,17 @@ int run(int argc, char** argv) {
   o.restart = lock.restart;
   const SweepRunSummary s = run_sweep(o, std::cout);
   std::cout << "sweep run: " << s.ran << " finished now, " << s.finished_before << " already finished, " << s.failed
-            << " failed, " << s.busy << " busy elsewhere\n";
+            << " failed, " << s.busy << " busy elsewhere";
+  if (s.bytes_freed > 0) std::cout << "; keep_weights freed " << s.bytes_freed << " bytes (" << format_bytes(s.bytes_freed) << ")";
+  std::cout << "\n";
   return s.failed > 0 ? 1 : 0;
 }
 
 int report(int argc, char** argv) {
   ArgParser args("sweep report",
                  "Gathers every point's report.json and evaluation results into DIR/results.csv,\n"
-                 "DIR/results.md (best first) and DIR/results.svg; failed points are listed with their error.");
+                 "DIR/results.md (best first) and DIR/results.svg; failed points are listed with their error,\n"
+                 "and each finished point's weights as kept or dropped (the spec's keep_weights).");
   args.positional("dir", "sweep directory");
   if (!args.parse(argc, argv)) return 0;
   const SweepResults r = write_sweep_report(args.get("dir"));
@@ -116,6 +125,13 @@ int report(int argc, char** argv) {
             << " failed; metric " << (r.metric.empty() ? "none" : r.metric);
   if (!r.points.empty() && r.points.front().has_metric)
     std::cout << ", best point " << sweep_point_name(r.points.front().index) << " (" << r.points.front().metric << ")";
+  std::string kept;
+  int n = 0;
+  for (const auto& p : r.points)
+    if (p.weights_kept) kept += (n++ ? ", " : "") + sweep_point_name(p.index);
+  if (finished > 0)
+    std::cout << "; weights kept for " << (n == finished ? "every finished point" : n == 0 ? "no point" : "point(s) " + kept)
+              << " (keep_weights: " << keep_weights_name(r.keep_weights) << ")";
   std::cout << "\nwrote results.csv, results.md, results.svg in " << args.get("dir") << "\n";
   return 0;
 }

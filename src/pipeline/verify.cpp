@@ -373,6 +373,13 @@ std::vector<std::string> verify_output(const std::string& given, bool verbose) {
     return {"'" + path + "' has no manifest.json; point verify at a merge's output directory (the one with "
             "manifest.json) or at a merged.h5"};
   }
+  // A sweep point whose weight files keep_weights removed after its evaluation
+  // (recall/sweep/keep_weights.h): its manifest is still there, its weights are not.
+  if (path_exists(join_path(path, "weights_dropped.json")))
+    return {"'" + path + "' is a sweep point whose weight files were removed after its evaluation (the sweep's "
+            "keep_weights; see weights_dropped.json): there are no weights to verify. Its manifest, reports and "
+            "evaluation results are kept; for its weights, merge the point's config.yaml again, or plan the sweep "
+            "with keep_weights: all"};
   Report r;
   r.verbose = verbose;
   try {

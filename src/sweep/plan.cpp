@@ -160,7 +160,26 @@ SweepEvalConfig parse_eval(const std::string& where, const YAML::Node& n) {
   return e;
 }
 
+// `keep_weights`: all | none | best. Dropping weights needs evaluation results to keep instead,
+// and choosing the best point needs a metric, so none and best require eval sets.
+KeepWeights parse_keep_weights(const std::string& where, const YAML::Node& n, const SweepEvalConfig& eval) {
+  if (!n.IsDefined() || n.IsNull()) return KeepWeights::All;
+  const std::string v = n.IsScalar() ? n.Scalar() : "";
+  KeepWeights k = KeepWeights::All;
+  if (v == "none") k = KeepWeights::None;
+  else if (v == "best") k = KeepWeights::Best;
+  else if (v != "all") fail(at(where, n), ": 'keep_weights' is ", show(n), "; expected one of: all, none, best");
+  if (k != KeepWeights::All && eval.sets.empty())
+    fail(at(where, n), ": 'keep_weights: ", v, "' keeps ", k == KeepWeights::None ? "only" : "the weights of the best point by",
+         " the evaluation results, but the spec has no eval sets; add 'eval: {data: [...]}' or use 'keep_weights: all'");
+  return k;
+}
+
 }  // namespace
+
+const char* keep_weights_name(KeepWeights k) {
+  return k == KeepWeights::None ? "none" : k == KeepWeights::Best ? "best" : "all";
+}
 
 std::string sweep_point_name(int index) {
   char b[32];
@@ -202,7 +221,7 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& where) {
   SweepSpec s;
   s.where = where;
   s.text = text;
-  YAML::Node base, inline_cfg, grid, points, eval;
+  YAML::Node base, inline_cfg, grid, points, eval, keep;
   for (const auto& kv : root) {
     const std::string k = kv.first.as<std::string>();
     if (k == "base_config") base = kv.second;
@@ -210,7 +229,8 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& where) {
     else if (k == "grid") grid = kv.second;
     else if (k == "points") points = kv.second;
     else if (k == "eval") eval = kv.second;
-    else fail(at(where, kv.first), ": unknown key '", k, "'; allowed here: base_config, config, grid, points, eval");
+    else if (k == "keep_weights") keep = kv.second;
+    else fail(at(where, kv.first), ": unknown key '", k, "'; allowed here: base_config, config, grid, points, eval, keep_weights");
   }
   if (!base.IsNull() && !inline_cfg.IsNull()) fail(at(where, inline_cfg), ": give either 'base_config' (a file) or 'config' (inline), not both");
   if (!base.IsNull()) {
@@ -275,6 +295,7 @@ SweepSpec parse_sweep_spec(const std::string& text, const std::string& where) {
   }
   if (s.points.empty()) s.points.push_back({{}, where, "the base config"});
   s.eval = parse_eval(where, eval);
+  s.keep_weights = parse_keep_weights(where, keep, s.eval);
   return s;
 }
 
@@ -291,6 +312,7 @@ SweepPlan write_sweep_plan(const SweepSpec& spec, const std::string& out_dir) {
     fail("sweep directory '", plan.dir, "' already exists; plan into a new directory (or remove it)");
   plan.keys = spec.keys;
   plan.eval = spec.eval;
+  plan.keep_weights = spec.keep_weights;
 
   // Resolve every point first, so that an invalid point leaves nothing behind.
   std::vector<std::string> yamls;
@@ -352,6 +374,7 @@ SweepPlan write_sweep_plan(const SweepSpec& spec, const std::string& out_dir) {
              {"base_config", spec.base_where},
              {"keys", plan.keys},
              {"eval", {{"data", sets}, {"batch", plan.eval.batch}, {"dtype", plan.eval.dtype}, {"device", plan.eval.device}}},
+             {"keep_weights", keep_weights_name(plan.keep_weights)},
              {"points", points}};
   write_file_atomic(join_path(tmp, "sweep.json"), j.dump(2) + "\n");
   fs::rename(tmp, plan.dir, ec);
@@ -377,6 +400,10 @@ SweepPlan load_sweep_plan(const std::string& dir) {
     plan.eval.batch = e.at("batch");
     plan.eval.dtype = e.at("dtype");
     plan.eval.device = e.at("device");
+    const std::string keep = j.value("keep_weights", std::string("all"));  // absent in older plans
+    if (keep == "none") plan.keep_weights = KeepWeights::None;
+    else if (keep == "best") plan.keep_weights = KeepWeights::Best;
+    else if (keep != "all") fail("keep_weights is '", keep, "', expected all, none or best");
     for (const ojson& p : j.at("points")) {
       SweepPoint pt;
       pt.index = p.at("index");

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "recall/sweep/keep_weights.h"
 #include "recall/sweep/run.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
@@ -47,6 +48,34 @@ bool parse_number(const std::string& s, double* out) {
   return used == s.size() && std::isfinite(*out);
 }
 
+// "kept" or "dropped" for a finished point (keep_weights), "" for the others.
+std::string weights_cell(const SweepPointResult& p) {
+  if (p.status != "finished") return "";
+  return p.weights_kept ? "kept" : "dropped";
+}
+
+// The best point and which points' weights are on disk (keep_weights), as a markdown paragraph.
+std::string weights_summary(const SweepResults& r) {
+  std::string s;
+  if (!r.points.empty() && r.points.front().has_metric) {
+    const SweepPointResult& b = r.points.front();
+    s += "Best point: " + sweep_point_name(b.index) + " (metric " + num(b.metric, "%.6g") + "), its weights " +
+         (b.weights_kept ? "kept in points/" + sweep_point_name(b.index) + "/out" : std::string("dropped")) + ".\n";
+  }
+  std::string kept;
+  int finished = 0, n = 0;
+  for (const auto& p : r.points) {
+    finished += p.status == "finished";
+    if (p.weights_kept) kept += std::string(n++ ? ", " : "") + sweep_point_name(p.index);
+  }
+  if (finished == 0) return s.empty() ? s : s + "\n";
+  s += "Weights (keep_weights: " + std::string(keep_weights_name(r.keep_weights)) + "): ";
+  if (n == finished) s += "kept for every finished point";
+  else if (n == 0) s += "dropped for every finished point (evaluation results, reports and configs kept)";
+  else s += "kept for point" + std::string(n > 1 ? "s " : " ") + kept + ", dropped for the " + std::to_string(finished - n) + " other finished point" + (finished - n > 1 ? "s" : "");
+  return s + ".\n\n";
+}
+
 std::string metric_title(const std::string& metric) {
   if (metric == "mean_accuracy") return "mean eval accuracy (higher is better)";
   if (metric == "neg_mean_loss") return "negative mean eval loss (higher is better)";
@@ -54,6 +83,23 @@ std::string metric_title(const std::string& metric) {
 }
 
 }  // namespace
+
+bool sweep_metric(const std::map<std::string, SweepEvalResult>& eval, bool accuracy, double* metric) {
+  double sum = 0;
+  int n = 0;
+  for (const auto& [name, e] : eval) {
+    if (accuracy && e.has_accuracy) sum += e.accuracy, ++n;
+    if (!accuracy && e.has_loss) sum -= e.loss, ++n;
+  }
+  if (n > 0) *metric = sum / n;
+  return n > 0;
+}
+
+bool sweep_ranks_before(double a, int a_index, double b, int b_index) {
+  if (std::isfinite(a) != std::isfinite(b)) return std::isfinite(a);
+  if (std::isfinite(a) && a != b) return a > b;
+  return a_index < b_index;
+}
 
 SweepEvalResult read_eval_result(const std::string& path) {
   SweepEvalResult r;
@@ -89,6 +135,7 @@ SweepEvalResult read_eval_result(const std::string& path) {
 SweepResults gather_sweep_results(const SweepPlan& plan) {
   SweepResults r;
   r.keys = plan.keys;
+  r.keep_weights = plan.keep_weights;
   for (const SweepEvalSet& s : plan.eval.sets) r.sets.push_back(s.name);
   for (const SweepPoint& p : plan.points) {
     SweepPointResult pr;
@@ -106,6 +153,7 @@ SweepResults gather_sweep_results(const SweepPlan& plan) {
       }
       for (const SweepEvalSet& s : plan.eval.sets)
         pr.eval[s.name] = read_eval_result(sweep_eval_result_path(p, s.name));
+      pr.weights_kept = !sweep_weights_dropped(p);
     } else if (path_exists(err)) {
       pr.status = "failed";
       pr.error = first_line(read_text_file(err));
@@ -119,19 +167,11 @@ SweepResults gather_sweep_results(const SweepPlan& plan) {
   for (const auto& p : r.points)
     for (const auto& [n, e] : p.eval) any_acc |= e.has_accuracy, any_loss |= e.has_loss;
   r.metric = any_acc ? "mean_accuracy" : any_loss ? "neg_mean_loss" : "";
-  for (auto& p : r.points) {
-    if (r.metric.empty() || p.status != "finished" || p.eval.empty()) continue;
-    double sum = 0;
-    int n = 0;
-    for (const auto& [name, e] : p.eval) {
-      if (any_acc && e.has_accuracy) sum += e.accuracy, ++n;
-      if (!any_acc && e.has_loss) sum -= e.loss, ++n;
-    }
-    if (n > 0) p.metric = sum / n, p.has_metric = true;
-  }
+  for (auto& p : r.points)
+    if (!r.metric.empty() && p.status == "finished") p.has_metric = sweep_metric(p.eval, any_acc, &p.metric);
   std::stable_sort(r.points.begin(), r.points.end(), [](const SweepPointResult& a, const SweepPointResult& b) {
     if (a.has_metric != b.has_metric) return a.has_metric;
-    if (a.has_metric && a.metric != b.metric) return a.metric > b.metric;
+    if (a.has_metric) return sweep_ranks_before(a.metric, a.index, b.metric, b.index);
     return a.index < b.index;
   });
   return r;
@@ -142,7 +182,7 @@ std::string sweep_results_csv(const SweepResults& r) {
   for (const auto& k : r.keys) s += "," + csv_field(k);
   s += ",status,metric";
   for (const auto& n : r.sets) s += "," + csv_field(n + ".loss") + "," + csv_field(n + ".accuracy");
-  s += ",merge_seconds,error\n";
+  s += ",merge_seconds,weights,error\n";
   for (const auto& p : r.points) {
     s += sweep_point_name(p.index);
     for (const auto& v : p.values) s += "," + csv_field(v);
@@ -153,7 +193,8 @@ std::string sweep_results_csv(const SweepResults& r) {
       s += "," + (have && it->second.has_loss ? num(it->second.loss, "%.10g") : "");
       s += "," + (have && it->second.has_accuracy ? num(it->second.accuracy, "%.10g") : "");
     }
-    s += "," + (p.status == "finished" ? num(p.merge_seconds, "%.3f") : "") + "," + csv_field(p.error) + "\n";
+    s += "," + (p.status == "finished" ? num(p.merge_seconds, "%.3f") : "") + "," + weights_cell(p) + "," +
+         csv_field(p.error) + "\n";
   }
   return s;
 }
@@ -165,6 +206,7 @@ std::string sweep_results_markdown(const SweepResults& r, const std::string& tit
   s += std::to_string(r.points.size()) + " points: " + std::to_string(finished) + " finished, " +
        std::to_string(failed) + " failed, " + std::to_string(pending) + " pending.\n\n";
   s += "Metric: " + metric_title(r.metric) + ". Best first.\n\n";
+  s += weights_summary(r);
   s += "| rank | point |";
   std::string rule = "|---:|---:|";
   for (const auto& k : r.keys) s += " " + md_cell(k) + " |", rule += "---|";
@@ -174,7 +216,7 @@ std::string sweep_results_markdown(const SweepResults& r, const std::string& tit
     s += " " + md_cell(n) + " loss | " + md_cell(n) + " accuracy |";
     rule += "---:|---:|";
   }
-  s += " merge s |\n" + rule + "---:|\n";
+  s += " merge s | weights |\n" + rule + "---:|---|\n";
   int rank = 0;
   for (const auto& p : r.points) {
     if (p.status != "finished") continue;
@@ -186,7 +228,7 @@ std::string sweep_results_markdown(const SweepResults& r, const std::string& tit
       s += " " + (e.has_loss ? num(e.loss, "%.6g") : std::string("-")) + " | " +
            (e.has_accuracy ? num(e.accuracy, "%.4g") : std::string("-")) + " |";
     }
-    s += " " + num(p.merge_seconds, "%.1f") + " |\n";
+    s += " " + num(p.merge_seconds, "%.1f") + " | " + weights_cell(p) + " |\n";
   }
   auto list = [&](const char* status, const char* heading) {
     std::string out;

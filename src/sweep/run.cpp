@@ -14,6 +14,7 @@
 #include <ctime>
 #include <ostream>
 
+#include "recall/sweep/keep_weights.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
@@ -118,6 +119,73 @@ bool sweep_point_finished(const SweepPlan& plan, const SweepPoint& point) {
   return true;
 }
 
+namespace {
+
+// A point's merge under the launcher; errors and log excerpts appended to `errors`/`details`.
+void merge_point(const SweepRunOptions& o, const SweepPoint& p, const std::string& name, std::string& errors,
+                 std::string& details, std::ostream& log) {
+  const std::string out = join_path(p.dir, "out");
+  log << name << ": merging on " << o.np << " rank(s)"
+      << (sweep_weights_dropped(p) ? " (again: its weights were dropped and an evaluation is missing)" : "") << "\n"
+      << std::flush;
+  std::vector<std::string> argv = o.launcher;
+  argv.insert(argv.end(), {"-n", std::to_string(o.np)});  // mpirun, mpiexec and srun all take -n
+  if (o.oversubscribe) argv.push_back("--oversubscribe");
+  argv.insert(argv.end(), {o.recall_bin, "merge", "--config", join_path(p.dir, "config.yaml"), "--set",
+                           "output.dir=" + out});
+  const std::string lp = join_path(p.dir, "merge.log");
+  const uint64_t before = path_exists(lp) ? file_size_of(lp) : 0;
+  const int rc = run_logged(argv, lp);
+  if (rc != 0 || !path_exists(join_path(out, "manifest.json")) || sweep_weights_dropped(p)) {
+    const LogExcerpt x = excerpt(lp, before);
+    errors += "merge failed (exit status " + std::to_string(rc) + "): " + x.line + "\n";
+    details += "--- merge.log (last lines) ---\n" + x.tail;
+  }
+}
+
+// `recall eval` of the point's hf/ on every set without a result yet.
+void evaluate_point(const SweepRunOptions& o, const SweepPlan& plan, const SweepPoint& p, const std::string& name,
+                    std::string& errors, std::string& details, std::ostream& log) {
+  make_directories(join_path(p.dir, "eval"));
+  for (const SweepEvalSet& s : plan.eval.sets) {
+    const std::string result = sweep_eval_result_path(p, s.name);
+    if (path_exists(result)) continue;
+    log << name << ": evaluating on '" << s.name << "'\n" << std::flush;
+    const std::vector<std::string> argv = {o.recall_bin, "eval", "--model", join_path(join_path(p.dir, "out"), "hf"),
+                                           "--data", s.path, "--out", result, "--batch", std::to_string(plan.eval.batch),
+                                           "--dtype", plan.eval.dtype, "--device", plan.eval.device};
+    const std::string lp = join_path(p.dir, "eval-" + s.name + ".log");
+    const uint64_t before = path_exists(lp) ? file_size_of(lp) : 0;
+    const int rc = run_logged(argv, lp);
+    if (rc != 0 || !path_exists(result)) {
+      const LogExcerpt x = excerpt(lp, before);
+      errors += "eval '" + s.name + "' failed (exit status " + std::to_string(rc) + "): " + x.line + "\n";
+      details += "--- eval-" + s.name + ".log (last lines) ---\n" + x.tail;
+    }
+  }
+}
+
+// keep_weights for a finished point. A failure here (a lock held too long, a file that cannot be
+// removed) leaves the point finished: the next run applies it again.
+bool keep_weights_of(const SweepRunOptions& o, const SweepPlan& plan, const SweepPoint& p, const std::string& name,
+                     SweepRunSummary& sum, std::ostream& log) {
+  LockOptions lo;
+  lo.job = o.job_id;
+  lo.restart = o.restart;
+  try {
+    const KeepOutcome k = apply_keep_weights(plan, p, lo, name, log);
+    if (!k.message.empty()) log << name << ": " << k.message << "\n" << std::flush;
+    sum.bytes_freed += k.bytes;
+    return true;
+  } catch (const std::exception& e) {
+    log << name << ": FAILED to apply keep_weights: " << keep_weights_name(plan.keep_weights) << ": " << e.what() << "\n"
+        << std::flush;
+    return false;
+  }
+}
+
+}  // namespace
+
 SweepRunSummary run_sweep(const SweepRunOptions& o, std::ostream& log) {
   const SweepPlan plan = load_sweep_plan(o.dir);
   if (o.point >= static_cast<int>(plan.points.size()))
@@ -141,6 +209,8 @@ SweepRunSummary run_sweep(const SweepRunOptions& o, std::ostream& log) {
     if (sweep_point_finished(plan, p)) {
       log << name << ": already finished\n" << std::flush;
       ++sum.finished_before;
+      // An earlier run may have stopped between the evaluation and keep_weights.
+      if (!keep_weights_of(o, plan, p, name, sum, log)) ++sum.failed;
       continue;
     }
     const auto t0 = std::chrono::steady_clock::now();
@@ -148,50 +218,20 @@ SweepRunSummary run_sweep(const SweepRunOptions& o, std::ostream& log) {
     if (path_exists(error_path) && ::unlink(error_path.c_str()) != 0)
       fail("cannot remove the stale '", error_path, "': ", std::strerror(errno));
     std::string errors, details;
-    const std::string out = join_path(p.dir, "out");
-    if (!path_exists(join_path(out, "manifest.json"))) {
-      log << name << ": merging on " << o.np << " rank(s)\n" << std::flush;
-      std::vector<std::string> argv = o.launcher;
-      argv.insert(argv.end(), {"-n", std::to_string(o.np)});  // mpirun, mpiexec and srun all take -n
-      if (o.oversubscribe) argv.push_back("--oversubscribe");
-      argv.insert(argv.end(), {o.recall_bin, "merge", "--config", join_path(p.dir, "config.yaml"), "--set",
-                               "output.dir=" + out});
-      const std::string lp = join_path(p.dir, "merge.log");
-      const uint64_t before = path_exists(lp) ? file_size_of(lp) : 0;
-      const int rc = run_logged(argv, lp);
-      if (rc != 0 || !path_exists(join_path(out, "manifest.json"))) {
-        const LogExcerpt x = excerpt(lp, before);
-        errors += "merge failed (exit status " + std::to_string(rc) + "): " + x.line + "\n";
-        details += "--- merge.log (last lines) ---\n" + x.tail;
-      }
-    }
-    if (errors.empty()) {
-      make_directories(join_path(p.dir, "eval"));
-      for (const SweepEvalSet& s : plan.eval.sets) {
-        const std::string result = sweep_eval_result_path(p, s.name);
-        if (path_exists(result)) continue;
-        log << name << ": evaluating on '" << s.name << "'\n" << std::flush;
-        const std::vector<std::string> argv = {o.recall_bin, "eval", "--model", join_path(out, "hf"), "--data", s.path,
-                                               "--out", result, "--batch", std::to_string(plan.eval.batch),
-                                               "--dtype", plan.eval.dtype, "--device", plan.eval.device};
-        const std::string lp = join_path(p.dir, "eval-" + s.name + ".log");
-        const uint64_t before = path_exists(lp) ? file_size_of(lp) : 0;
-        const int rc = run_logged(argv, lp);
-        if (rc != 0 || !path_exists(result)) {
-          const LogExcerpt x = excerpt(lp, before);
-          errors += "eval '" + s.name + "' failed (exit status " + std::to_string(rc) + "): " + x.line + "\n";
-          details += "--- eval-" + s.name + ".log (last lines) ---\n" + x.tail;
-        }
-      }
-    }
+    // A point whose weights keep_weights dropped is merged again when an evaluation is missing.
+    if (!path_exists(join_path(p.dir, "out/manifest.json")) || sweep_weights_dropped(p))
+      merge_point(o, p, name, errors, details, log);
+    if (errors.empty()) evaluate_point(o, plan, p, name, errors, details, log);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!errors.empty()) {
       write_file_atomic(error_path, errors + "\n" + details);
       log << name << ": FAILED after " << secs << " s: " << errors.substr(0, errors.find('\n')) << "\n" << std::flush;
       ++sum.failed;
-    } else {
+    } else if (keep_weights_of(o, plan, p, name, sum, log)) {
       log << name << ": finished in " << secs << " s\n" << std::flush;
       ++sum.ran;
+    } else {
+      ++sum.failed;
     }
   }
   return sum;

@@ -11,7 +11,8 @@ munged, slurmctld and slurmd on localhost (state, sockets and ports of its own),
   2. a 4-point sweep (`recall sweep plan` -> sbatch --array=0-3 slurm/sweep.sbatch) with an
      evaluation set; each point's merge runs under srun (--mpi=pmix, as merge.sbatch) on the
      task's 2 ranks; every point must be finished and results.csv/.md/.svg must list all four,
-     with the metric equal to minus the eval loss and the table best first;
+     with the metric equal to minus the eval loss and the table best first; the spec keeps only
+     the best point's weights (keep_weights: best, decided by tasks finishing in any order);
   3. slurm/continual.sh with a finetune -> merge chain (--dependency=afterok): the merge must
      start after the finetune ended and consume its output.
 
@@ -269,6 +270,7 @@ grid:
   typical.clusters: [2, 4]
 eval:
   data: [{{name: heldout, path: {work}/eval.jsonl}}]
+keep_weights: best
 """)
         open(f"{work}/resume.yaml", "w").write(f"""models:
   - {{name: base, path: {work}/base}}
@@ -417,6 +419,16 @@ sw   sweep --array=0-3 -- {work}/sweep
         svg = open(f"{work}/sweep/results.svg").read()
         expect(svg.count("<circle") == 8 and "recall.temperature" in svg and "typical.clusters" in svg,
                "results.svg plots 4 points against each of the 2 swept keys")
+        # keep_weights: best, decided by array tasks that finish in any order, some at once.
+        having = [f"{i:04d}" for i in range(4) if os.path.exists(f"{work}/sweep/points/{i:04d}/out/merged.h5")
+                  or os.path.exists(f"{work}/sweep/points/{i:04d}/out/hf/model.safetensors")]
+        expect(having == [rows[0]["point"]] and [r["weights"] for r in rows] == ["kept"] + ["dropped"] * 3,
+               f"keep_weights: best: only the best point, {rows[0]['point']}, keeps its weights (found {having})")
+        expect(json.load(open(f"{work}/sweep/best.json"))["point"] == int(rows[0]["point"]) and
+               run(["verify", f"{work}/sweep/points/{rows[0]['point']}/out"], check=False).returncode == 0,
+               "best.json names the best point, and its weights verify")
+        expect(len(re.findall(r"freed \d+ bytes", task_logs)) >= 3,
+               "the task logs say how many bytes each dropped point freed")
         # Resubmitting the array: every point is skipped as finished.
         again = cluster.sbatch(["--array=0-3", f"{SLURM_DIR}/sweep.sbatch", f"{work}/sweep"], cwd=work)
         cluster.wait([again], 180)

@@ -63,11 +63,11 @@ TEST(SweepReport, NegativeLossRanksFinishedPointsAndListsTheOthers) {
 
   const std::string csv = recall::read_text_file(d.file("sweep/results.csv"));
   EXPECT_EQ(csv,
-            "point,recall.temperature,status,metric,heldout.loss,heldout.accuracy,merge_seconds,error\n"
-            "0002,2,finished,-2.5,2.5,,4.000,\n"
-            "0000,0.5,finished,-3,3,,2.000,\n"
-            "0001,1,failed,,,,,merge failed (exit status 1): recall merge: error: boom\n"
-            "0003,4,pending,,,,,\n");
+            "point,recall.temperature,status,metric,heldout.loss,heldout.accuracy,merge_seconds,weights,error\n"
+            "0002,2,finished,-2.5,2.5,,4.000,kept,\n"
+            "0000,0.5,finished,-3,3,,2.000,kept,\n"
+            "0001,1,failed,,,,,,merge failed (exit status 1): recall merge: error: boom\n"
+            "0003,4,pending,,,,,,\n");
   const std::string md = recall::read_text_file(d.file("sweep/results.md"));
   EXPECT_NE(md.find("4 points: 2 finished, 1 failed, 1 pending."), std::string::npos) << md;
   EXPECT_NE(md.find("| 1 | 0002 | 2 | -2.5 | 2.5 | - | 4.0 |"), std::string::npos) << md;

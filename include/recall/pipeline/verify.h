@@ -10,7 +10,8 @@
 //   equal to merged.h5's architecture_config (when there is a merged.h5) but for the dtype fields
 //   the export sets.
 // A `.partial` directory (a merge that never committed) and a directory without manifest.json are
-// refused with what to point verify at instead.
+// refused with what to point verify at instead; a sweep point whose weights the sweep's
+// keep_weights removed (out/weights_dropped.json) is refused saying so.
 #pragma once
 
 #include <string>

@@ -15,6 +15,12 @@ struct SweepEvalSet {
   std::string path;  // JSONL samples for `recall eval` (absolute after planning)
 };
 
+// What a sweep keeps of each point's merged weights (merged.h5, hf/*.safetensors and the index)
+// once the point is evaluated: every point's (`all`), none (`none`: only reports, configs and
+// evaluation results stay), or only the best point's by the report's metric (`best`).
+enum class KeepWeights { All, None, Best };
+const char* keep_weights_name(KeepWeights k);  // "all", "none", "best"
+
 struct SweepEvalConfig {
   std::vector<SweepEvalSet> sets;  // none = merge only
   int64_t batch = 8;               // `recall eval --batch`
@@ -37,6 +43,7 @@ struct SweepSpec {
   std::vector<std::string> keys;    // swept keys: grid keys in order, then new keys of `points`
   std::vector<SweepPointSpec> points;  // grid product (last key fastest), then `points`
   SweepEvalConfig eval;
+  KeepWeights keep_weights = KeepWeights::All;  // `keep_weights`; none and best need eval sets
 };
 
 // Decodes a spec. `where` names the file (relative base_config paths are taken from its
@@ -56,6 +63,7 @@ struct SweepPlan {
   std::vector<std::string> keys;
   std::vector<SweepPoint> points;
   SweepEvalConfig eval;
+  KeepWeights keep_weights = KeepWeights::All;  // "all" for plans from before the key
 };
 
 // Resolves every point (parse_merge_config with the point's overrides; output.dir set to

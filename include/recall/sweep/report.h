@@ -27,6 +27,7 @@ struct SweepPointResult {
   std::map<std::string, SweepEvalResult> eval;  // by set name
   double metric = 0;
   bool has_metric = false;
+  bool weights_kept = false;                // finished, and keep_weights has not dropped its weights
 };
 
 struct SweepResults {
@@ -34,7 +35,16 @@ struct SweepResults {
   std::vector<std::string> sets;            // eval set names, plan order
   std::string metric;                       // "mean_accuracy", "neg_mean_loss" or "" (no evaluation)
   std::vector<SweepPointResult> points;     // best first; points without a metric after, by index
+  KeepWeights keep_weights = KeepWeights::All;
 };
+
+// One point's metric from its evaluation results: the mean accuracy over the sets that have one
+// (`accuracy`), else minus the mean loss over the sets that have one; false when no set has it.
+// The report and keep_weights: best both use it, so they agree on the best point.
+bool sweep_metric(const std::map<std::string, SweepEvalResult>& eval, bool accuracy, double* metric);
+// Whether point a ranks before point b: the higher metric first (a finite one before any other),
+// equal metrics by the lower index, so that the order is the same whatever order points ran in.
+bool sweep_ranks_before(double a_metric, int a_index, double b_metric, int b_index);
 
 // Mean eval accuracy over the sets when any finished point has an accuracy, else the negative
 // mean loss; points lacking the metric sort last.

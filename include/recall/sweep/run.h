@@ -1,6 +1,7 @@
 // Running a planned sweep: each point's merge under an MPI launcher, then `recall eval` of the
 // merged hf/ on every evaluation set. A failed point is recorded in points/NNNN/error.txt and
-// the sweep goes on; finished points are skipped, so rerunning (or resubmitting) resumes.
+// the sweep goes on; finished points are skipped, so rerunning (or resubmitting) resumes. Then
+// the spec's keep_weights drops weights no longer wanted (recall/sweep/keep_weights.h).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,7 @@ struct SweepRunSummary {
   int ran = 0;              // run now and finished
   int failed = 0;           // run now and failed (error.txt written)
   int busy = 0;             // skipped: another live process holds the point's lock
+  uint64_t bytes_freed = 0; // weight files removed by keep_weights
 };
 
 // Runs the selected points; progress lines go to `log`.
