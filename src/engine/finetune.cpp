@@ -15,6 +15,7 @@
 #include <random>
 
 #include "recall/engine/model.h"
+#include "recall/io/model_files.h"
 #include "recall/io/safetensors.h"
 #include "recall/text/samples.h"
 #include "recall/text/tokenizer.h"
@@ -91,9 +92,7 @@ void save_model(const Model& model, const ModelDir& src, const std::string& out_
   }
   write_safetensors_model(out_dir, tensors, uint64_t{5} << 30);
   write_file_atomic(join_path(out_dir, "config.json"), src.config.raw_json);
-  for (const char* f : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json",
-                        "special_tokens_map.json", "generation_config.json"})
-    if (path_exists(join_path(src.path, f))) copy_file(join_path(src.path, f), join_path(out_dir, f));
+  copy_side_files(src.path, out_dir);  // regular files of the model only, permissions not widened
 }
 
 // Training examples: text and token samples train on every next token, prompt/completion samples

@@ -90,14 +90,5 @@ std::string export_config_json(const std::string& reference_config_json, const s
   return cfg.dump(2) + "\n";
 }
 
-std::vector<std::string> copy_tokenizer_files(const std::string& model_dir, const std::string& out_dir) {
-  std::vector<std::string> copied;
-  for (const std::string& f : side_file_names())
-    if (const auto src = find_model_file(model_dir, f)) {  // a regular file of the model, or an error
-      copy_file(*src, join_path(out_dir, f));
-      copied.push_back(f);
-    }
-  return copied;
-}
 
 }  // namespace recall

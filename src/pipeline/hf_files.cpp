@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "recall/io/model_files.h"
 #include "recall/pipeline/export.h"
 #include "recall/util/fs.h"
 
@@ -22,7 +23,7 @@ HfFiles write_hf_files(const std::string& hf_dir, const std::string& source_mode
   HfFiles r;
   write_file_atomic(join_path(hf_dir, "config.json"), export_config_json(architecture_config_json, dtype_name));
   r.source_missing = !is_directory(source_model_dir);
-  if (!r.source_missing) r.copied = copy_tokenizer_files(source_model_dir, hf_dir);
+  if (!r.source_missing) r.copied = copy_side_files(source_model_dir, hf_dir);
   const std::string gen = join_path(hf_dir, "generation_config.json");
   if (!path_exists(gen)) {
     write_file_atomic(gen, derived_generation_config(architecture_config_json));

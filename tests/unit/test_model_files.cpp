@@ -153,7 +153,7 @@ TEST(ModelFiles, ExportCopiesSideFilesWithoutWideningPermissions) {
   write_bytes(model.file("generation_config.json"), "{}");
   ASSERT_EQ(::chmod(model.file("generation_config.json").c_str(), 0666), 0);
   write_bytes(model.file("notes.txt"), "not a side file");
-  const auto copied = copy_tokenizer_files(model.path(), out.path());
+  const auto copied = copy_side_files(model.path(), out.path());
   ::umask(old_umask);
   EXPECT_EQ(copied, (std::vector<std::string>{"tokenizer.json", "generation_config.json"}));
   EXPECT_EQ(read_text_file(out.file("tokenizer.json")), "{\"model\": {}}");
@@ -167,7 +167,7 @@ TEST(ModelFiles, ExportRefusesASideFileLinkedOut) {
   write_bytes(model.file("tokenizer.json"), "{}");
   write_bytes(elsewhere.file("shadow"), kSecret);
   link_to(elsewhere.file("shadow"), model.file("merges.txt"));
-  expect_refused([&] { copy_tokenizer_files(model.path(), out.path()); },
+  expect_refused([&] { copy_side_files(model.path(), out.path()); },
                  {model.file("merges.txt"), "outside the model directory"});
   for (const std::string& f : out.list()) EXPECT_NE(read_text_file(out.file(f)), kSecret) << f;
 }

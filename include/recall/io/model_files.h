@@ -24,6 +24,11 @@ std::string model_file(const std::string& dir, const std::string& name);
 // generation_config.json, the chat template.
 const std::vector<std::string>& side_file_names();
 
+// Copies the side files (tokenizer, generation config, chat template: side_file_names()) that exist
+// in model_dir into out_dir, each only if it is a regular file of the model (find_model_file), with
+// no wider permissions than the source's and never world-writable.
+std::vector<std::string> copy_side_files(const std::string& model_dir, const std::string& out_dir);
+
 // A JSON parser's message without the input it quotes (nlohmann's "; last read: '...'"): where
 // the file stops being JSON and why, never what it holds.
 std::string parse_error_text(const std::exception& e);

@@ -29,9 +29,5 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
 // ("bfloat16", ...). Both "torch_dtype" (transformers 4) and "dtype" (transformers 5) are set.
 std::string export_config_json(const std::string& reference_config_json, const std::string& dtype_name);
 
-// Copies the side files (tokenizer, generation config, chat template: side_file_names()) that exist
-// in model_dir into out_dir, each only if it is a regular file of the model (find_model_file), with
-// no wider permissions than the source's and never world-writable.
-std::vector<std::string> copy_tokenizer_files(const std::string& model_dir, const std::string& out_dir);
 
 }  // namespace recall
