@@ -37,11 +37,15 @@ Context::Context(int* argc, char*** argv, const ContextOptions& options) : optio
   MPI_CHECK(MPI_Comm_size(node_, &local_size_));
   MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &control_));
 
+  // MPI until a device is set: set_device agrees on it first (over the control communicator).
+  const Device wanted = options_.device;
+  options_.device = Device::Cpu;
   world_comm_ = make_mpi_communicator(MPI_COMM_WORLD, options_.comm);
-  if (options_.device == Device::Cuda) set_device(Device::Cuda, "device");
+  if (wanted == Device::Cuda) set_device(Device::Cuda, "device");
 }
 
-std::string Context::device_problem(Device device, const std::string& setting) {
+std::string Context::device_problem(Device device, const std::string& setting, int* index) const {
+  *index = -1;
   if (device != Device::Cuda) return "";
 #ifdef RECALL_HAVE_NCCL
   int count = 0;
@@ -54,10 +58,10 @@ std::string Context::device_problem(Device device, const std::string& setting) {
     return setting + " is cuda and " + std::to_string(local_size_) + " ranks on host " + host_ + " share " +
            std::to_string(count) + " GPUs; NCCL refuses two ranks on one GPU. ---> HINT: launch " +
            std::to_string(count) + " ranks per node (e.g. srun --ntasks-per-node=" + std::to_string(count) + ")";
-  device_index_ = local_rank_ % count;
-  if (const cudaError_t set = cudaSetDevice(device_index_); set != cudaSuccess)
-    return "cudaSetDevice(" + std::to_string(device_index_) + ") failed on host " + host_ + ": " +
-           cudaGetErrorString(set);
+  const int chosen = local_rank_ % count;
+  if (const cudaError_t set = cudaSetDevice(chosen); set != cudaSuccess)
+    return "cudaSetDevice(" + std::to_string(chosen) + ") failed on host " + host_ + ": " + cudaGetErrorString(set);
+  *index = chosen;
   return "";
 #else
   return setting + " is cuda but this build of recall has no CUDA/NCCL backend (host " + host_ +
@@ -71,10 +75,11 @@ void Context::set_device(Device device, const std::string& setting) {
   // a rank without a GPU fails every rank at once instead of leaving the others in ncclCommInitRank.
   AgreementOptions agreement;
   agreement.timeout_s = 120;
-  const Verdict v = agree(control_, where(), "device", device_problem(device, setting), agreement);
+  int index = -1;
+  const Verdict v = agree(control_, where(), "device", device_problem(device, setting, &index), agreement);
   if (!v.ok()) throw CollectiveError(v);
   options_.device = device;
-  if (device == Device::Cpu) device_index_ = -1;
+  device_index_ = index;
   world_comm_ = make_comm(MPI_COMM_WORLD);
 }
 

@@ -87,7 +87,8 @@ class Context {
     std::unique_ptr<Communicator> comm;
   };
   std::unique_ptr<Communicator> make_comm(MPI_Comm comm) const;
-  std::string device_problem(Device device, const std::string& setting);  // "" when usable; sets device_index_
+  // This rank's problem with `device` ("" when usable; then *index is its GPU, or -1 on cpu).
+  std::string device_problem(Device device, const std::string& setting, int* index) const;
   void free_grid();
 
   ContextOptions options_;
