@@ -148,14 +148,19 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
   // whose bytes could be lost with the node.
   std::vector<std::string> pending;
   uint64_t since_checkpoint = 0;
+  int64_t checkpoints = 0;
   auto checkpoint = [&] {
     if (h5 && h5->is_open()) h5->flush();  // collective: every rank checkpoints after the same tensor
+    ++checkpoints;
     dist::agreed(comm, [&] {
+      fault_point("checkpoint", rank, checkpoints);
       if (h5) sync_file(h5_path);
       if (o.hf) o.hf->sync();
     });
     dist::agreed(comm, [&] {
-      if (rank == 0) out.record_merged(pending);
+      if (rank != 0) return;
+      fault_point("record", rank, checkpoints);
+      out.record_merged(pending);
     });
     pending.clear();
     since_checkpoint = 0;
