@@ -1,6 +1,7 @@
 // recall export merged.h5 --out DIR: a complete Hugging Face directory from a merged.h5 (shards +
 // index, config.json, the reference model's tokenizer and generation files, a model card), its
-// tensors checked against the checksums stored in the file.
+// tensors checked against the checksums stored in the file. Under mpirun/srun the shards are
+// written one rank per shard.
 #include <iostream>
 
 #include "jobs.h"
@@ -25,6 +26,8 @@ void finish_export(const std::string& h5_path, const MergeRecord& rec, const Exp
                    const std::string& source, const std::string& tmp, const std::string& out, uint64_t shard_bytes) {
   {
     H5Reader h5(h5_path);
+    for (const std::string& name : rec.tensors)
+      if (!ex.checksums.count(name)) fail("internal error: no rank reported the checksum of tensor '", name, "'");
     for (const auto& [name, h] : ex.checksums) {
       auto expected = h5.attribute("/tensors/" + name, "xxh3_64");
       if (expected && *expected != checksum_hex(h))
