@@ -74,7 +74,7 @@ void Context::set_device(Device device, const std::string& setting) {
   // Every rank checks its node, then all agree before any rank starts the collective NCCL set-up:
   // a rank without a GPU fails every rank at once instead of leaving the others in ncclCommInitRank.
   AgreementOptions agreement;
-  agreement.timeout_s = 120;
+  agreement.timeout_s = 120;  // the check is local; a rank this late is stuck (a CUDA driver hanging at start-up)
   int index = -1;
   const Verdict v = agree(control_, where(), "device", device_problem(device, setting, &index), agreement);
   if (!v.ok()) throw CollectiveError(v);

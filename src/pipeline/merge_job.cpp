@@ -106,7 +106,7 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     if (cfg.parallel.device == Device::Cuda)
       log("note: parallel.device cuda is not checked here: this preflight plans for another job's nodes");
   } else {
-    (void)0;  // BROKEN
+    ctx.set_device(cfg.parallel.device, "parallel.device");
   }
   log(ctx.versions());
   log("resolved config:\n", resolved_yaml);
