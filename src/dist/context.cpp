@@ -4,6 +4,7 @@
 
 #include <sstream>
 
+#include "recall/dist/failure.h"
 #include "recall/dist/mpi_check.h"
 #include "recall/util/error.h"
 
@@ -36,24 +37,49 @@ Context::Context(int* argc, char*** argv, const ContextOptions& options) : optio
   MPI_CHECK(MPI_Comm_size(node_, &local_size_));
   MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &control_));
 
-  if (options_.device == Device::Cuda) {
+  // MPI until a device is set: set_device agrees on it first (over the control communicator).
+  const Device wanted = options_.device;
+  options_.device = Device::Cpu;
+  world_comm_ = make_mpi_communicator(MPI_COMM_WORLD, options_.comm);
+  if (wanted == Device::Cuda) set_device(Device::Cuda, "device");
+}
+
+std::string Context::device_problem(Device device, const std::string& setting, int* index) const {
+  *index = -1;
+  if (device != Device::Cuda) return "";
 #ifdef RECALL_HAVE_NCCL
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess || count == 0)
-      fail(where(), ": device cuda requested but no CUDA device is visible (",
-           e == cudaSuccess ? "0 devices" : cudaGetErrorString(e), ")");
-    device_index_ = local_rank_ % count;
-    if (local_size_ > count)
-      fail(where(), ": ", local_size_, " ranks on this node share ", count,
-           " GPUs; NCCL refuses two ranks on one GPU. ---> HINT: launch ", count,
-           " ranks per node (e.g. srun --ntasks-per-node=", count, ")");
-    if (cudaSetDevice(device_index_) != cudaSuccess) fail(where(), ": cudaSetDevice(", device_index_, ") failed");
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0)
+    return setting + " is cuda but this node has no CUDA device (cudaGetDeviceCount: " +
+           (e == cudaSuccess ? std::string("0 devices") : std::string(cudaGetErrorString(e))) + ", on host " +
+           host_ + "); use " + setting + ": cpu";
+  if (local_size_ > count)
+    return setting + " is cuda and " + std::to_string(local_size_) + " ranks on host " + host_ + " share " +
+           std::to_string(count) + " GPUs; NCCL refuses two ranks on one GPU. ---> HINT: launch " +
+           std::to_string(count) + " ranks per node (e.g. srun --ntasks-per-node=" + std::to_string(count) + ")";
+  const int chosen = local_rank_ % count;
+  if (const cudaError_t set = cudaSetDevice(chosen); set != cudaSuccess)
+    return "cudaSetDevice(" + std::to_string(chosen) + ") failed on host " + host_ + ": " + cudaGetErrorString(set);
+  *index = chosen;
+  return "";
 #else
-    fail("device cuda requested but this build of recall has no CUDA/NCCL backend; ---> HINT: "
-         "rebuild with -DRECALL_WITH_NCCL=ON or run with device: cpu");
+  return setting + " is cuda but this build of recall has no CUDA/NCCL backend (host " + host_ +
+         "); use " + setting + ": cpu, or rebuild with -DRECALL_WITH_NCCL=ON";
 #endif
-  }
+}
+
+void Context::set_device(Device device, const std::string& setting) {
+  if (grid_) fail("distributed context: set the device before the grid");
+  // Every rank checks its node, then all agree before any rank starts the collective NCCL set-up:
+  // a rank without a GPU fails every rank at once instead of leaving the others in ncclCommInitRank.
+  AgreementOptions agreement;
+  agreement.timeout_s = 120;  // the check is local; a rank this late is stuck (a CUDA driver hanging at start-up)
+  int index = -1;
+  const Verdict v = agree(control_, where(), "device", device_problem(device, setting, &index), agreement);
+  if (!v.ok()) throw CollectiveError(v);
+  options_.device = device;
+  device_index_ = index;
   world_comm_ = make_comm(MPI_COMM_WORLD);
 }
 

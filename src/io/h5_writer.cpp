@@ -16,6 +16,7 @@
 #include <map>
 #include <mutex>
 
+#include "recall/dist/collectives.h"
 #include "recall/dist/failure.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
@@ -294,9 +295,7 @@ void H5Writer::write_rows(const std::string& path, uint64_t row_begin, uint64_t 
     rows_per_call = std::max<uint64_t>(1, kMaxBytesPerCall / std::max<uint64_t>(row_bytes, 1));
     calls = (row_count + rows_per_call - 1) / rows_per_call;
   });
-  uint64_t max_calls = 0;
-  if (MPI_Allreduce(&calls, &max_calls, 1, MPI_UINT64_T, MPI_MAX, comm_) != MPI_SUCCESS)
-    fail(path_, ": MPI_Allreduce failed while writing '", path, "'");
+  uint64_t max_calls = dist::all_reduce(comm_, calls, dist::ReduceOp::Max);
   if (max_calls == 0) max_calls = 1;  // a collective call even when nobody has rows
   const auto* bytes = static_cast<const unsigned char*>(data);
   for (uint64_t c = 0; c < max_calls; ++c) {

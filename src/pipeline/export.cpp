@@ -3,11 +3,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "recall/dist/collectives.h"
+#include "recall/dist/failure.h"
 #include "recall/io/h5_reader.h"
 #include "recall/io/model_files.h"
 #include "recall/io/safetensors.h"
 #include "recall/util/checksum.h"
-#include "recall/dist/mpi_check.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 
@@ -33,10 +34,10 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
   for (size_t s = 0; s < shards.size(); ++s) result.shard_files.push_back(shard_file_name(s, shards.size()));
 
   // One rank per shard, round robin; the file is read serially by each writer. A failure (a
-  // full disk, say) is shared before the next collective so that no rank waits for a dead peer.
+  // full disk, say) is agreed on before the next collective: every rank throws the message of the
+  // lowest failing rank, and no rank waits for a dead peer.
   std::string mine;  // "name\thash\n" records of this rank
-  std::string error;
-  try {
+  dist::agreed(comm, [&] {
     H5Reader h5(h5_path);
     std::vector<uint8_t> buf;
     for (size_t s = 0; s < shards.size(); ++s) {
@@ -55,25 +56,10 @@ ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const s
       w.commit();
     }
     if (rank == 0 && shards.size() > 1) write_safetensors_index(hf_dir, specs, shards);
-  } catch (const std::exception& e) {
-    error = e.what();
-  }
-  int failed = error.empty() ? 0 : 1, any_failed = 0;
-  MPI_CHECK(MPI_Allreduce(&failed, &any_failed, 1, MPI_INT, MPI_MAX, comm));
-  if (failed) throw Error(error);
-  if (any_failed) {
-    result.aborted = true;  // another rank failed; the caller's agreement reports its error
-    return result;
-  }
+  });
 
   // Every rank learns every checksum.
-  int n = static_cast<int>(mine.size());
-  std::vector<int> counts(world), displs(world);
-  MPI_CHECK(MPI_Allgather(&n, 1, MPI_INT, counts.data(), 1, MPI_INT, comm));
-  int total = 0;
-  for (int r = 0; r < world; ++r) displs[r] = total, total += counts[r];
-  std::string all(total, '\0');
-  MPI_CHECK(MPI_Allgatherv(mine.data(), n, MPI_CHAR, all.data(), counts.data(), displs.data(), MPI_CHAR, comm));
+  const std::string all = dist::all_gather_bytes(comm, mine);
   size_t pos = 0;
   while (pos < all.size()) {
     const size_t tab = all.find('\t', pos), nl = all.find('\n', tab);

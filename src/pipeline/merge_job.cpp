@@ -100,6 +100,14 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   // ---- config and preflight (headers only) ----------------------------------------------------
   MergeConfig cfg = steps.step("config", [&] { return load_merge_config(opt.config_path, opt.overrides); });
   const std::string resolved_yaml = to_yaml(cfg);
+  // The device before anything heavy: cuda on a node without a GPU fails every rank here. A
+  // preflight that plans for another job (--world, --shapes-only) does not run on its nodes.
+  if (opt.plan_world > 0 || opt.preflight.shapes_only) {
+    if (cfg.parallel.device == Device::Cuda)
+      log("note: parallel.device cuda is not checked here: this preflight plans for another job's nodes");
+  } else {
+    ctx.set_device(cfg.parallel.device, "parallel.device");
+  }
   log(ctx.versions());
   log("resolved config:\n", resolved_yaml);
   for (const std::string& n : cfg.notes) log("note: ", n);

@@ -9,7 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "recall/build_id.h"
-#include "recall/dist/mpi_check.h"
+#include "recall/dist/collectives.h"
+#include "recall/dist/failure.h"
 #include "recall/io/h5_reader.h"
 #include "recall/pipeline/checksums.h"
 #include "recall/util/checksum.h"
@@ -93,11 +94,14 @@ Outputs open_outputs(MPI_Comm comm, const MergeConfig& cfg, const OutputDir& out
   MPI_Comm_rank(comm, &rank);
   const bool h5 = cfg.output.writes(OutputFormat::H5), shards = cfg.output.writes(OutputFormat::Hf);
   Outputs o;
-  // Tensors an interrupted job merged: only when its shards and merged.h5 survived with them.
-  o.done = resume ? out.merged_tensors() : std::set<std::string>{};
-  int outputs_ok = rank == 0 && !o.done.empty() && (!shards || hf.intact()) && (!h5 || path_exists(out.h5()));
-  MPI_Bcast(&outputs_ok, 1, MPI_INT, 0, comm);
-  if (!outputs_ok) o.done.clear();
+  // Tensors an interrupted job merged: only when its shards and merged.h5 survived with them
+  // (rank 0 looks; a failure to read progress.txt or the shards is agreed on, not a lonely throw).
+  bool outputs_ok = false;
+  dist::agreed(comm, [&] {
+    o.done = resume ? out.merged_tensors() : std::set<std::string>{};
+    outputs_ok = rank == 0 && !o.done.empty() && (!shards || hf.intact()) && (!h5 || path_exists(out.h5()));
+  });
+  if (!dist::broadcast_flag(comm, outputs_ok, 0)) o.done.clear();
   if (!o.done.empty() && h5) {
     try {
       o.h5 = std::make_unique<H5Writer>(out.h5(), comm, H5Writer::Mode::Append);
@@ -106,17 +110,19 @@ Outputs open_outputs(MPI_Comm comm, const MergeConfig& cfg, const OutputDir& out
     }
   }
   if (o.done.empty()) {
-    if (rank == 0) {
+    // Rank 0 creates the files, inside an agreement: a full disk here fails every rank with its
+    // message, and the agreement orders the creation before any rank opens the shards.
+    dist::agreed(comm, [&] {
+      if (rank != 0) return;
       out.start_progress();
       if (shards) hf.create();
-    }
+    });
     if (h5) o.h5 = std::make_unique<H5Writer>(out.h5(), comm);
   } else {
     log("resuming: ", o.done.size(), " of ", tensors, " tensors already merged");
   }
-  MPI_Barrier(comm);  // the shards exist before any rank opens them
   if (shards) {
-    hf.open();
+    dist::agreed(comm, [&] { hf.open(); });
     o.hf = &hf;
   }
   return o;
@@ -136,17 +142,26 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
   H5Writer* h5 = o.h5.get();
 
   // Resume checkpoints: every checkpoint_bytes of merged output (the same tensors on every rank,
-  // so no extra agreement is needed) each rank syncs what it wrote, then rank 0 records the
-  // tensors merged since the last checkpoint. progress.txt never lists a tensor whose bytes could
-  // be lost with the node.
+  // so every rank checkpoints after the same tensor) each rank syncs what it wrote, then rank 0
+  // records the tensors merged since the last checkpoint; each part is agreed on, so a failed
+  // fsync or a full disk fails every rank with its message. progress.txt never lists a tensor
+  // whose bytes could be lost with the node.
   std::vector<std::string> pending;
   uint64_t since_checkpoint = 0;
+  int64_t checkpoints = 0;
   auto checkpoint = [&] {
     if (h5 && h5->is_open()) h5->flush();  // collective: every rank checkpoints after the same tensor
-    if (h5) sync_file(h5_path);
-    if (o.hf) o.hf->sync();
-    MPI_Barrier(comm);
-    if (rank == 0) out.record_merged(pending);
+    ++checkpoints;
+    dist::agreed(comm, [&] {
+      fault_point("checkpoint", rank, checkpoints);
+      if (h5) sync_file(h5_path);
+      if (o.hf) o.hf->sync();
+    });
+    dist::agreed(comm, [&] {
+      if (rank != 0) return;
+      fault_point("record", rank, checkpoints);
+      out.record_merged(pending);
+    });
     pending.clear();
     since_checkpoint = 0;
   };
@@ -224,21 +239,19 @@ void gather_merge_totals(MPI_Comm comm, const MergeConfig& cfg, const MergeStats
                          const MemoryPeaks& peaks, MergeReport* report) {
   int world = 1;
   MPI_Comm_size(comm, &world);
-  uint64_t local[2] = {ms.bytes_read, ms.bytes_written}, total[2] = {0, 0};
-  MPI_CHECK(MPI_Allreduce(local, total, 2, MPI_UINT64_T, MPI_SUM, comm));
+  std::vector<uint64_t> total = {ms.bytes_read, ms.bytes_written};
+  dist::all_reduce(comm, total, dist::ReduceOp::Sum);
   report->bytes_read = total[0];
   report->merge_bytes_written = total[1];
   // The same bytes go to each output the config asks for (merged.h5, the shards).
   report->export_bytes_written = cfg.output.writes(OutputFormat::Hf) ? total[1] : 0;
   report->bytes_written = total[1] * cfg.output.formats.size();
-  double loop[3] = {ms.wait_seconds, ms.merge_seconds, ms.write_seconds};
-  std::vector<double> loops(3 * static_cast<size_t>(world));
-  MPI_CHECK(MPI_Allgather(loop, 3, MPI_DOUBLE, loops.data(), 3, MPI_DOUBLE, comm));
+  const std::vector<double> loops = dist::all_gather(comm, std::vector<double>{ms.wait_seconds, ms.merge_seconds,
+                                                                               ms.write_seconds});
   for (int r = 0; r < world; ++r)
     report->merge_loop_seconds.push_back({loops[3 * r], loops[3 * r + 1], loops[3 * r + 2]});
-  const uint64_t mine[4] = {planned, peaks.anon(), peaks.file(), peaks.hwm()};
-  std::vector<uint64_t> all(4 * static_cast<size_t>(world));
-  MPI_CHECK(MPI_Allgather(mine, 4, MPI_UINT64_T, all.data(), 4, MPI_UINT64_T, comm));
+  const std::vector<uint64_t> all =
+      dist::all_gather(comm, std::vector<uint64_t>{planned, peaks.anon(), peaks.file(), peaks.hwm()});
   for (int r = 0; r < world; ++r)
     report->memory.push_back({all[4 * r], all[4 * r + 1], all[4 * r + 2], all[4 * r + 3]});
 }

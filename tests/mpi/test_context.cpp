@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include "recall/dist/context.h"
+#include "recall/dist/failure.h"
 #include "recall/util/error.h"
 
 using namespace recall;
@@ -117,5 +118,40 @@ TEST(MpiContext, NotOnAnAxisIsAClearError) {
     if (ctx.world() != 1) FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(std::string(e.what()), "grid placed for 1 ranks but the job runs on " + std::to_string(ctx.world()));
+  }
+}
+
+// The device chosen by the config, after the context exists: every rank checks its node and all
+// agree before any NCCL set-up. Here (no GPU, or no NCCL in the build) every rank throws the same
+// error naming the setting and the fix, and the context stays on cpu with MPI communicators; on a
+// node with a GPU per rank the world communicator becomes NCCL's.
+TEST(MpiContext, SetDeviceAgreesOnEveryRank) {
+  int argc = 0;
+  char** argv = nullptr;
+  Context ctx(&argc, &argv);
+  const std::string W = std::to_string(ctx.world());
+  try {
+    ctx.set_device(Device::Cuda, "parallel.device");
+    EXPECT_EQ(ctx.world_comm().backend(), Backend::Nccl);
+    EXPECT_GE(ctx.device_index(), 0);
+  } catch (const CollectiveError& e) {
+    const std::string m = e.what();
+    EXPECT_EQ(m.rfind("step 'device': rank 0 (host " + ctx.host() + ") failed: parallel.device is cuda", 0), 0u) << m;
+    if (ctx.world() > 1) EXPECT_NE(m.find("(" + W + " of " + W + " ranks failed)"), std::string::npos) << m;
+    EXPECT_TRUE(m.find("use parallel.device: cpu") != std::string::npos ||
+                m.find("NCCL refuses two ranks on one GPU") != std::string::npos) << m;
+    EXPECT_EQ(ctx.device(), Device::Cpu);
+    EXPECT_EQ(ctx.world_comm().backend(), Backend::Mpi);
+  }
+  ctx.set_device(Device::Cpu, "parallel.device");
+  EXPECT_EQ(ctx.device(), Device::Cpu);
+  EXPECT_EQ(ctx.device_index(), -1);
+  EXPECT_EQ(ctx.world_comm().backend(), Backend::Mpi);
+  ctx.set_grid(Grid(spec_2x2(), ctx.world()));
+  try {
+    ctx.set_device(Device::Cpu, "parallel.device");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "distributed context: set the device before the grid");
   }
 }

@@ -92,6 +92,17 @@ def main():
     tags = re.search(r"^tags:\n((?:- .*\n)+)", card, re.M).group(1).split()
     check(tags.count("recall") == 1 and tags.count("linear") == 1, f"the card's tags name recall and linear once: {tags}")
 
+    # ---- under mpirun: one rank per shard, every rank's checksums gathered; the same files ----------
+    one, two = f"{tmp}/np1", f"{tmp}/np2"
+    run(["export", h5, "--out", one, "--shard-bytes", "200KiB"])
+    p = run(["export", h5, "--out", two, "--shard-bytes", "200KiB"], np=2, check=False)
+    s1, s2 = shards(one), shards(two)
+    same = p.returncode == 0 and s1 == s2 and len(s1) > 2 and all(
+        open(f"{one}/{f}", "rb").read() == open(f"{two}/{f}", "rb").read() for f in s1 + ["model.safetensors.index.json"])
+    check(same and p.stdout.count("wrote ") == 1,
+          f"an export on 2 ranks writes the same {len(s1)} shards and index as on one, and reports once "
+          f"(exit {p.returncode}) {p.stderr.strip()[-300:]!r}")
+
     # ---- --shard-bytes: the size grammar of output.shard_bytes -----------------------------------
     for text, plain in (("1MB", "1000000"), ("200KiB", "204800"), ("1e5", "100000")):
         a, b = f"{tmp}/sh-{text}", f"{tmp}/sh-{plain}"

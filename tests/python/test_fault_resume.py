@@ -4,6 +4,10 @@
   bounded time, nothing is committed (no output directory; `recall verify` rejects the .partial),
   and the rerun resumes and produces output bitwise identical to an uninterrupted run.
 - `--fresh` ignores the interrupted work and gives the same bytes.
+- An I/O error (not a kill) at a resume checkpoint, in one rank's fsyncs or in rank 0's progress
+  record: every rank exits 1 within seconds with one message (the checkpoint's parts are agreed on;
+  with a bare barrier there the other ranks waited until the agreement's deadline), nothing is
+  committed, and the rerun resumes to the same bytes.
 - A full disk (a 600 KB tmpfs): a clear error naming the file, non-zero exit, nothing committed."""
 import hashlib
 import os
@@ -16,7 +20,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import run, tiny_llama, write_jsonl  # noqa: E402
+from recall_testlib import BIN, MPIRUN, run, tiny_llama, write_jsonl  # noqa: E402
 
 failures = []
 
@@ -35,6 +39,28 @@ def digest(out):
             h.update(k.encode())
             h.update(np.ascontiguousarray(f["tensors"][k][()]).tobytes())
     return h.hexdigest()
+
+
+def run_ranks(args, env, limit_s=60):
+    """recall `args` on 2 ranks, each rank's exit code recorded; (stderr, {rank: code} or None on a hang, s)."""
+    cmd = [MPIRUN, "-np", "2", "--oversubscribe", "sh", "-c",
+           '"$0" "$@"; rc=$?; echo "rank-exit $OMPI_COMM_WORLD_RANK $rc" >&2; exit $rc', BIN] + args
+    e = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+             OMPI_MCA_rmaps_base_oversubscribe="1", OMPI_MCA_orte_abort_on_non_zero_status="0", **env)
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        _, err = proc.communicate()
+        return err, None, time.time() - t0
+    codes = {}
+    for line in err.splitlines():
+        if line.startswith("rank-exit "):
+            r, c = line.split()[1:]
+            codes[int(r)] = int(c)
+    return err, codes, time.time() - t0
 
 
 def main():
@@ -78,6 +104,23 @@ def main():
     p = run(["merge", "--config", cfg, "--set", f"output.dir={out}", "--fresh"], np=2)
     expect("resuming" not in p.stdout, "--fresh does not resume")
     expect(digest(out) == ref, "--fresh output is bitwise identical")
+
+    # An I/O error at checkpoint 3 (checkpoint_bytes: 0 checkpoints after every tensor).
+    for spec, who in (("checkpoint:1:3:error", "rank 1's fsyncs"), ("record:0:3:error", "rank 0's progress record")):
+        out = f"{tmp}/{spec.split(':')[0]}"
+        phase, rank = spec.split(":")[:2]
+        err, codes, took = run_ranks(["merge", "--config", cfg, "--set", f"output.dir={out}", "--quiet"],
+                                     {"RECALL_FAULT_INJECT": spec})
+        expect(codes == {0: 1, 1: 1} and took < 60,
+               f"error in {who}: every rank exits 1 within {took:.1f} s (ranks {codes}; None = still running after 60 s)")
+        expect(f"fault injection: rank {rank} fails in phase '{phase}' at 3" in err and err.count("recall: error:") == 1,
+               f"error in {who}: one message names it: {err.strip()[:300]!r}")
+        expect(not os.path.exists(out), f"error in {who}: nothing committed")
+        if codes is None:
+            continue  # killed ranks may still hold the output's lock for a moment
+        p = run(["merge", "--config", cfg, "--set", f"output.dir={out}"], np=2)
+        expect("tensors already merged" in p.stdout and digest(out) == ref,
+               f"error in {who}: the rerun resumes and its output is bitwise identical")
 
     # A full disk: the output directory on a tiny tmpfs.
     disk = f"{tmp}/disk"

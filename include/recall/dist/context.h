@@ -58,6 +58,13 @@ class Context {
   // The world communicator of this context's device (MPI on cpu, NCCL on cuda).
   Communicator& world_comm() { return *world_comm_; }
 
+  // Selects the device once the job knows it (from its config): collective over the world. Every
+  // rank checks its node (cuda: a visible GPU for each rank of the node; a build with NCCL), the
+  // ranks agree (a problem on any rank throws the same CollectiveError, step 'device', on every
+  // rank, naming the rank, its host and `setting`, the config key to change), then the world
+  // communicator of the device is built (NCCL on cuda). Before set_grid.
+  void set_device(Device device, const std::string& setting);
+
   // Builds the axis communicators of `grid` (collective over the world: every rank calls it with
   // the same grid). Fails if grid.world() != world(). Replaces any previous grid.
   void set_grid(const Grid& grid);
@@ -80,6 +87,8 @@ class Context {
     std::unique_ptr<Communicator> comm;
   };
   std::unique_ptr<Communicator> make_comm(MPI_Comm comm) const;
+  // This rank's problem with `device` ("" when usable; then *index is its GPU, or -1 on cpu).
+  std::string device_problem(Device device, const std::string& setting, int* index) const;
   void free_grid();
 
   ContextOptions options_;

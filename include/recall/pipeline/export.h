@@ -16,10 +16,9 @@ struct ExportResult {
   std::map<std::string, uint64_t> checksums;  // tensor name -> XXH3-64 of its bytes (all ranks)
   std::vector<std::string> shard_files;
   uint64_t bytes_written = 0;                 // by this rank
-  bool aborted = false;                       // another rank failed (this rank's part was fine)
 };
 
-// Collective over comm. Reads /tensors/* of h5_path (serially, after the writer closed it) and
+// Collective over comm; a failure on any rank throws the same error on every rank. Reads /tensors/* of h5_path (serially, after the writer closed it) and
 // writes the shards into hf_dir (which must exist), plus the index when there are several shards.
 // `tensor_order` gives the order of tensors in the shards (HF canonical order).
 ExportResult export_hf_shards(MPI_Comm comm, const std::string& h5_path, const std::string& hf_dir,
