@@ -1,6 +1,7 @@
 // Typical samples: k-means++ seeding, Lloyd iterations and nearest real samples (see typical.h).
 #include "recall/merge/typical.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -8,37 +9,53 @@
 
 namespace recall {
 
-double squared_distance(const double* a, const double* b, int64_t h) {
+namespace {
+
+// Squared distance with every term in double: float inputs are widened exactly, so a float matrix
+// clusters exactly as the same values widened to double would (and holds half the bytes).
+template <typename A, typename B>
+double sqdist(const A* a, const B* b, int64_t h) {
   double s = 0;
   for (int64_t j = 0; j < h; ++j) {
-    const double d = a[j] - b[j];
+    const double d = static_cast<double>(a[j]) - static_cast<double>(b[j]);
     s += d * d;
   }
   return s;
 }
 
+}  // namespace
+
+double squared_distance(const double* a, const double* b, int64_t h) { return sqdist(a, b, h); }
+
 namespace {
 
-void check_input(const std::vector<double>& x, int64_t n, int64_t h, int64_t k) {
+void check_shape(int64_t n, int64_t h, int64_t k) {
   if (n < 1 || h < 1) fail("k-means: need at least one sample of at least one dimension; got N=", n, ", H=", h);
-  if (static_cast<uint64_t>(x.size()) != static_cast<uint64_t>(n) * static_cast<uint64_t>(h))
-    fail("k-means: embedding matrix has ", x.size(), " values; expected N x H = ", n, " x ", h, " = ", n * h);
   if (k < 1) fail("k-means: the number of clusters must be at least 1; got ", k);
   if (k > n)
     fail("k-means: cannot choose ", k, " typical samples from ", n,
          " samples (clusters K must not exceed the number of samples N)");
-  for (size_t i = 0; i < x.size(); ++i)
+}
+
+template <typename T>
+void check_values(const T* x, int64_t n, int64_t h) {
+  for (int64_t i = 0; i < n * h; ++i)
     if (!std::isfinite(x[i]))
-      fail("k-means: embedding of sample ", static_cast<int64_t>(i) / h, " has a non-finite value (", x[i],
-           ") at dimension ", static_cast<int64_t>(i) % h);
+      fail("k-means: embedding of sample ", i / h, " has a non-finite value (", x[i], ") at dimension ", i % h);
+}
+
+void check_size(const std::vector<double>& x, int64_t n, int64_t h) {
+  if (n >= 1 && h >= 1 && static_cast<uint64_t>(x.size()) != static_cast<uint64_t>(n) * static_cast<uint64_t>(h))
+    fail("k-means: embedding matrix has ", x.size(), " values; expected N x H = ", n, " x ", h, " = ", n * h);
 }
 
 // Nearest centroid of row i; ties to the lowest cluster index.
-int64_t nearest(const double* row, const std::vector<double>& c, int64_t k, int64_t h, double* dist) {
+template <typename T>
+int64_t nearest(const T* row, const std::vector<double>& c, int64_t k, int64_t h, double* dist) {
   int64_t best = 0;
   double best_d = std::numeric_limits<double>::infinity();
   for (int64_t j = 0; j < k; ++j) {
-    const double d = squared_distance(row, &c[j * h], h);
+    const double d = sqdist(row, &c[j * h], h);
     if (d < best_d) {
       best_d = d;
       best = j;
@@ -48,11 +65,8 @@ int64_t nearest(const double* row, const std::vector<double>& c, int64_t k, int6
   return best;
 }
 
-}  // namespace
-
-std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int64_t h, int64_t k,
-                                    PortableRng& rng) {
-  check_input(x, n, h, k);
+template <typename T>
+std::vector<int64_t> seeds_of(const T* x, int64_t n, int64_t h, int64_t k, PortableRng& rng) {
   std::vector<int64_t> seeds;
   std::vector<char> chosen(n, 0);
   int64_t first = static_cast<int64_t>(rng.uniform() * static_cast<double>(n));
@@ -60,7 +74,7 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
   seeds.push_back(first);
   chosen[first] = 1;
   std::vector<double> d2(n);
-  for (int64_t i = 0; i < n; ++i) d2[i] = squared_distance(&x[i * h], &x[first * h], h);
+  for (int64_t i = 0; i < n; ++i) d2[i] = sqdist(&x[i * h], &x[first * h], h);
   while (static_cast<int64_t>(seeds.size()) < k) {
     double total = 0;
     for (int64_t i = 0; i < n; ++i) total += d2[i];
@@ -93,19 +107,21 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
     seeds.push_back(pick);
     chosen[pick] = 1;
     for (int64_t i = 0; i < n; ++i) {
-      const double d = squared_distance(&x[i * h], &x[pick * h], h);
+      const double d = sqdist(&x[i * h], &x[pick * h], h);
       if (d < d2[i]) d2[i] = d;
     }
   }
   return seeds;
 }
 
-KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt) {
+template <typename T>
+KMeansResult cluster(const T* x, int64_t n, int64_t h, const KMeansOptions& opt) {
   const int64_t k = opt.clusters;
-  check_input(x, n, h, k);
+  check_shape(n, h, k);
+  check_values(x, n, h);
   if (opt.max_iterations < 0) fail("k-means: max_iterations must be >= 0; got ", opt.max_iterations);
   PortableRng rng(opt.seed);
-  const std::vector<int64_t> seeds = kmeanspp_seeds(x, n, h, k, rng);
+  const std::vector<int64_t> seeds = seeds_of(x, n, h, k, rng);
 
   KMeansResult r;
   r.centroids.assign(static_cast<size_t>(k * h), 0.0);
@@ -159,7 +175,7 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
     }
   }
   r.inertia = 0;
-  for (int64_t i = 0; i < n; ++i) r.inertia += squared_distance(&x[i * h], &r.centroids[r.assignment[i] * h], h);
+  for (int64_t i = 0; i < n; ++i) r.inertia += sqdist(&x[i * h], &r.centroids[r.assignment[i] * h], h);
 
   // The real sample nearest each centroid, distinct, in cluster order.
   std::vector<char> taken(n, 0);
@@ -169,7 +185,7 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
     double best_d = std::numeric_limits<double>::infinity();
     for (int64_t i = 0; i < n; ++i) {
       if (taken[i]) continue;
-      const double d = squared_distance(&x[i * h], &r.centroids[j * h], h);
+      const double d = sqdist(&x[i * h], &r.centroids[j * h], h);
       if (d < best_d) {
         best_d = d;
         best = i;
@@ -180,5 +196,31 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
   }
   return r;
 }
+
+}  // namespace
+
+std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int64_t h, int64_t k,
+                                    PortableRng& rng) {
+  check_shape(n, h, k);
+  check_size(x, n, h);
+  check_values(x.data(), n, h);
+  return seeds_of(x.data(), n, h, k, rng);
+}
+
+KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt) {
+  check_shape(n, h, opt.clusters);
+  check_size(x, n, h);
+  return cluster(x.data(), n, h, opt);
+}
+
+uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k) {
+  // assignment (8) + dist (8) + k-means++ D^2 (8) + chosen/taken flags (2) a sample; centroids,
+  // sums (8 + 8) and seeds a cluster and dimension; result vectors copied once.
+  const auto N = static_cast<uint64_t>(std::max<int64_t>(n, 0)), H = static_cast<uint64_t>(std::max<int64_t>(h, 0)),
+             K = static_cast<uint64_t>(std::max<int64_t>(k, 0));
+  return N * 34 + K * H * 24 + K * 24;
+}
+
+KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt) { return cluster(x, n, h, opt); }
 
 }  // namespace recall

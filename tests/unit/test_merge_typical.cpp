@@ -231,3 +231,25 @@ TEST(MergeTypical, ConvergedCentroidsAreMeansAndAssignmentsNearest) {
   // sample); the property is checked on the rest, which are most.
   EXPECT_GT(converged, runs * 95 / 100) << converged << " of " << runs << " runs converged";
 }
+
+TEST(MergeTypical, FloatInputClustersExactlyAsItsDoubleWidening) {
+  // The pipeline clusters the pooled float matrix in place (N x H x 4 bytes, no double copy): the
+  // same seeds, assignments, centroids, inertia and samples as the widened matrix.
+  PortableRng rng(7);
+  const int64_t n = 600, h = 5;
+  std::vector<float> xf(static_cast<size_t>(n * h));
+  for (int64_t i = 0; i < n * h; ++i) xf[i] = static_cast<float>((i % 3) * 4.0 + rng.uniform() * 3.0 - 1.5);
+  const std::vector<double> xd(xf.begin(), xf.end());
+  KMeansOptions o;
+  o.clusters = 9;
+  o.seed = 3;
+  const KMeansResult a = kmeans(xf.data(), n, h, o), b = kmeans(xd, n, h, o);
+  EXPECT_EQ(a.sample_of_cluster, b.sample_of_cluster);
+  EXPECT_EQ(a.assignment, b.assignment);
+  EXPECT_EQ(a.centroids, b.centroids);
+  EXPECT_EQ(a.iterations, b.iterations);
+  EXPECT_EQ(a.inertia, b.inertia);
+  xf[17] = std::nanf("");
+  EXPECT_THROW(kmeans(xf.data(), n, h, o), Error);
+  EXPECT_GE(kmeans_work_bytes(n, h, 9), static_cast<uint64_t>(n) * 26 + 9 * 5 * 16);
+}

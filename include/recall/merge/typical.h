@@ -43,5 +43,11 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
 // centroid takes the nearest sample not yet taken (ties: lowest sample index), so the K samples
 // are distinct.
 KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt);
+// The same on a float matrix (the pooled representations), with the same arithmetic on the
+// values widened to double: equal to kmeans() of the widened copy, without its N x H x 8 bytes.
+// Besides x it holds about 26 bytes a sample (assignment, distances, flags) and 16 K x H bytes
+// (centroids and their sums): kmeans_work_bytes().
+KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt);
+uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k);
 
 }  // namespace recall
