@@ -114,6 +114,29 @@ std::vector<int64_t> seeds_of(const T* x, int64_t n, int64_t h, int64_t k, Porta
   return seeds;
 }
 
+// The real sample nearest each centroid, distinct, in cluster order (ties: lowest sample index).
+template <typename T>
+std::vector<int64_t> nearest_distinct(const T* x, int64_t n, int64_t h, const std::vector<double>& centroids,
+                                      int64_t k) {
+  std::vector<char> taken(n, 0);
+  std::vector<int64_t> out(k, -1);
+  for (int64_t j = 0; j < k; ++j) {
+    int64_t best = -1;
+    double best_d = std::numeric_limits<double>::infinity();
+    for (int64_t i = 0; i < n; ++i) {
+      if (taken[i]) continue;
+      const double d = sqdist(&x[i * h], &centroids[j * h], h);
+      if (d < best_d) {
+        best_d = d;
+        best = i;
+      }
+    }
+    taken[best] = 1;
+    out[j] = best;
+  }
+  return out;
+}
+
 template <typename T>
 KMeansResult cluster(const T* x, int64_t n, int64_t h, const KMeansOptions& opt) {
   const int64_t k = opt.clusters;
@@ -177,23 +200,7 @@ KMeansResult cluster(const T* x, int64_t n, int64_t h, const KMeansOptions& opt)
   r.inertia = 0;
   for (int64_t i = 0; i < n; ++i) r.inertia += sqdist(&x[i * h], &r.centroids[r.assignment[i] * h], h);
 
-  // The real sample nearest each centroid, distinct, in cluster order.
-  std::vector<char> taken(n, 0);
-  r.sample_of_cluster.assign(k, -1);
-  for (int64_t j = 0; j < k; ++j) {
-    int64_t best = -1;
-    double best_d = std::numeric_limits<double>::infinity();
-    for (int64_t i = 0; i < n; ++i) {
-      if (taken[i]) continue;
-      const double d = sqdist(&x[i * h], &r.centroids[j * h], h);
-      if (d < best_d) {
-        best_d = d;
-        best = i;
-      }
-    }
-    taken[best] = 1;
-    r.sample_of_cluster[j] = best;
-  }
+  r.sample_of_cluster = nearest_distinct(x, n, h, r.centroids, k);
   return r;
 }
 
@@ -222,5 +229,39 @@ uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k) {
 }
 
 KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt) { return cluster(x, n, h, opt); }
+
+KMeansResult kmeans_subsampled(const float* x, int64_t n, int64_t h, const KMeansOptions& opt, int64_t subset,
+                               std::vector<int64_t>* subset_rows) {
+  if (subset <= 0 || n <= subset) {
+    if (subset_rows) subset_rows->clear();
+    return kmeans(x, n, h, opt);
+  }
+  check_shape(n, h, opt.clusters);
+  check_shape(subset, h, opt.clusters);
+  check_values(x, n, h);
+  // Algorithm S: row i is taken with probability (still needed) / (rows left), one draw a row.
+  PortableRng rng(opt.seed ^ kSubsetSeedMix);
+  std::vector<int64_t> rows;
+  rows.reserve(static_cast<size_t>(subset));
+  for (int64_t i = 0; i < n && static_cast<int64_t>(rows.size()) < subset; ++i) {
+    const double u = rng.uniform();
+    if (static_cast<double>(n - i) * u < static_cast<double>(subset - static_cast<int64_t>(rows.size())))
+      rows.push_back(i);
+  }
+  std::vector<float> part(static_cast<size_t>(subset * h));
+  for (int64_t j = 0; j < subset; ++j) std::copy(x + rows[j] * h, x + (rows[j] + 1) * h, part.begin() + j * h);
+  KMeansResult r = cluster(part.data(), subset, h, opt);
+  std::vector<float>().swap(part);
+  r.sample_of_cluster = nearest_distinct(x, n, h, r.centroids, opt.clusters);
+  if (subset_rows) *subset_rows = std::move(rows);
+  return r;
+}
+
+uint64_t kmeans_subsampled_work_bytes(int64_t n, int64_t h, int64_t k, int64_t subset) {
+  if (subset <= 0 || n <= subset) return kmeans_work_bytes(n, h, k);
+  const auto S = static_cast<uint64_t>(subset), H = static_cast<uint64_t>(h);
+  // The copy and the row index, the subset's k-means, and the final pass's flags over all n.
+  return S * H * 4 + S * 8 + kmeans_work_bytes(subset, h, k) + static_cast<uint64_t>(n);
+}
 
 }  // namespace recall

@@ -3,6 +3,7 @@
 #include "recall/pipeline/extract.h"
 
 #include <algorithm>
+#include <chrono>
 #include <memory>
 
 #include "recall/dist/comm.h"
@@ -153,7 +154,10 @@ TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, c
   ko.seed = config.typical.seed;
   ko.max_iterations = config.typical.iterations;
   // Every rank holds the same pooled matrix, so every rank computes the same clustering.
-  KMeansResult km = kmeans(x.data(), N, H, ko);
+  const auto t0 = std::chrono::steady_clock::now();
+  KMeansResult km = kmeans_subsampled(x.data(), N, H, ko, config.typical.kmeans_samples);
+  sel.kmeans_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  sel.clustered = std::min(N, config.typical.kmeans_samples > 0 ? config.typical.kmeans_samples : N);
   sel.sample_ids = km.sample_of_cluster;
   sel.iterations = km.iterations;
   sel.inertia = km.inertia;

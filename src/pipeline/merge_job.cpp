@@ -61,7 +61,8 @@ RecallWeights recall_phases(Steps& steps, const dist::Grid& grid, MPI_Comm comm,
   const TypicalSelection sel =
       steps.timed("typical samples", [&] { return select_typical_samples(grid, comm, in, cfg, task, log); });
   log("typical samples: K=", sel.sample_ids.size(), " by k-means on hidden.", sel.hidden_state, " of '", cfg.reference,
-      "' (", sel.iterations, " iterations)");
+      "' (", sel.iterations, " iterations on ", sel.clustered, " of ", task.size(), " samples, ", sel.kmeans_seconds,
+      " s)");
   SampleTokens typical;
   for (int64_t i : sel.sample_ids) typical.add(task.sample(i));
   const Representations reps = steps.timed("representations", [&] {

@@ -123,7 +123,8 @@ RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
   const uint64_t tokens = std::min(N * limit, in.data_bytes + 2 * N);
   p.tokens = 8 * (N + 1) + 2 * 4 * tokens;
   p.pooled = N * H * 4;
-  p.kmeans = kmeans_work_bytes(static_cast<int64_t>(N), static_cast<int64_t>(H), static_cast<int64_t>(K));
+  p.kmeans = kmeans_subsampled_work_bytes(static_cast<int64_t>(N), static_cast<int64_t>(H), static_cast<int64_t>(K),
+                                          c.typical.kmeans_samples);
   p.representations = 4 * (M * (L + 1) * (K * H + 2) * 4);
   return p;
 }

@@ -164,7 +164,8 @@ TEST(MergePlan, RecallDataIsTheClusteredMatrixTokensAndKMeansAtAnyN) {
   const uint64_t N = 1000000;
   EXPECT_EQ(r.pooled, N * 16 * 4);                       // the one N x H matrix, float32
   EXPECT_EQ(r.tokens, 8 * (N + 1) + 2 * 4 * (12000000 + 2 * N));  // bounded by the file's bytes
-  EXPECT_EQ(r.kmeans, kmeans_work_bytes(N, 16, 32));
+  // k-means clusters typical.kmeans_samples (50000) of them, then one pass over all N.
+  EXPECT_EQ(r.kmeans, 50000u * 16 * 4 + 50000u * 8 + kmeans_work_bytes(50000, 16, 32) + N);
   EXPECT_EQ(r.representations, 4u * 3 * 3 * (32 * 16 + 2) * 4);  // K samples only, not N
   EXPECT_EQ(r.total(), r.tokens + r.pooled + r.kmeans);
   // Long lines: max_length (here min(512, 64) positions) bounds the tokens instead.

@@ -50,4 +50,17 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
 KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt);
 uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k);
 
+// k-means of at most `subset` rows of x: with n <= subset (or subset <= 0), kmeans(x, n, h, opt).
+// Otherwise `subset` rows are drawn uniformly without replacement, in row order, by selection
+// sampling (Knuth's Algorithm S) with PortableRng(opt.seed ^ kSubsetSeedMix), copied out and
+// clustered; then, in cluster order, each centroid takes the nearest row of all n not yet taken
+// (ties: lowest index), so the K samples come from the whole data. `assignment` and `inertia`
+// are those of the subset; rows[] of the subset are in `subset_rows`.
+inline constexpr uint64_t kSubsetSeedMix = 0x9e3779b97f4a7c15ull;
+KMeansResult kmeans_subsampled(const float* x, int64_t n, int64_t h, const KMeansOptions& opt, int64_t subset,
+                               std::vector<int64_t>* subset_rows = nullptr);
+// Bytes kmeans_subsampled holds besides x: the subset's copy (subset x h x 4) and index, and
+// kmeans_work_bytes of the rows it clusters.
+uint64_t kmeans_subsampled_work_bytes(int64_t n, int64_t h, int64_t k, int64_t subset);
+
 }  // namespace recall

@@ -61,11 +61,15 @@ struct TypicalSelection {
   std::vector<int64_t> sample_ids;  // 0-based indices into the task samples (data lines), one per cluster
   int64_t hidden_state = 0;         // hidden-state index clustered
   int64_t iterations = 0;
-  double inertia = 0;
+  double inertia = 0;            // of the rows clustered
+  int64_t clustered = 0;         // rows k-means ran on: N, or typical.kmeans_samples of them
+  double kmeans_seconds = 0;
 };
 
 // k-means over the reference model's pooled `typical.hidden_state` (-1 = last block) of all task
-// samples; the same selection on every rank.
+// samples (of a seeded subset of typical.kmeans_samples when there are more, each centroid then
+// taking its nearest sample among all: merge/typical.h kmeans_subsampled); the same selection on
+// every rank.
 TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                         const MergeConfig& config, const SampleTokens& task_samples,
                                         const Log& log);

@@ -56,7 +56,7 @@ struct MemoryPlan {
 struct RecallDataPlan {
   uint64_t tokens = 0;           // the data's token table: 8 a sample + 4 a token, x2 for growth
   uint64_t pooled = 0;           // the clustered hidden state of every sample: N x H x 4
-  uint64_t kmeans = 0;           // k-means' own buffers (merge/typical.h kmeans_work_bytes)
+  uint64_t kmeans = 0;           // k-means' own buffers and subset (merge/typical.h)
   uint64_t representations = 0;  // M x (L+1) x K x H floats, x4: engine output, send, receive, result
   uint64_t total() const { return tokens + std::max(pooled + kmeans, representations); }
 };
