@@ -49,18 +49,35 @@ void check_size(const std::vector<double>& x, int64_t n, int64_t h) {
     fail("k-means: embedding matrix has ", x.size(), " values; expected N x H = ", n, " x ", h, " = ", n * h);
 }
 
-// Nearest centroid of row i; ties to the lowest cluster index.
+// Nearest centroid of row i; ties to the lowest cluster index. `ct` holds the centroids
+// transposed ([h][k]) so that four consecutive centroids' coordinates d are adjacent.
 template <typename T>
-int64_t nearest(const T* row, const std::vector<double>& c, int64_t k, int64_t h, double* dist) {
+int64_t nearest(const T* row, const std::vector<double>& c, const std::vector<double>& ct, int64_t k, int64_t h,
+                double* dist) {
   int64_t best = 0;
   double best_d = std::numeric_limits<double>::infinity();
-  for (int64_t j = 0; j < k; ++j) {
-    const double d = sqdist(row, &c[j * h], h);
+  auto consider = [&](int64_t j, double d) {
     if (d < best_d) {
       best_d = d;
       best = j;
     }
+  };
+  // Four centroids at a time: four independent sums, each still in dimension order (the same
+  // value as sqdist), which the compiler keeps in vector registers.
+  int64_t j = 0;
+  for (; j + 4 <= k; j += 4) {
+    double s[4] = {0, 0, 0, 0};
+    for (int64_t d = 0; d < h; ++d) {
+      const double x = static_cast<double>(row[d]);
+      const double* cd = &ct[d * k + j];
+      for (int q = 0; q < 4; ++q) {
+        const double e = x - cd[q];
+        s[q] += e * e;
+      }
+    }
+    for (int q = 0; q < 4; ++q) consider(j + q, s[q]);
   }
+  for (; j < k; ++j) consider(j, sqdist(row, &c[j * h], h));
   if (dist) *dist = best_d;
   return best;
 }
@@ -153,10 +170,13 @@ KMeansResult cluster(const T* x, int64_t n, int64_t h, const KMeansOptions& opt)
   r.assignment.assign(n, -1);
   std::vector<double> dist(n);
 
+  std::vector<double> ct(static_cast<size_t>(k * h));
   auto assign_all = [&]() {
+    for (int64_t j = 0; j < k; ++j)
+      for (int64_t d = 0; d < h; ++d) ct[d * k + j] = r.centroids[j * h + d];
     bool changed = false;
     for (int64_t i = 0; i < n; ++i) {
-      const int64_t a = nearest(&x[i * h], r.centroids, k, h, &dist[i]);
+      const int64_t a = nearest(&x[i * h], r.centroids, ct, k, h, &dist[i]);
       if (a != r.assignment[i]) changed = true;
       r.assignment[i] = a;
     }

@@ -67,6 +67,16 @@ ExtractOptions with_progress(ExtractOptions eo, const dist::Grid& grid, MPI_Comm
   return eo;
 }
 
+// Host-memory collectives over `comm` (chunked below MPI's int counts), waited for by polling with
+// sleeps: the watchdog (a week, so never in practice) makes them non-blocking, and a rank that
+// waits for the reference's owner (the typical step runs one model, often for minutes) leaves the
+// core to the ranks that compute, where a blocking MPI call would spin on it.
+std::unique_ptr<dist::Communicator> host_comm(MPI_Comm comm) {
+  dist::CommOptions o;
+  o.timeout_s = 7 * 24 * 3600.0;
+  return dist::make_mpi_communicator(comm, o);
+}
+
 }  // namespace
 
 Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
@@ -96,7 +106,7 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
     send.insert(send.end(), p.values.begin(), p.values.end());
     std::vector<float>().swap(p.values);
   }
-  auto world = dist::make_mpi_communicator(comm);
+  auto world = host_comm(comm);
   const std::vector<size_t> counts = world->all_gather_counts(send.size());
   size_t total = 0;
   for (size_t c : counts) total += c;
@@ -127,7 +137,7 @@ std::vector<float> pool_reference_state(const dist::Grid& grid, MPI_Comm comm, c
   std::vector<float> pooled;
   if (!mine.empty()) pooled = std::move(mine.front().values);
   const size_t count = static_cast<size_t>(N * H);
-  auto world = dist::make_mpi_communicator(comm);
+  auto world = host_comm(comm);
   if (world->rank() == owner && (mine.size() != 1 || pooled.size() != count))
     fail("typical samples: the owner of hidden.", hidden_state, " pooled ", mine.size(), " hidden state(s) of ",
          pooled.size(), " values; expected 1 of ", count);
