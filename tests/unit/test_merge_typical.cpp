@@ -249,6 +249,15 @@ TEST(MergeTypical, FloatInputClustersExactlyAsItsDoubleWidening) {
   EXPECT_EQ(a.centroids, b.centroids);
   EXPECT_EQ(a.iterations, b.iterations);
   EXPECT_EQ(a.inertia, b.inertia);
+  // Far from the origin (10^4 + noise of 0.01, where floats are 0.001 apart) a distance computed
+  // in float would move samples across cluster boundaries; widened to double it does not.
+  std::vector<float> far(static_cast<size_t>(n * h));
+  for (float& v : far) v = static_cast<float>(1e4 + 0.01 * rng.uniform());
+  const std::vector<double> far_d(far.begin(), far.end());
+  const KMeansResult c = kmeans(far.data(), n, h, o), d = kmeans(far_d, n, h, o);
+  EXPECT_EQ(c.assignment, d.assignment);
+  EXPECT_EQ(c.sample_of_cluster, d.sample_of_cluster);
+  EXPECT_EQ(c.inertia, d.inertia);
   xf[17] = std::nanf("");
   EXPECT_THROW(kmeans(xf.data(), n, h, o), Error);
   EXPECT_GE(kmeans_work_bytes(n, h, 9), static_cast<uint64_t>(n) * 26 + 9 * 5 * 16);
