@@ -135,12 +135,18 @@ std::vector<float> pool_reference_state(const dist::Grid& grid, MPI_Comm comm, c
   // hidden.0 lives with stage 0, hidden.l+1 with the stage of block l.
   const int owner = grid.owner({ref, hidden_state == 0 ? 0 : grid.stage_of_block(static_cast<int>(hidden_state - 1))});
   std::vector<float> pooled;
-  if (!mine.empty()) pooled = std::move(mine.front().values);
+  for (engine::PooledHiddenState& p : mine)
+    if (p.hidden_state == hidden_state) pooled = std::move(p.values);
+  mine.clear();
   const size_t count = static_cast<size_t>(N * H);
   auto world = host_comm(comm);
-  if (world->rank() == owner && (mine.size() != 1 || pooled.size() != count))
-    fail("typical samples: the owner of hidden.", hidden_state, " pooled ", mine.size(), " hidden state(s) of ",
-         pooled.size(), " values; expected 1 of ", count);
+  // The owner says what it holds first, so that every rank fails alike when it is not the matrix
+  // (a rank that threw alone would leave the others waiting in the broadcast).
+  uint64_t held = world->rank() == owner ? pooled.size() : 0;
+  world->broadcast(&held, 1, DType::U64, owner);
+  if (held != count)
+    fail("typical samples: rank ", owner, ", the owner of hidden.", hidden_state, ", pooled ", held,
+         " values; expected N x H = ", N, " x ", H, " = ", count);
   if (world->rank() != owner) pooled.assign(count, 0.0f);
   world->broadcast(pooled.data(), count, DType::F32, owner);
   return pooled;
