@@ -155,12 +155,22 @@ std::vector<int64_t> nearest_distinct(const T* x, int64_t n, int64_t h, const st
   return out;
 }
 
+}  // namespace
+
+std::pair<int64_t, int64_t> kmeans_rows(int64_t n, int parts, int part) {
+  return {n * part / parts, n * (part + 1) / parts};
+}
+
+namespace {
+
 template <typename T>
 KMeansResult cluster(const T* x, int64_t n, int64_t h, const KMeansOptions& opt) {
   const int64_t k = opt.clusters;
   check_shape(n, h, k);
   check_values(x, n, h);
   if (opt.max_iterations < 0) fail("k-means: max_iterations must be >= 0; got ", opt.max_iterations);
+  if (opt.parts < 1 || opt.part < 0 || opt.part >= opt.parts || (opt.parts > 1 && !opt.share))
+    fail("k-means: part ", opt.part, " of ", opt.parts, opt.parts > 1 && !opt.share ? " without a share function" : "");
   PortableRng rng(opt.seed);
   const std::vector<int64_t> seeds = seeds_of(x, n, h, k, rng);
 
@@ -172,14 +182,21 @@ KMeansResult cluster(const T* x, int64_t n, int64_t h, const KMeansOptions& opt)
   std::vector<double> dist(n);
 
   std::vector<double> ct(static_cast<size_t>(k * h));
+  std::vector<int64_t> before;
+  const auto [first, end] = kmeans_rows(n, opt.parts, opt.part);
   auto assign_all = [&]() {
     for (int64_t j = 0; j < k; ++j)
       for (int64_t d = 0; d < h; ++d) ct[d * k + j] = r.centroids[j * h + d];
+    if (opt.parts > 1) before = r.assignment;
     bool changed = false;
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t i = first; i < end; ++i) {
       const int64_t a = nearest(&x[i * h], r.centroids, ct, k, h, &dist[i]);
       if (a != r.assignment[i]) changed = true;
       r.assignment[i] = a;
+    }
+    if (opt.parts > 1) {
+      opt.share(r.assignment.data(), dist.data(), n);
+      changed = r.assignment != before;
     }
     return changed;
   };
@@ -242,11 +259,12 @@ KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KM
 }
 
 uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k) {
-  // assignment (8) + dist (8) + k-means++ D^2 (8) + chosen/taken flags (2) a sample; centroids,
-  // sums (8 + 8) and seeds a cluster and dimension; result vectors copied once.
+  // assignment (8) + its copy when split among workers (8) + dist (8) + k-means++ D^2 (8) +
+  // chosen/taken flags (2) a sample, with 8 to spare; centroids, their transpose and the sums
+  // (8 + 8 + 8) a cluster and dimension; seeds and counts a cluster.
   const auto N = static_cast<uint64_t>(std::max<int64_t>(n, 0)), H = static_cast<uint64_t>(std::max<int64_t>(h, 0)),
              K = static_cast<uint64_t>(std::max<int64_t>(k, 0));
-  return N * 34 + K * H * 24 + K * 24;
+  return N * 42 + K * H * 24 + K * 24;
 }
 
 KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt) { return cluster(x, n, h, opt); }

@@ -169,7 +169,25 @@ TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, c
   ko.clusters = config.typical.clusters;
   ko.seed = config.typical.seed;
   ko.max_iterations = config.typical.iterations;
-  // Every rank holds the same pooled matrix, so every rank computes the same clustering.
+  // Every rank holds the same pooled matrix, so every rank computes the same clustering; the
+  // ranks share the assignment step of each Lloyd pass (merge/typical.h: the same result).
+  auto world = host_comm(comm);
+  ko.parts = world->size();
+  ko.part = world->rank();
+  std::vector<int64_t> mine_a;
+  std::vector<double> mine_d;
+  ko.share = [&](int64_t* assignment, double* dist, int64_t n) {
+    std::vector<size_t> counts;
+    for (int p = 0; p < ko.parts; ++p) {
+      const auto [b, e] = kmeans_rows(n, ko.parts, p);
+      counts.push_back(static_cast<size_t>(e - b));
+    }
+    const auto [first, end] = kmeans_rows(n, ko.parts, ko.part);
+    mine_a.assign(assignment + first, assignment + end);  // MPI forbids a send inside the receive buffer
+    mine_d.assign(dist + first, dist + end);
+    world->all_gather_v(mine_a.data(), assignment, counts, DType::I64);
+    world->all_gather_v(mine_d.data(), dist, counts, DType::F64);
+  };
   const auto t0 = std::chrono::steady_clock::now();
   KMeansResult km = kmeans_subsampled(x.data(), N, H, ko, config.typical.kmeans_samples);
   sel.kmeans_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

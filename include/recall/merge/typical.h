@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "recall/util/rng.h"
@@ -14,7 +16,16 @@ struct KMeansOptions {
   int64_t clusters = 32;        // K
   uint64_t seed = 0;            // k-means++ seed
   int64_t max_iterations = 100; // Lloyd iterations; stops earlier when no assignment changes
+  // The assignment step split among `parts` workers (ranks) that all run the same clustering: this
+  // one assigns rows kmeans_rows(n, parts, part) of each pass, then `share` (an all-gather) fills
+  // in every other part's assignment and distance, so every worker continues with all of them.
+  // A row's nearest centroid does not depend on who computes it: the result is that of one worker.
+  int parts = 1, part = 0;
+  std::function<void(int64_t* assignment, double* dist, int64_t n)> share;
 };
+
+// Rows [first, end) of part `part` of `parts`: n * part / parts up to n * (part + 1) / parts.
+std::pair<int64_t, int64_t> kmeans_rows(int64_t n, int parts, int part);
 
 struct KMeansResult {
   std::vector<double> centroids;      // K x H, row-major
@@ -45,7 +56,7 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
 KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt);
 // The same on a float matrix (the pooled representations), with the same arithmetic on the
 // values widened to double: equal to kmeans() of the widened copy, without its N x H x 8 bytes.
-// Besides x it holds about 26 bytes a sample (assignment, distances, flags) and 16 K x H bytes
+// Besides x it holds about 34 bytes a sample (assignments, distances, flags) and 16 K x H bytes
 // (centroids and their sums): kmeans_work_bytes().
 KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt);
 uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k);
