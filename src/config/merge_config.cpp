@@ -298,6 +298,11 @@ const std::vector<Field>& fields() {
                         1 << 20, "at most this many Lloyd iterations"));
     f.push_back(integer("typical.max_samples", [](MergeConfig& c) -> auto& { return c.typical.max_samples; }, 0,
                         std::numeric_limits<int64_t>::max(), "use at most this many lines of `data` (0 = all)"));
+    f.push_back(integer("typical.kmeans_samples", [](MergeConfig& c) -> auto& { return c.typical.kmeans_samples; },
+                        0, std::numeric_limits<int64_t>::max(),
+                        "above this many samples, k-means runs on this many of them (a seeded uniform subset, "
+                        "in file order) and each centroid then takes its nearest sample among all; 0 = always "
+                        "all (k-means costs N x K x hidden_size per iteration)"));
 
     f.push_back(choice("typical.pooling", [](MergeConfig& c) -> auto& { return c.typical.pooling; }, kPoolings,
                        "a sample's token states -> one vector for the clustering: the mean over its tokens, the "

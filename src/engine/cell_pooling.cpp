@@ -1,5 +1,5 @@
 // The cells this rank owns: samples through their blocks in micro-batches, hidden states
-// from stage to stage over MPI, mask-aware means of every block's output.
+// from stage to stage over MPI, mask-aware means of the kept hidden states.
 #include "recall/engine/cell_pooling.h"
 
 #include <ATen/ATen.h>
@@ -27,115 +27,194 @@ std::pair<int, int> own_stages(const dist::Grid& grid, int model, int rank) {
   return {s0, s1};
 }
 
+// Point-to-point transfers of hidden states in pieces of at most 1 GiB (MPI counts are ints).
+constexpr size_t kMessageBytes = size_t{1} << 30;
+
+void send_bytes(const void* data, size_t bytes, int peer, int tag, MPI_Comm comm) {
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kMessageBytes, bytes - off);
+    MPI_CHECK(MPI_Send(static_cast<const char*>(data) + off, static_cast<int>(n), MPI_BYTE, peer, tag, comm));
+    off += n;
+  } while (off < bytes);
+}
+
+void recv_bytes(void* data, size_t bytes, int peer, int tag, MPI_Comm comm) {
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kMessageBytes, bytes - off);
+    MPI_CHECK(MPI_Recv(static_cast<char*>(data) + off, static_cast<int>(n), MPI_BYTE, peer, tag, comm,
+                       MPI_STATUS_IGNORE));
+    off += n;
+  } while (off < bytes);
+}
+
+// One model's consecutive cells on this rank: the blocks they hold, their neighbours on the stage
+// axis, and the pooled outputs of the kept hidden states ([N, H] floats each, filled in place).
+class CellRun {
+ public:
+  CellRun(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs, const SampleTokens& samples,
+          const ExtractOptions& options, int model, int s0, int s1)
+      : inputs_(inputs), samples_(samples), options_(options), comm_(comm), model_(model), s0_(s0),
+        device_(parse_device(std::string(name_of(kDevices, options.device)))),
+        dtype_(parse_compute_dtype(options.compute_dtype)) {
+    MPI_Comm_rank(comm, &rank_);
+    N_ = samples.size();
+    H_ = inputs.models[inputs.reference].config.hidden_size;
+    mb_ = std::max<int64_t>(1, options.micro_batch);
+    first_block_ = grid.stage(s0).first_block;
+    end_block_ = grid.stage(s1 - 1).end_block;
+    first_state_ = s0 == 0 ? 0 : first_block_ + 1;  // hidden.0 lives with stage 0
+    prev_ = s0 > 0 ? grid.owner({model, s0 - 1}) : -1;
+    next_ = s1 < grid.stages() ? grid.owner({model, s1}) : -1;
+    pooled_.resize(end_block_ + 1 - first_state_);
+    for (int64_t i = first_state_; i <= end_block_; ++i)
+      if (options.keeps(i)) pooled_[i - first_state_].assign(static_cast<size_t>(N_ * H_), 0.0f);
+  }
+
+  void run() {
+    at::InferenceMode guard;
+    if (options_.stream_samples <= 0) run_resident();
+    else run_streaming();
+  }
+
+  void take(std::vector<PooledHiddenState>* out) {
+    for (size_t i = 0; i < pooled_.size(); ++i)
+      if (options_.keeps(first_state_ + static_cast<int64_t>(i)))
+        out->push_back({model_, first_state_ + static_cast<int64_t>(i), std::move(pooled_[i])});
+  }
+
+ private:
+  Model load(int64_t begin, int64_t end, bool embedding) const {
+    LoadOptions lo;
+    lo.dtype = dtype_;
+    lo.device = device_;
+    lo.begin_block = begin;
+    lo.end_block = end;
+    lo.embedding = embedding;
+    lo.head = false;
+    return with_context("loading model '" + inputs_.models[model_].path + "' blocks [" + std::to_string(begin) +
+                            ", " + std::to_string(end) + ")",
+                        [&] { return Model::load(inputs_.models[model_], lo); });
+  }
+
+  Batch batch_of(int64_t b0, int64_t b1) const {
+    std::vector<std::vector<int64_t>> chunk;
+    for (int64_t i = b0; i < b1; ++i) chunk.push_back(samples_.sample(i));
+    return make_batch(chunk, device_);
+  }
+
+  // Rows [b0, b0 + batch size) of hidden state `index`'s pooled matrix, when it is kept.
+  void pool(int64_t index, const at::Tensor& h, const Batch& batch, int64_t b0) {
+    std::vector<float>& slot = pooled_[index - first_state_];
+    if (slot.empty()) return;
+    at::Tensor p = pool_hidden(h, batch.mask, options_.pooling).to(at::kCPU).to(at::kFloat).contiguous();
+    std::copy(p.data_ptr<float>(), p.data_ptr<float>() + p.numel(), slot.begin() + b0 * H_);
+  }
+
+  // The hidden states of micro-batch [b0, b1): embedded here (stage 0) or received.
+  at::Tensor input_of(const Model* embedder, int64_t b0, int64_t b1, const Batch& batch) {
+    if (s0_ == 0) {
+      at::Tensor h = embedder->embed(batch.ids);
+      pool(0, h, batch, b0);
+      return h;
+    }
+    at::Tensor host = at::empty({b1 - b0, batch.length(), H_}, at::TensorOptions().dtype(dtype_));
+    recv_bytes(host.data_ptr(), host.nbytes(), prev_, model_, comm_);
+    return host.to(device_);
+  }
+
+  void output(const at::Tensor& h) {
+    if (next_ < 0) return;
+    at::Tensor host = h.to(at::kCPU).contiguous();
+    send_bytes(host.data_ptr(), host.nbytes(), next_, model_, comm_);
+  }
+
+  // Samples [b0, b1) have left this model's last stage (here): progress.
+  void finished(int64_t b0, int64_t b1) const {
+    if (next_ >= 0 || !options_.progress) return;
+    options_.progress(model_, b1 - b0, samples_.offsets[b1] - samples_.offsets[b0]);
+  }
+
+  // Resident: the stage's blocks stay loaded; each micro-batch goes through all of them.
+  void run_resident() {
+    Model model = load(first_block_, end_block_, s0_ == 0);
+    for (int64_t b0 = 0; b0 < N_; b0 += mb_) {
+      const int64_t b1 = std::min(N_, b0 + mb_);
+      Batch batch = batch_of(b0, b1);
+      at::Tensor h = input_of(&model, b0, b1, batch);
+      for (int64_t l = first_block_; l < end_block_; ++l) {
+        h = model.run_block(h, batch, l);
+        pool(l + 1, h, batch, b0);
+      }
+      fault_point("extract", rank_, b0 / mb_ + 1);
+      output(h);
+      finished(b0, b1);
+    }
+  }
+
+  // Streaming: for each group of stream_samples samples (whole micro-batches), the hidden states
+  // of the group are held while the stage's blocks are loaded one at a time. The same operations
+  // on the same micro-batches as the resident path, so the same values.
+  void run_streaming() {
+    const int64_t group = std::max<int64_t>(1, options_.stream_samples / mb_) * mb_;
+    int64_t step = 0;
+    for (int64_t g0 = 0; g0 < N_; g0 += group) {
+      const int64_t g1 = std::min(N_, g0 + group);
+      std::vector<Batch> batches;
+      std::vector<int64_t> starts;
+      std::vector<at::Tensor> hs;
+      {
+        std::optional<Model> embedder;
+        if (s0_ == 0) embedder.emplace(load(0, 0, true));
+        for (int64_t b0 = g0; b0 < g1; b0 += mb_) {
+          const int64_t b1 = std::min(g1, b0 + mb_);
+          batches.push_back(batch_of(b0, b1));
+          starts.push_back(b0);
+          hs.push_back(input_of(embedder ? &*embedder : nullptr, b0, b1, batches.back()));
+        }
+      }
+      for (int64_t l = first_block_; l < end_block_; ++l) {
+        const Model block = load(l, l + 1, false);
+        for (size_t i = 0; i < hs.size(); ++i) {
+          hs[i] = block.run_block(hs[i], batches[i], l);
+          pool(l + 1, hs[i], batches[i], starts[i]);
+        }
+        fault_point("extract", rank_, ++step);
+      }
+      for (const at::Tensor& h : hs) output(h);
+      finished(g0, g1);
+    }
+  }
+
+  const MergeInputs& inputs_;
+  const SampleTokens& samples_;
+  const ExtractOptions& options_;
+  MPI_Comm comm_;
+  int model_, s0_, rank_ = 0;
+  at::Device device_;
+  at::ScalarType dtype_;
+  int64_t N_ = 0, H_ = 0, mb_ = 1, first_block_ = 0, end_block_ = 0, first_state_ = 0;
+  int prev_ = -1, next_ = -1;
+  std::vector<std::vector<float>> pooled_;  // by hidden state - first_state_; empty when not kept
+};
+
 }  // namespace
 
 std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
-                                        const std::vector<std::vector<int64_t>>& samples,
-                                        const ExtractOptions& options, int only_model) {
+                                              const SampleTokens& samples, const ExtractOptions& options,
+                                              int only_model) {
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  const ModelConfig& cfg = inputs.models[inputs.reference].config;
-  const int64_t N = static_cast<int64_t>(samples.size()), H = cfg.hidden_size;
-  const int64_t mb = std::max<int64_t>(1, options.micro_batch);
   std::vector<PooledHiddenState> mine;
-  const at::Device device = parse_device(std::string(name_of(kDevices, options.device)));
-  const at::ScalarType dtype = parse_compute_dtype(options.compute_dtype);
   for (int m = 0; m < grid.models(); ++m) {
     if (only_model >= 0 && m != only_model) continue;
     auto [s0, s1] = own_stages(grid, m, rank);
     if (s0 < 0) continue;
-    const int64_t first_block = grid.stage(s0).first_block, end_block = grid.stage(s1 - 1).end_block;
-    const int64_t first_state = s0 == 0 ? 0 : first_block + 1;  // hidden.0 lives with stage 0
-    std::vector<at::Tensor> pooled(end_block + 1 - first_state);
-    const int prev = s0 > 0 ? grid.owner({m, s0 - 1}) : -1;
-    const int next = s1 < grid.stages() ? grid.owner({m, s1}) : -1;
-    auto load = [&](int64_t begin, int64_t end, bool embedding) {
-      LoadOptions lo;
-      lo.dtype = dtype;
-      lo.device = device;
-      lo.begin_block = begin;
-      lo.end_block = end;
-      lo.embedding = embedding;
-      lo.head = false;
-      return with_context("loading model '" + inputs.models[m].path + "' blocks [" + std::to_string(begin) + ", " +
-                              std::to_string(end) + ")",
-                          [&] { return Model::load(inputs.models[m], lo); });
-    };
-    auto pool = [&](int64_t index, const at::Tensor& h, const Batch& batch) {
-      at::Tensor p = pool_hidden(h, batch.mask, options.pooling);
-      auto& slot = pooled[index - first_state];
-      slot = slot.defined() ? at::cat({slot, p}) : p;
-    };
-    // The hidden states of micro-batch [b0, b1): embedded here (stage 0) or received.
-    auto input_of = [&](const Model* embedder, int64_t b0, int64_t b1, const Batch& batch) {
-      if (s0 == 0) {
-        at::Tensor h = embedder->embed(batch.ids);
-        pool(0, h, batch);
-        return h;
-      }
-      at::Tensor host = at::empty({b1 - b0, batch.length(), H}, at::TensorOptions().dtype(dtype));
-      MPI_CHECK(MPI_Recv(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, prev, m, comm, MPI_STATUS_IGNORE));
-      return host.to(device);
-    };
-    auto output = [&](const at::Tensor& h) {
-      if (next < 0) return;
-      at::Tensor host = h.to(at::kCPU).contiguous();
-      MPI_CHECK(MPI_Send(host.data_ptr(), static_cast<int>(host.nbytes()), MPI_BYTE, next, m, comm));
-    };
-    at::InferenceMode guard;
-    if (options.stream_samples <= 0) {
-      // Resident: the stage's blocks stay loaded; each micro-batch goes through all of them.
-      Model model = load(first_block, end_block, s0 == 0);
-      for (int64_t b0 = 0; b0 < N; b0 += mb) {
-        const int64_t b1 = std::min(N, b0 + mb);
-        std::vector<std::vector<int64_t>> chunk(samples.begin() + b0, samples.begin() + b1);
-        Batch batch = make_batch(chunk, device);
-        at::Tensor h = input_of(&model, b0, b1, batch);
-        for (int64_t l = first_block; l < end_block; ++l) {
-          h = model.run_block(h, batch, l);
-          pool(l + 1, h, batch);
-        }
-        fault_point("extract", rank, b0 / mb + 1);
-        output(h);
-      }
-    } else {
-      // Streaming: for each group of stream_samples samples (whole micro-batches), the hidden
-      // states of the group are held while the stage's blocks are loaded one at a time. The same
-      // operations on the same micro-batches as the resident path, so the same values.
-      const int64_t group = std::max<int64_t>(1, options.stream_samples / mb) * mb;
-      int64_t step = 0;
-      for (int64_t g0 = 0; g0 < N; g0 += group) {
-        const int64_t g1 = std::min(N, g0 + group);
-        std::vector<Batch> batches;
-        std::vector<at::Tensor> hs;
-        {
-          std::optional<Model> embedder;
-          if (s0 == 0) embedder.emplace(load(0, 0, true));
-          for (int64_t b0 = g0; b0 < g1; b0 += mb) {
-            const int64_t b1 = std::min(g1, b0 + mb);
-            std::vector<std::vector<int64_t>> chunk(samples.begin() + b0, samples.begin() + b1);
-            batches.push_back(make_batch(chunk, device));
-            hs.push_back(input_of(embedder ? &*embedder : nullptr, b0, b1, batches.back()));
-          }
-        }
-        for (int64_t l = first_block; l < end_block; ++l) {
-          const Model block = load(l, l + 1, false);
-          for (size_t i = 0; i < hs.size(); ++i) {
-            hs[i] = block.run_block(hs[i], batches[i], l);
-            pool(l + 1, hs[i], batches[i]);
-          }
-          fault_point("extract", rank, ++step);
-        }
-        for (const at::Tensor& h : hs) output(h);
-      }
-    }
-    for (size_t i = 0; i < pooled.size(); ++i) {
-      at::Tensor p = pooled[i].to(at::kCPU).to(at::kFloat).contiguous();
-      std::vector<float> v(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-      mine.push_back({m, first_state + static_cast<int64_t>(i), std::move(v)});
-    }
+    CellRun cells(grid, comm, inputs, samples, options, m, s0, s1);
+    cells.run();
+    cells.take(&mine);
   }
-
   return mine;
 }
 

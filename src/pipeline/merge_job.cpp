@@ -57,19 +57,21 @@ RecallWeights recall_phases(Steps& steps, const dist::Grid& grid, MPI_Comm comm,
     return w;
   }
   const auto task = steps.timed("tokenize", [&] { return load_task_samples(cfg, in); });
-  log("data: ", task.size(), " samples from ", cfg.data);
-  const TypicalSelection sel = steps.timed("typical samples", [&] { return select_typical_samples(grid, comm, in, cfg, task); });
+  log("data: ", task.size(), " samples (", task.tokens(), " tokens, ", format_bytes(task.bytes()), ") from ", cfg.data);
+  const TypicalSelection sel =
+      steps.timed("typical samples", [&] { return select_typical_samples(grid, comm, in, cfg, task, log); });
   log("typical samples: K=", sel.sample_ids.size(), " by k-means on hidden.", sel.hidden_state, " of '", cfg.reference,
-      "' (", sel.iterations, " iterations)");
-  std::vector<std::vector<int64_t>> typical;
-  for (int64_t i : sel.sample_ids) typical.push_back(task[i]);
+      "' (", sel.iterations, " iterations on ", sel.clustered, " of ", task.size(), " samples, ", sel.kmeans_seconds,
+      " s)");
+  SampleTokens typical;
+  for (int64_t i : sel.sample_ids) typical.add(task.sample(i));
   const Representations reps = steps.timed("representations", [&] {
     ExtractOptions eo;
     eo.device = cfg.parallel.device;
     eo.micro_batch = cfg.parallel.micro_batch;
     eo.stream_samples = cfg.parallel.stream_samples;
     eo.pooling = cfg.kernel.pooling;
-    return extract_representations(grid, comm, in, typical, eo);
+    return extract_representations(grid, comm, in, typical, eo, log);
   });
   RecallWeights w = steps.timed("similarity", [&] {
     return weights_from_representations(reps, cfg, in.reference, sel.sample_ids);

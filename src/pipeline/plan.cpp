@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "recall/merge/typical.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
 
@@ -108,6 +109,26 @@ MergeBuffers merge_buffers(const MergeConfig& c, const MergeInputs& in, int rank
   return b;
 }
 
+RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
+  RecallDataPlan p;
+  const ModelConfig& cfg = in.models[in.reference].config;
+  auto N = static_cast<uint64_t>(in.data_samples);
+  if (c.typical.max_samples > 0) N = std::min(N, static_cast<uint64_t>(c.typical.max_samples));
+  const uint64_t H = static_cast<uint64_t>(cfg.hidden_size), L = static_cast<uint64_t>(cfg.num_hidden_layers);
+  const uint64_t K = static_cast<uint64_t>(c.typical.clusters), M = in.models.size();
+  // Tokens: at most max_length a sample, and at most one per byte of the file plus BOS and a
+  // leading-space piece a line (a token id in input_ids takes >= 2 bytes of JSON; a tokenizer's
+  // token >= 1 byte of text). The id vector grows by doubling: up to twice its size.
+  const uint64_t limit = static_cast<uint64_t>(std::min(c.max_length, cfg.max_position_embeddings));
+  const uint64_t tokens = std::min(N * limit, in.data_bytes + 2 * N);
+  p.tokens = 8 * (N + 1) + 2 * 4 * tokens;
+  p.pooled = N * H * 4;
+  p.kmeans = kmeans_subsampled_work_bytes(static_cast<int64_t>(N), static_cast<int64_t>(H), static_cast<int64_t>(K),
+                                          c.typical.kmeans_samples);
+  p.representations = 4 * (M * (L + 1) * (K * H + 2) * 4);
+  return p;
+}
+
 // The program's own anonymous memory, measured here with a 10 ms RssAnon sampler
 // (recall/util/memory.h) on tiny models, then doubled: a linear merge peaked at 6.3 MB, a RECALL
 // merge (libtorch loaded, its thread pools and allocator) at 187 MB.
@@ -144,6 +165,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
                     static_cast<uint64_t>(c.parallel.micro_batch) * cfg.num_attention_heads * c.max_length *
                         c.max_length * 4;
   }
+  if (grid) p.recall_data = recall_data_plan(c, in).total();
   p.merge_buffers = merge_buffers(c, in, rank, world).total();
   return p;
 }
@@ -161,11 +183,11 @@ size_t largest_plan(const std::vector<MemoryPlan>& plans) {
 
 std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budget, bool verbose) {
   std::ostringstream os;
-  os << "memory plan per rank (program + weights + activations + merge buffers = total"
+  os << "memory plan per rank (program + weights + activations + RECALL data + merge buffers = total"
      << (budget ? "; budget " + format_size_setting(budget) : std::string()) << "):";
   auto line = [&](const std::string& who, const MemoryPlan& p) {
     os << "\n  " << who << ": " << format_bytes(p.process) << " + " << format_bytes(p.weights) << " + "
-       << format_bytes(p.activations) << " + "
+       << format_bytes(p.activations) << " + " << format_bytes(p.recall_data) << " + "
        << format_bytes(p.merge_buffers) << " = " << format_bytes(p.total());
   };
   if (plans.size() <= 64 || verbose) {
@@ -184,11 +206,12 @@ void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) 
   if (p.total() <= budget) return;
   fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
        " but memory_budget is ", format_size_setting(budget), " (", budget, " bytes; program ", format_bytes(p.process),
-       ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations),
+       ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations), ", RECALL data ", format_bytes(p.recall_data),
        ", merge buffers ", format_bytes(p.merge_buffers),
        ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
        "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "
-       "lowers the activations, and a smaller parallel.merge_chunk_bytes the merge buffers");
+       "lowers the activations, typical.max_samples the RECALL data (N x hidden_size x 4 bytes for the "
+       "typical samples' clustering), and a smaller parallel.merge_chunk_bytes the merge buffers");
 }
 
 }  // namespace recall

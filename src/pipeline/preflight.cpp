@@ -129,6 +129,7 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
       }
       if (!path_exists(c.data)) fail("'", c.data, "' does not exist");
       in->data_samples = count_jsonl_lines(c.data);
+      in->data_bytes = file_size_of(c.data);
       if (in->data_samples == 0) fail("'", c.data, "' holds no samples");
       int64_t usable = in->data_samples;
       if (c.typical.max_samples > 0) usable = std::min(usable, c.typical.max_samples);

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "recall/text/tokenizer.h"
@@ -112,19 +113,28 @@ std::ifstream open_sample_file(const std::string& path) {
   return in;
 }
 
-std::vector<Sample> read_samples(const std::string& path) {
+int64_t for_each_sample(const std::string& path, const std::function<bool(Sample&&)>& fn) {
   std::ifstream in = open_sample_file(path);
-  std::vector<Sample> out;
   std::string line;
-  int64_t n = 0;
+  int64_t n = 0, samples = 0;
   while (std::getline(in, line)) {
     ++n;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.find_first_not_of(" \t") == std::string::npos) continue;
-    out.push_back(parse_sample(line, path, n));
+    ++samples;
+    if (!fn(parse_sample(line, path, n))) return samples;
   }
   if (in.bad()) fail("error reading sample file '", path, "'");
-  if (out.empty()) fail("sample file '", path, "' holds no sample (", n, " lines, all blank)");
+  if (samples == 0) fail("sample file '", path, "' holds no sample (", n, " lines, all blank)");
+  return samples;
+}
+
+std::vector<Sample> read_samples(const std::string& path) {
+  std::vector<Sample> out;
+  for_each_sample(path, [&](Sample&& s) {
+    out.push_back(std::move(s));
+    return true;
+  });
   return out;
 }
 

@@ -231,3 +231,87 @@ TEST(MergeTypical, ConvergedCentroidsAreMeansAndAssignmentsNearest) {
   // sample); the property is checked on the rest, which are most.
   EXPECT_GT(converged, runs * 95 / 100) << converged << " of " << runs << " runs converged";
 }
+
+TEST(MergeTypical, FloatInputClustersExactlyAsItsDoubleWidening) {
+  // The pipeline clusters the pooled float matrix in place (N x H x 4 bytes, no double copy): the
+  // same seeds, assignments, centroids, inertia and samples as the widened matrix.
+  PortableRng rng(7);
+  const int64_t n = 600, h = 5;
+  std::vector<float> xf(static_cast<size_t>(n * h));
+  for (int64_t i = 0; i < n * h; ++i) xf[i] = static_cast<float>((i % 3) * 4.0 + rng.uniform() * 3.0 - 1.5);
+  const std::vector<double> xd(xf.begin(), xf.end());
+  KMeansOptions o;
+  o.clusters = 9;
+  o.seed = 3;
+  const KMeansResult a = kmeans(xf.data(), n, h, o), b = kmeans(xd, n, h, o);
+  EXPECT_EQ(a.sample_of_cluster, b.sample_of_cluster);
+  EXPECT_EQ(a.assignment, b.assignment);
+  EXPECT_EQ(a.centroids, b.centroids);
+  EXPECT_EQ(a.iterations, b.iterations);
+  EXPECT_EQ(a.inertia, b.inertia);
+  // Far from the origin (10^4 + noise of 0.01, where floats are 0.001 apart) a distance computed
+  // in float would move samples across cluster boundaries; widened to double it does not.
+  std::vector<float> far(static_cast<size_t>(n * h));
+  for (float& v : far) v = static_cast<float>(1e4 + 0.01 * rng.uniform());
+  const std::vector<double> far_d(far.begin(), far.end());
+  const KMeansResult c = kmeans(far.data(), n, h, o), d = kmeans(far_d, n, h, o);
+  EXPECT_EQ(c.assignment, d.assignment);
+  EXPECT_EQ(c.sample_of_cluster, d.sample_of_cluster);
+  EXPECT_EQ(c.inertia, d.inertia);
+  xf[17] = std::nanf("");
+  EXPECT_THROW(kmeans(xf.data(), n, h, o), Error);
+  EXPECT_GE(kmeans_work_bytes(n, h, 9), static_cast<uint64_t>(n) * 26 + 9 * 5 * 16);
+}
+
+TEST(MergeTypical, SubsampledKMeansAboveTheLimitOnly) {
+  PortableRng rng(11);
+  const int64_t n = 3000, h = 4;
+  std::vector<float> x(static_cast<size_t>(n * h));
+  for (int64_t i = 0; i < n * h; ++i) x[i] = static_cast<float>((i / h) % 5 * 10 + rng.uniform());
+  KMeansOptions o;
+  o.clusters = 5;
+  o.seed = 2;
+  // At or below the limit (and with 0 = no limit): exactly kmeans() of every row.
+  const KMeansResult full = kmeans(x.data(), n, h, o);
+  for (int64_t limit : {int64_t{0}, n, n + 1}) {
+    std::vector<int64_t> rows = {1};
+    const KMeansResult same = kmeans_subsampled(x.data(), n, h, o, limit, &rows);
+    EXPECT_EQ(same.sample_of_cluster, full.sample_of_cluster) << limit;
+    EXPECT_EQ(same.centroids, full.centroids) << limit;
+    EXPECT_TRUE(rows.empty());
+  }
+  // Above it: `limit` distinct rows in order over the whole file, the same for a seed.
+  std::vector<int64_t> rows, again;
+  const KMeansResult sub = kmeans_subsampled(x.data(), n, h, o, 400, &rows);
+  const KMeansResult sub2 = kmeans_subsampled(x.data(), n, h, o, 400, &again);
+  ASSERT_EQ(rows.size(), 400u);
+  EXPECT_EQ(rows, again);
+  EXPECT_EQ(sub.sample_of_cluster, sub2.sample_of_cluster);
+  EXPECT_TRUE(std::is_sorted(rows.begin(), rows.end()));
+  EXPECT_EQ(std::adjacent_find(rows.begin(), rows.end()), rows.end());
+  EXPECT_LT(rows.front(), n / 10);
+  EXPECT_GT(rows.back(), n - n / 10);
+  EXPECT_EQ(sub.assignment.size(), 400u);
+  // Each centroid takes its nearest row among all n (not only the subset), distinct, in cluster
+  // order; here one per blob, as the full clustering finds.
+  std::set<int64_t> taken;
+  for (int64_t j = 0; j < o.clusters; ++j) {
+    const int64_t s = sub.sample_of_cluster[j];
+    std::vector<double> row(x.begin() + s * h, x.begin() + (s + 1) * h);
+    const double ds = squared_distance(row.data(), &sub.centroids[j * h], h);
+    for (int64_t i = 0; i < n; ++i) {
+      if (taken.count(i)) continue;
+      std::vector<double> ri(x.begin() + i * h, x.begin() + (i + 1) * h);
+      ASSERT_LE(ds, squared_distance(ri.data(), &sub.centroids[j * h], h)) << "cluster " << j << " row " << i;
+    }
+    taken.insert(s);
+  }
+  std::set<int64_t> blobs_full, blobs_sub;
+  for (int64_t j = 0; j < o.clusters; ++j) {
+    blobs_full.insert(full.sample_of_cluster[j] % 5);
+    blobs_sub.insert(sub.sample_of_cluster[j] % 5);
+  }
+  EXPECT_EQ(blobs_sub, blobs_full);
+  EXPECT_GT(kmeans_subsampled_work_bytes(n, h, 5, 400), 400u * h * 4);
+  EXPECT_EQ(kmeans_subsampled_work_bytes(n, h, 5, 0), kmeans_work_bytes(n, h, 5));
+}

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "recall/config/merge_config.h"
+#include "recall/merge/typical.h"
 #include "recall/pipeline/commit.h"
 #include "recall/pipeline/output_dir.h"
 #include "recall/pipeline/plan.h"
@@ -151,7 +152,36 @@ TEST(MergePlan, BudgetCheckNamesTheRankAndTheParts) {
   const std::string gib = memory_plan_text(plans, 64ull << 30, false);
   EXPECT_NE(gib.find("budget 64.00 GiB (68.72 GB)"), std::string::npos) << "in the unit it was written in: " << gib;
   const std::string text = memory_plan_text(plans, 4999, false);
-  EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
+  EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
+}
+
+TEST(MergePlan, RecallDataIsTheClusteredMatrixTokensAndKMeansAtAnyN) {
+  MergeInputs in = fake_inputs(3, 2);  // hidden 16, 2 blocks, max_position_embeddings 64
+  in.data_samples = 1000000;
+  in.data_bytes = 12000000;  // 12-byte lines: fewer tokens than max_length allows
+  const MergeConfig c = config_for("recall", 3);
+  const RecallDataPlan r = recall_data_plan(c, in);
+  const uint64_t N = 1000000;
+  EXPECT_EQ(r.pooled, N * 16 * 4);                       // the one N x H matrix, float32
+  EXPECT_EQ(r.tokens, 8 * (N + 1) + 2 * 4 * (12000000 + 2 * N));  // bounded by the file's bytes
+  // k-means clusters typical.kmeans_samples (50000) of them, then one pass over all N.
+  EXPECT_EQ(r.kmeans, 50000u * 16 * 4 + 50000u * 8 + kmeans_work_bytes(50000, 16, 32) + N);
+  EXPECT_EQ(r.representations, 4u * 3 * 3 * (32 * 16 + 2) * 4);  // K samples only, not N
+  EXPECT_EQ(r.total(), r.tokens + r.pooled + r.kmeans);
+  // Long lines: max_length (here min(512, 64) positions) bounds the tokens instead.
+  in.data_bytes = 1ull << 40;
+  EXPECT_EQ(recall_data_plan(c, in).tokens, 8 * (N + 1) + 2 * 4 * (N * 64));
+  // typical.max_samples caps N.
+  const MergeConfig capped = config_for("recall", 3, {"typical.max_samples=1000"});
+  EXPECT_EQ(recall_data_plan(capped, in).pooled, 1000u * 16 * 4);
+  // In the plan of every rank of a RECALL job, not of a baseline.
+  dist::GridSpec spec = grid_spec(in);
+  spec.stages = 1;
+  const dist::Grid grid(spec, 2);
+  for (int rank = 0; rank < 2; ++rank) {
+    EXPECT_EQ(memory_plan(c, in, spec, &grid, rank, 2).recall_data, recall_data_plan(c, in).total());
+    EXPECT_EQ(memory_plan(config_for("linear", 3), in, spec, nullptr, rank, 2).recall_data, 0u);
+  }
 }
 
 TEST(TensorParams, GradientsFiltersAndPerModelValuesPerTensor) {

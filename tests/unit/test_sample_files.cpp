@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include "recall/engine/extraction.h"
 #include "recall/pipeline/preflight.h"
 #include "recall/text/samples.h"
 #include "testing_files.h"
@@ -29,4 +30,42 @@ TEST(SampleFiles, AFifoOrAMissingFileIsNamed) {
   expect_error([&] { read_samples(dir.file("pipe")); }, {dir.file("pipe"), "is not a regular file"});
   expect_error([&] { count_jsonl_lines(dir.file("absent.jsonl")); },
                {"cannot open sample file '" + dir.file("absent.jsonl") + "'", "No such file or directory"});
+}
+
+TEST(SampleFiles, ReadOneAtATimeInOrderUntilTheCallerStops) {
+  TempDir dir;
+  write_bytes(dir.file("d.jsonl"), "{\"input_ids\": [1, 5]}\n\n  \r\n{\"text\": \"hi\"}\n{\"input_ids\": [1]}\n");
+  std::vector<int64_t> lines;
+  EXPECT_EQ(for_each_sample(dir.file("d.jsonl"), [&](Sample&& s) {
+              lines.push_back(s.line);
+              return true;
+            }),
+            3);
+  EXPECT_EQ(lines, (std::vector<int64_t>{1, 4, 5}));  // blank lines skipped, as count_jsonl_lines does
+  EXPECT_EQ(count_jsonl_lines(dir.file("d.jsonl")), 3);
+  lines.clear();
+  EXPECT_EQ(for_each_sample(dir.file("d.jsonl"), [&](Sample&& s) {
+              lines.push_back(s.line);
+              return lines.size() < 2;
+            }),
+            2);
+  EXPECT_EQ(lines, (std::vector<int64_t>{1, 4}));
+  write_bytes(dir.file("bad.jsonl"), "{\"input_ids\": [1]}\n{oops\n");
+  expect_error([&] { for_each_sample(dir.file("bad.jsonl"), [](Sample&&) { return true; }); },
+               {dir.file("bad.jsonl") + ":2: malformed JSON line"});
+}
+
+TEST(SampleFiles, TokenTableHoldsSamplesBackToBack) {
+  engine::SampleTokens t;
+  EXPECT_EQ(t.size(), 0);
+  t.add({1, 2, 3});
+  t.add({7});
+  t.add({1, 9});
+  EXPECT_EQ(t.size(), 3);
+  EXPECT_EQ(t.tokens(), 6);
+  EXPECT_EQ(t.length(1), 1);
+  EXPECT_EQ(t.sample(0), (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(t.sample(2), (std::vector<int64_t>{1, 9}));
+  EXPECT_EQ(t.ids, (std::vector<int32_t>{1, 2, 3, 7, 1, 9}));
+  EXPECT_EQ(t.offsets, (std::vector<int64_t>{0, 3, 4, 6}));
 }

@@ -50,6 +50,9 @@ struct TypicalConfig {
   uint64_t seed = 0;            // k-means++ seed
   int64_t iterations = 100;     // max Lloyd iterations
   int64_t max_samples = 0;      // use at most this many lines of `data` (0 = all)
+  // Above this many samples k-means runs on a seeded subset of this size, and each centroid then
+  // takes its nearest sample among all N (docs/ALGORITHM.md, "Typical samples at scale"); 0 = all.
+  int64_t kmeans_samples = 50000;
   // Token states -> one vector per sample, for the clustering. Not `mean`: pretrained LLMs put
   // massive activations on the first token (docs/ALGORITHM.md, "Pooling").
   Pooling pooling = Pooling::MeanSkipFirst;

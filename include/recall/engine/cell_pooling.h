@@ -1,6 +1,7 @@
 // The engine's part of representation extraction: the cells this rank owns run the samples
 // through their blocks (hidden states passed from stage to stage over MPI) and keep the
-// mask-aware mean of every block's output. The all-gather of the pooled values across ranks is
+// pooled (mask-aware mean) hidden states that ExtractOptions::hidden_states asks for, [N, H] floats
+// each, filled micro-batch by micro-batch. The all-gather of the pooled values across ranks is
 // the pipeline's (recall/pipeline/extract.h). Torch stays inside the .cpp.
 #pragma once
 
@@ -16,10 +17,9 @@
 namespace recall::engine {
 
 // Runs `samples` through the cells this rank owns (of `only_model` alone when >= 0) and returns
-// their pooled hidden states. Collective along each model's stages: a stage receives its input
+// their pooled hidden states (those options.hidden_states keeps), reporting to options.progress. Collective along each model's stages: a stage receives its input
 // from the previous stage's owner and sends its output to the next one's.
 std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
-                                        const std::vector<std::vector<int64_t>>& samples,
-                                        const ExtractOptions& options, int only_model);
+                                        const SampleTokens& samples, const ExtractOptions& options, int only_model);
 
 }  // namespace recall::engine

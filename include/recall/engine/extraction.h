@@ -1,9 +1,11 @@
 // What the pipeline and the engine exchange for representation extraction (torch-free, so both
-// sides and the engine's entry-point table can include it): the options of a pass and the pooled
-// hidden states the engine returns for the cells a rank owns.
+// sides and the engine's entry-point table can include it): the samples' token ids in one compact
+// table, the options of a pass and the pooled hidden states the engine returns for the cells a
+// rank owns.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -12,12 +14,42 @@
 
 namespace recall::engine {
 
+// The token ids of N samples back to back as 32-bit ids (vocabularies are below 2^31) with 64-bit
+// offsets: 4 bytes per token + 8 per sample, where a vector per sample costs 8 per token + ~56.
+struct SampleTokens {
+  std::vector<int32_t> ids;
+  std::vector<int64_t> offsets = {0};  // N + 1; sample i is ids[offsets[i], offsets[i + 1])
+
+  int64_t size() const { return static_cast<int64_t>(offsets.size()) - 1; }
+  int64_t length(int64_t i) const { return offsets[i + 1] - offsets[i]; }
+  int64_t tokens() const { return offsets.back(); }
+  std::vector<int64_t> sample(int64_t i) const { return {ids.begin() + offsets[i], ids.begin() + offsets[i + 1]}; }
+  void add(const std::vector<int64_t>& sample_ids) {
+    ids.insert(ids.end(), sample_ids.begin(), sample_ids.end());
+    offsets.push_back(static_cast<int64_t>(ids.size()));
+  }
+  uint64_t bytes() const { return ids.capacity() * sizeof(int32_t) + offsets.capacity() * sizeof(int64_t); }
+};
+
 struct ExtractOptions {
   Device device = Device::Cpu;
   std::string compute_dtype = "float32";
   int64_t micro_batch = 8;
   int64_t stream_samples = 0;  // > 0: blocks loaded one at a time for groups of this many samples
   Pooling pooling = Pooling::Mean;  // token states -> one vector per sample
+  // Hidden-state indices to pool and return (empty = all L + 1): the typical-sample step keeps the
+  // clustered one only, so a rank holds [N, H] floats for it and nothing for the others.
+  std::vector<int64_t> hidden_states;
+  // Called on the rank that runs a model's last stage after each micro-batch (resident) or group
+  // (streaming) has left it: the model, the samples and the tokens (unpadded) it held.
+  std::function<void(int model, int64_t samples, int64_t tokens)> progress;
+
+  bool keeps(int64_t hidden_state) const {
+    if (hidden_states.empty()) return true;
+    for (int64_t h : hidden_states)
+      if (h == hidden_state) return true;
+    return false;
+  }
 };
 
 // The pooled representations of one hidden state of one model: [samples x hidden] float32.

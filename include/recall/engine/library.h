@@ -31,7 +31,7 @@ struct Library {
   GenerateResult (*run_generate)(const GenerateOptions&);
   HiddenStatesSummary (*write_hidden_states)(const HiddenStatesOptions&);
   std::vector<PooledHiddenState> (*pool_own_cells)(const dist::Grid&, MPI_Comm, const MergeInputs&,
-                                             const std::vector<std::vector<int64_t>>&, const ExtractOptions&,
+                                             const SampleTokens&, const ExtractOptions&,
                                              int only_model);
 };
 

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <vector>
 
 #include "recall/util/rng.h"
@@ -14,7 +16,16 @@ struct KMeansOptions {
   int64_t clusters = 32;        // K
   uint64_t seed = 0;            // k-means++ seed
   int64_t max_iterations = 100; // Lloyd iterations; stops earlier when no assignment changes
+  // The assignment step split among `parts` workers (ranks) that all run the same clustering: this
+  // one assigns rows kmeans_rows(n, parts, part) of each pass, then `share` (an all-gather) fills
+  // in every other part's assignment and distance, so every worker continues with all of them.
+  // A row's nearest centroid does not depend on who computes it: the result is that of one worker.
+  int parts = 1, part = 0;
+  std::function<void(int64_t* assignment, double* dist, int64_t n)> share;
 };
+
+// Rows [first, end) of part `part` of `parts`: n * part / parts up to n * (part + 1) / parts.
+std::pair<int64_t, int64_t> kmeans_rows(int64_t n, int parts, int part);
 
 struct KMeansResult {
   std::vector<double> centroids;      // K x H, row-major
@@ -43,5 +54,24 @@ std::vector<int64_t> kmeanspp_seeds(const std::vector<double>& x, int64_t n, int
 // centroid takes the nearest sample not yet taken (ties: lowest sample index), so the K samples
 // are distinct.
 KMeansResult kmeans(const std::vector<double>& x, int64_t n, int64_t h, const KMeansOptions& opt);
+// The same on a float matrix (the pooled representations), with the same arithmetic on the
+// values widened to double: equal to kmeans() of the widened copy, without its N x H x 8 bytes.
+// Besides x it holds about 34 bytes a sample (assignments, distances, flags) and 16 K x H bytes
+// (centroids and their sums): kmeans_work_bytes().
+KMeansResult kmeans(const float* x, int64_t n, int64_t h, const KMeansOptions& opt);
+uint64_t kmeans_work_bytes(int64_t n, int64_t h, int64_t k);
+
+// k-means of at most `subset` rows of x: with n <= subset (or subset <= 0), kmeans(x, n, h, opt).
+// Otherwise `subset` rows are drawn uniformly without replacement, in row order, by selection
+// sampling (Knuth's Algorithm S) with PortableRng(opt.seed ^ kSubsetSeedMix), copied out and
+// clustered; then, in cluster order, each centroid takes the nearest row of all n not yet taken
+// (ties: lowest index), so the K samples come from the whole data. `assignment` and `inertia`
+// are those of the subset; rows[] of the subset are in `subset_rows`.
+inline constexpr uint64_t kSubsetSeedMix = 0x9e3779b97f4a7c15ull;
+KMeansResult kmeans_subsampled(const float* x, int64_t n, int64_t h, const KMeansOptions& opt, int64_t subset,
+                               std::vector<int64_t>* subset_rows = nullptr);
+// Bytes kmeans_subsampled holds besides x: the subset's copy (subset x h x 4) and index, and
+// kmeans_work_bytes of the rows it clusters.
+uint64_t kmeans_subsampled_work_bytes(int64_t n, int64_t h, int64_t k, int64_t subset);
 
 }  // namespace recall

@@ -32,6 +32,7 @@ struct MergeInputs {
   size_t reference = 0;             // index of the reference model
   std::optional<size_t> base;       // index of the base model (task-vector methods)
   int64_t data_samples = 0;         // non-blank lines of `data` (recall only)
+  uint64_t data_bytes = 0;          // size of `data` in bytes (bounds its tokens in the memory plan)
   // The output's tensors in canonical order (names and blocks of the merged model), where each
   // comes from, and the bytes read from each model for it (0 where the model is not a source).
   std::vector<TensorSlot> slots;

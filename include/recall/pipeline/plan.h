@@ -4,6 +4,7 @@
 // so the plan and the job cannot drift apart.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <set>
 #include <string>
@@ -45,9 +46,21 @@ struct MemoryPlan {
                                // when the job runs a model (measured baselines, see plan.cpp)
   uint64_t weights = 0;        // extraction: the blocks resident at once, in float32
   uint64_t activations = 0;    // extraction: hidden states, attention scores, MLP activations
+  uint64_t recall_data = 0;    // RECALL: token table of the data, then the larger of (pooled [N, H]
+                               // floats + k-means) and (representations + their all-gather)
   uint64_t merge_buffers = 0;  // merge: inputs (double-buffered), output, the kernel's working memory
-  uint64_t total() const { return process + weights + activations + merge_buffers; }
+  uint64_t total() const { return process + weights + activations + recall_data + merge_buffers; }
 };
+
+// RECALL's data on every rank, in bytes, by part (recall_data() is their sum as the plan counts it).
+struct RecallDataPlan {
+  uint64_t tokens = 0;           // the data's token table: 8 a sample + 4 a token, x2 for growth
+  uint64_t pooled = 0;           // the clustered hidden state of every sample: N x H x 4
+  uint64_t kmeans = 0;           // k-means' own buffers and subset (merge/typical.h)
+  uint64_t representations = 0;  // M x (L+1) x K x H floats, x4: engine output, send, receive, result
+  uint64_t total() const { return tokens + std::max(pooled + kmeans, representations); }
+};
+RecallDataPlan recall_data_plan(const MergeConfig& config, const MergeInputs& inputs);
 
 // The plan of `rank`; `grid` is the extraction grid (nullptr for methods without one).
 MemoryPlan memory_plan(const MergeConfig& config, const MergeInputs& inputs, const dist::GridSpec& spec,

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -38,6 +39,11 @@ struct Sample {
 // Opens a JSON-lines sample file for reading: a missing path, a directory, or anything else that is
 // not a regular file is an error naming the path and saying what it is.
 std::ifstream open_sample_file(const std::string& path);
+
+// Reads the samples of a JSONL file one at a time, in order, handing each to `fn` until it returns
+// false (one line in memory at a time, for data files of any size); returns the samples handed.
+// Errors as read_samples.
+int64_t for_each_sample(const std::string& path, const std::function<bool(Sample&&)>& fn);
 
 // Reads every sample of a JSONL file; throws "<file>:<line>: ..." on the first bad line, and when
 // the file holds no sample at all.

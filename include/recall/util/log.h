@@ -11,8 +11,15 @@ namespace recall {
 
 class Log {
  public:
-  Log(int rank, bool quiet) : on_(rank == 0 && !quiet), t0_(std::chrono::steady_clock::now()) {}
+  Log(int rank, bool quiet) : on_(rank == 0 && !quiet), quiet_(quiet), t0_(std::chrono::steady_clock::now()) {}
   bool enabled() const { return on_; }
+  // The same log (same start time, same quiet flag) printing on this rank iff `printer`: for lines
+  // only another rank than 0 knows, such as the progress of the cells it owns.
+  Log printing_here(bool printer) const {
+    Log l = *this;
+    l.on_ = printer && !quiet_;
+    return l;
+  }
   double seconds() const {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
   }
@@ -29,6 +36,7 @@ class Log {
 
  private:
   bool on_;
+  bool quiet_;
   std::chrono::steady_clock::time_point t0_;
 };
 
