@@ -1,8 +1,10 @@
 // Typed host collectives over the MPI communicator backend (see recall/dist/collectives.h).
 #include "recall/dist/collectives.h"
 
+#include <algorithm>
 #include <cstring>
 
+#include "recall/dist/mpi_check.h"
 #include "recall/util/error.h"
 
 namespace recall::dist {
@@ -63,5 +65,28 @@ RECALL_HOST_COLLECTIVES(uint64_t)
 RECALL_HOST_COLLECTIVES(float)
 RECALL_HOST_COLLECTIVES(double)
 #undef RECALL_HOST_COLLECTIVES
+
+namespace {
+constexpr size_t kMessageBytes = size_t{1} << 30;
+}  // namespace
+
+void send_bytes(MPI_Comm comm, const void* data, size_t bytes, int peer, int tag) {
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kMessageBytes, bytes - off);
+    MPI_CHECK(MPI_Send(static_cast<const char*>(data) + off, static_cast<int>(n), MPI_BYTE, peer, tag, comm));
+    off += n;
+  } while (off < bytes);
+}
+
+void recv_bytes(MPI_Comm comm, void* data, size_t bytes, int peer, int tag) {
+  size_t off = 0;
+  do {
+    const size_t n = std::min(kMessageBytes, bytes - off);
+    MPI_CHECK(MPI_Recv(static_cast<char*>(data) + off, static_cast<int>(n), MPI_BYTE, peer, tag, comm,
+                       MPI_STATUS_IGNORE));
+    off += n;
+  } while (off < bytes);
+}
 
 }  // namespace recall::dist

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <optional>
 
-#include "recall/dist/mpi_check.h"
+#include "recall/dist/collectives.h"
 #include "recall/engine/model.h"
 #include "recall/util/error.h"
 #include "recall/util/fault.h"
@@ -25,28 +25,6 @@ std::pair<int, int> own_stages(const dist::Grid& grid, int model, int rank) {
       s1 = s + 1;
     }
   return {s0, s1};
-}
-
-// Point-to-point transfers of hidden states in pieces of at most 1 GiB (MPI counts are ints).
-constexpr size_t kMessageBytes = size_t{1} << 30;
-
-void send_bytes(const void* data, size_t bytes, int peer, int tag, MPI_Comm comm) {
-  size_t off = 0;
-  do {
-    const size_t n = std::min(kMessageBytes, bytes - off);
-    MPI_CHECK(MPI_Send(static_cast<const char*>(data) + off, static_cast<int>(n), MPI_BYTE, peer, tag, comm));
-    off += n;
-  } while (off < bytes);
-}
-
-void recv_bytes(void* data, size_t bytes, int peer, int tag, MPI_Comm comm) {
-  size_t off = 0;
-  do {
-    const size_t n = std::min(kMessageBytes, bytes - off);
-    MPI_CHECK(MPI_Recv(static_cast<char*>(data) + off, static_cast<int>(n), MPI_BYTE, peer, tag, comm,
-                       MPI_STATUS_IGNORE));
-    off += n;
-  } while (off < bytes);
 }
 
 // One model's consecutive cells on this rank: the blocks they hold, their neighbours on the stage
@@ -120,14 +98,14 @@ class CellRun {
       return h;
     }
     at::Tensor host = at::empty({b1 - b0, batch.length(), H_}, at::TensorOptions().dtype(dtype_));
-    recv_bytes(host.data_ptr(), host.nbytes(), prev_, model_, comm_);
+    dist::recv_bytes(comm_, host.data_ptr(), host.nbytes(), prev_, model_);
     return host.to(device_);
   }
 
   void output(const at::Tensor& h) {
     if (next_ < 0) return;
     at::Tensor host = h.to(at::kCPU).contiguous();
-    send_bytes(host.data_ptr(), host.nbytes(), next_, model_, comm_);
+    dist::send_bytes(comm_, host.data_ptr(), host.nbytes(), next_, model_);
   }
 
   // Samples [b0, b1) have left this model's last stage (here): progress.

@@ -35,4 +35,10 @@ std::vector<T> all_gather(MPI_Comm comm, const std::vector<T>& mine, const CommO
 // Every rank's bytes, of any sizes, concatenated in rank order (rounds below MPI's 2^31 limits).
 std::string all_gather_bytes(MPI_Comm comm, const std::string& mine, const CommOptions& options = {});
 
+// Blocking point-to-point transfer of `bytes` bytes to / from rank `peer` with `tag`, in pieces of
+// at most 1 GiB (MPI counts are ints); every call checked. For the pipelined extraction's hand-over
+// of hidden states between the stages of one model.
+void send_bytes(MPI_Comm comm, const void* data, size_t bytes, int peer, int tag);
+void recv_bytes(MPI_Comm comm, void* data, size_t bytes, int peer, int tag);
+
 }  // namespace recall::dist
