@@ -9,7 +9,8 @@ namespace recall {
 
 std::map<std::string, uint64_t> collective_checksums(MPI_Comm comm, const std::vector<std::string>& names,
                                                      const std::map<size_t, uint64_t>& known,
-                                                     const std::function<uint64_t(size_t)>& hash) {
+                                                     const std::function<uint64_t(size_t)>& hash,
+                                                     const ChecksumProgress& progress) {
   int rank = 0, world = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &world);
@@ -26,8 +27,13 @@ std::map<std::string, uint64_t> collective_checksums(MPI_Comm comm, const std::v
   // A failure is shared before the next collective, so that no rank waits for a failed peer, and
   // every rank reports the same one.
   dist::agreed(comm, [&] {
+    std::vector<size_t> todo;
     for (size_t t = static_cast<size_t>(rank); t < names.size(); t += static_cast<size_t>(world))
-      if (!hashed_anywhere[t]) mine[t] = hash(t);
+      if (!hashed_anywhere[t]) todo.push_back(t);
+    for (size_t i = 0; i < todo.size(); ++i) {
+      mine[todo[i]] = hash(todo[i]);
+      if (progress) progress(static_cast<int64_t>(i + 1), static_cast<int64_t>(todo.size()));
+    }
   });
   // Each checksum is set on exactly one rank and zero on the others (or zero everywhere): the
   // maximum gathers them.

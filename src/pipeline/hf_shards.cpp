@@ -124,10 +124,11 @@ void HfShardWriter::close() {
 }
 
 std::map<std::string, uint64_t> hf_checksums(MPI_Comm comm, const HfShardWriter& shards,
-                                             const std::map<size_t, uint64_t>& known) {
+                                             const std::map<size_t, uint64_t>& known,
+                                             const ChecksumProgress& progress) {
   std::vector<std::string> names;
   for (const TensorSpec& s : shards.specs()) names.push_back(s.name);
-  return collective_checksums(comm, names, known, [&shards](size_t t) { return shards.checksum(t); });
+  return collective_checksums(comm, names, known, [&shards](size_t t) { return shards.checksum(t); }, progress);
 }
 
 }  // namespace recall

@@ -177,7 +177,7 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   log("merge: ", format_bytes(ms.bytes_read), " read and ", format_bytes(ms.bytes_written), " written by rank 0 in ",
       report.timings.back().second, " s");
   const auto checksums =
-      steps.timed("checksums", [&] { return write_checksums(comm, cfg, out.h5(), hf, in, ms.checksums); });
+      steps.timed("checksums", [&] { return write_checksums(comm, cfg, out.h5(), hf, in, ms.checksums, log); });
   std::vector<std::string> shard_files;
   if (cfg.output.writes(OutputFormat::Hf)) {
     for (const std::string& f : hf.files()) shard_files.push_back(f.substr(f.rfind('/') + 1));

@@ -18,6 +18,7 @@
 #include "recall/util/fault.h"
 #include "recall/util/fs.h"
 #include "recall/util/format.h"
+#include "recall/util/progress.h"
 
 namespace recall {
 
@@ -211,10 +212,15 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
 
 std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig& cfg, const std::string& h5_path,
                                                 HfShardWriter& hf, const MergeInputs& in,
-                                                const std::map<size_t, uint64_t>& known) {
+                                                const std::map<size_t, uint64_t>& known, const Log& log) {
+  std::unique_ptr<ProgressMeter> meter;
+  const ChecksumProgress progress = [&](int64_t done, int64_t total) {
+    if (!meter) meter = std::make_unique<ProgressMeter>(total, "tensors");
+    if (meter->advance(done - meter->done())) log("checksums: read back ", meter->line(), " (rank 0's share)");
+  };
   std::map<std::string, uint64_t> checksums;
   if (cfg.output.writes(OutputFormat::Hf)) {
-    checksums = hf_checksums(comm, hf, known);
+    checksums = hf_checksums(comm, hf, known, progress);
   } else {
     std::vector<std::string> names;
     for (const TensorSlot& s : in.slots) names.push_back(s.name);
@@ -223,7 +229,7 @@ std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig
       if (!reader) reader = std::make_unique<H5Reader>(h5_path);
       const std::vector<uint8_t> bytes = reader->read("/tensors/" + names[t]);
       return xxh3_64(bytes.data(), bytes.size());
-    });
+    }, progress);
   }
   if (cfg.output.writes(OutputFormat::H5)) {
     H5Writer h5(h5_path, comm, H5Writer::Mode::Append);

@@ -11,6 +11,7 @@ baseline; and bad inputs fail on every rank with a clear message and write nothi
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -64,6 +65,12 @@ def main():
     for np_ in (1, 2, 4):
         p = run(["merge", "--config", cfg, "--set", f"output.dir={tmp}/out{np_}"], np=np_)
         expect("done:" in p.stdout, f"merge on {np_} rank(s) finished")
+    # Tensors whose rows several ranks wrote are read back for their checksums, with progress.
+    p = run(["merge", "--config", cfg, "--set", f"output.dir={tmp}/outck", "--set", "method=linear",
+             "--set", "parallel.merge_chunk_bytes=4096"], np=2)
+    m = re.search(r"checksums: read back (\d+)/(\d+) tensors \(100\.0%\), [0-9.]+ tensors/s, done in", p.stdout)
+    expect(bool(m) and m.group(1) == m.group(2) and int(m.group(2)) > 0,
+           f"the checksum read-back logs its progress ({m.group(0) if m else 'no line'})")
     digests = {n: sha(f"{tmp}/out{n}/hf/model.safetensors") for n in (1, 2, 4)}
     expect(len(set(digests.values())) == 1, f"HF export identical on 1, 2, 4 ranks: {digests}")
     h5s = [h5py.File(f"{tmp}/out{n}/merged.h5", "r") for n in (1, 2, 4)]

@@ -15,9 +15,12 @@
 namespace recall {
 
 // Collective over comm. `known`: tensor index -> checksum this rank computed as it wrote (see
-// MergeStats); `hash(t)` reads tensor t back and hashes it. Returns name -> checksum.
+// MergeStats); `hash(t)` reads tensor t back and hashes it. `progress(done, total)`, when set, is
+// called on every rank after each tensor it read back (done of its total). Returns name -> checksum.
+using ChecksumProgress = std::function<void(int64_t done, int64_t total)>;
 std::map<std::string, uint64_t> collective_checksums(MPI_Comm comm, const std::vector<std::string>& names,
                                                      const std::map<size_t, uint64_t>& known,
-                                                     const std::function<uint64_t(size_t)>& hash);
+                                                     const std::function<uint64_t(size_t)>& hash,
+                                                     const ChecksumProgress& progress = {});
 
 }  // namespace recall

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "recall/io/safetensors.h"
+#include "recall/pipeline/checksums.h"
 
 namespace recall {
 
@@ -57,6 +58,7 @@ class HfShardWriter {
 // holds the checksums this rank computed as it wrote (tensor index -> checksum; see MergeStats);
 // every other tensor t is hashed by rank t % world from the bytes in its file.
 std::map<std::string, uint64_t> hf_checksums(MPI_Comm comm, const HfShardWriter& shards,
-                                             const std::map<size_t, uint64_t>& known = {});
+                                             const std::map<size_t, uint64_t>& known = {},
+                                             const ChecksumProgress& progress = {});
 
 }  // namespace recall

@@ -36,10 +36,11 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& config, const Merge
 // Collective: the XXH3-64 of every merged tensor (those a rank hashed as it wrote them are not
 // read back; the others are read from the shards, or from merged.h5 when there are no shards),
 // stored as attributes of merged.h5's datasets when it is written (they hold the same bytes).
-// Closes the shards. Returns tensor name -> checksum on every rank.
+// Closes the shards. Returns tensor name -> checksum on every rank. Rank 0 logs its read-back
+// progress (its share is about 1/world of the tensors not hashed while written).
 std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig& config, const std::string& h5_path,
                                                 HfShardWriter& hf, const MergeInputs& inputs,
-                                                const std::map<size_t, uint64_t>& known);
+                                                const std::map<size_t, uint64_t>& known, const Log& log);
 
 // Collective: the merge's bytes (summed over ranks), each rank's loop seconds and memory (its
 // plan's total and the peaks `peaks` sampled), into the report.
