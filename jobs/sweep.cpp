@@ -26,7 +26,8 @@ const char* kSweepUsage =
     "  plan SPEC.yaml --out DIR     one resolved merge config per point, index.csv, the array size\n"
     "  run DIR [--local] [--np N] [--point I]\n"
     "                               merge and evaluate every unfinished point (or point I)\n"
-    "  report DIR                   results.csv, results.md (best first, which points kept weights), results.svg\n"
+    "  report DIR                   results.csv, results.md (best first, which points kept weights),\n"
+    "                               results.svg\n"
     "  resolve CONFIG [--set k=v] [--key K]\n"
     "                               the resolved merge config (or one key), as the Slurm scripts read it\n";
 
