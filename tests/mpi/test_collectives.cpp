@@ -108,8 +108,8 @@ TEST(MpiCollectives, AllGatherOfUnequalRecordsFailsOnEveryRank) {
     all_gather(MPI_COMM_WORLD, mine);
     FAIL() << "expected an error on rank " << me;
   } catch (const Error& e) {
-    const std::string expected = "all-gather: rank " + std::to_string(P - 1) + " passes a record of 1 values and "
-                                 "rank 0 one of 2; every rank must pass the same number";
+    const std::string expected = "all-gather: rank " + std::to_string(P - 1) + " passes 1 values and "
+                                 "rank 0 passes 2; every rank must pass the same number";
     EXPECT_EQ(std::string(e.what()), expected);
   }
 }
