@@ -6,7 +6,6 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cmath>
 #include <fstream>
 #include <functional>
@@ -18,6 +17,7 @@
 #include "recall/config/yaml_text.h"
 #include "recall/util/byte_size.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 
 namespace recall {
@@ -107,11 +107,7 @@ T scalar_as(const YAML::Node& n, const std::string& key, const Reader& r, const 
 
 // A number as the shortest text that reads back as the same double (yaml-cpp writes 17 digits:
 // 0.69999999999999996 for 0.7), and a value list as one number or a flow list of them.
-void emit_number(YAML::Emitter& e, double v) {
-  char buf[32];
-  const auto r = std::to_chars(buf, buf + sizeof buf, v);
-  e << std::string(buf, r.ptr);
-}
+void emit_number(YAML::Emitter& e, double v) { e << shortest_number(v); }
 
 void emit_numbers(YAML::Emitter& e, const std::vector<double>& v) {
   if (v.size() == 1) return emit_number(e, v[0]);

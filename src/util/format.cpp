@@ -51,6 +51,10 @@ std::string shortest_number(const std::string& text) {
   const char* end = text.data() + text.size();
   const auto parsed = std::from_chars(text.data(), end, v);
   if (parsed.ec != std::errc() || parsed.ptr != end || !std::isfinite(v)) return text;
+  return shortest_number(v);
+}
+
+std::string shortest_number(double v) {
   char buf[64];
   const auto written = std::to_chars(buf, buf + sizeof buf, v);  // shortest round trip
   return std::string(buf, written.ptr);

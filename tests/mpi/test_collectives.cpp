@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "mpi_world.h"
 #include "recall/dist/collectives.h"
 #include "recall/util/error.h"
 
@@ -14,17 +15,6 @@ using namespace recall;
 using namespace recall::dist;
 
 namespace {
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
 
 // One call, and rounds of at most 3 elements per call.
 std::vector<CommOptions> option_sets() {

@@ -6,6 +6,7 @@
 
 #include <numeric>
 
+#include "mpi_world.h"
 #include "recall/dist/comm.h"
 #include "recall/util/error.h"
 
@@ -13,17 +14,6 @@ using namespace recall;
 using namespace recall::dist;
 
 namespace {
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
-int world_size() {
-  int s = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &s);
-  return s;
-}
 
 // Rank r contributes (r * 3 + 1) % 5 elements (so some ranks contribute 0 on 4 ranks: r = 3
 // gives 10 % 5 = 0), valued 1000 * r + i.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "mpi_world.h"
 #include "recall/dist/failure.h"
 #include "recall/io/h5_writer.h"
 #include "recall/util/error.h"
@@ -22,12 +23,6 @@
 using namespace recall;
 
 namespace {
-
-int world_rank() {
-  int r = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &r);
-  return r;
-}
 
 // A directory made by rank 0, known to every rank.
 std::string shared_temp_dir() {

@@ -18,6 +18,8 @@ std::string utc_now();  // "2026-12-01T14:58:11Z"
 // "0.1", "1.0000000000000001e-05" -> "1e-05"); integers and anything that is not a number are
 // returned as they are.
 std::string shortest_number(const std::string& text);
+// A double's shortest text that reads back as the same double (0.7, 1e-05).
+std::string shortest_number(double v);
 // Text for XML/SVG content and quoted attributes: & < > ' " escaped.
 std::string xml_escape(const std::string& text);
 
