@@ -20,12 +20,18 @@ check = Checks()
 LIMIT_S = 60  # a hang would last until the agreement's deadline (minutes); a clean failure takes seconds
 
 
-def run_ranks(args, np=2):
-    """recall `args` on `np` ranks; returns (process, {rank: exit code}, seconds)."""
+def run_ranks(args, np=2, abort_on_failure=False):
+    """recall `args` on `np` ranks; returns (process, {rank: exit code}, seconds). By default mpirun
+    lets every rank finish when one exits non-zero (so that each wrapper reports its exit code; it
+    then exits 0 itself); abort_on_failure keeps mpirun's own behaviour (kill the others, exit
+    non-zero), whose exit code is what a batch script sees."""
     wrapper = '"$0" "$@"; rc=$?; echo "rank-exit ${OMPI_COMM_WORLD_RANK:-?} $rc" >&2; exit $rc'
     cmd = [MPIRUN, "-np", str(np), "--oversubscribe", "sh", "-c", wrapper, BIN] + args
+    # mpirun must not kill the other ranks when the first exits non-zero (their wrappers would not
+    # get to report their exit codes): each rank's own exit is what is checked.
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMPI_MCA_rmaps_base_oversubscribe="1")
+               OMPI_MCA_rmaps_base_oversubscribe="1",
+               OMPI_MCA_orte_abort_on_non_zero_status="1" if abort_on_failure else "0")
     t0 = time.monotonic()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=LIMIT_S + 60)
     codes = {int(r): int(c) for r, c in re.findall(r"rank-exit (\d+) (\d+)", p.stderr)}
@@ -45,10 +51,13 @@ def main():
                     f"output: {{dir: {tmp}/out}}\n")
         host = socket.gethostname()
         for cmd in ("merge", "preflight"):
-            p, codes, secs = run_ranks([cmd, "--config", cfg, "--set", "parallel.device=cuda"])
+            args = [cmd, "--config", cfg, "--set", "parallel.device=cuda"]
+            launcher = run_ranks(args, abort_on_failure=True)[0]
+            check(launcher.returncode != 0, f"{cmd} with parallel.device=cuda: mpirun exits non-zero "
+                                            f"({launcher.returncode})")
+            p, codes, secs = run_ranks(args)
             err = p.stderr
-            check(p.returncode != 0 and codes == {0: 1, 1: 1},
-                  f"{cmd} with parallel.device=cuda: every rank exits 1 (mpirun {p.returncode}, ranks {codes})")
+            check(codes == {0: 1, 1: 1}, f"{cmd} with parallel.device=cuda: every rank exits 1 (ranks {codes})")
             check(secs < LIMIT_S, f"{cmd}: ends in {secs:.1f} s (limit {LIMIT_S} s)")
             check("step 'device'" in err and "parallel.device is cuda but this node has no CUDA device" in err
                   and f"on host {host}" in err and "use parallel.device: cpu" in err and "(2 of 2 ranks failed)" in err,
