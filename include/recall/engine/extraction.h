@@ -31,6 +31,23 @@ struct SampleTokens {
   uint64_t bytes() const { return ids.capacity() * sizeof(int32_t) + offsets.capacity() * sizeof(int64_t); }
 };
 
+// Statistics of the inputs of every block's linear layers, accumulated over every real token of
+// the samples by the rank that runs the block (RegMean's Gram matrices, AIM's activation
+// magnitudes). The groups, by the input they share:
+//   attn_in  = the input of q_proj, k_proj, v_proj (after input_layernorm), [hidden]
+//   attn_out = the input of o_proj (the attention's output), [heads x head_dim]
+//   mlp_in   = the input of gate_proj, up_proj (after post_attention_layernorm), [hidden]
+//   mlp_out  = the input of down_proj (act(gate) * up), [intermediate]
+// Each block's statistics go to <dir>/<model index>/block_<l>.safetensors, tensors
+// "<group>.gram" (F64 [in, in], X^T X summed over tokens, when `gram`), "<group>.abs_sum"
+// (F64 [in], sum of |x| over tokens, when `abs_sum`) and "<group>.tokens" (I64 [1]).
+struct LinearStatisticsOptions {
+  bool gram = false;
+  bool abs_sum = false;
+  std::string dir;  // required when either is set
+  bool any() const { return gram || abs_sum; }
+};
+
 struct ExtractOptions {
   Device device = Device::Cpu;
   std::string compute_dtype = "float32";
@@ -40,11 +57,14 @@ struct ExtractOptions {
   // Hidden-state indices to pool and return (empty = all L + 1): the typical-sample step keeps the
   // clustered one only, so a rank holds [N, H] floats for it and nothing for the others.
   std::vector<int64_t> hidden_states;
+  bool pooled = true;  // false: no pooled hidden state is kept (a statistics-only pass)
+  LinearStatisticsOptions statistics;
   // Called on the rank that runs a model's last stage after each micro-batch (resident) or group
   // (streaming) has left it: the model, the samples and the tokens (unpadded) it held.
   std::function<void(int model, int64_t samples, int64_t tokens)> progress;
 
   bool keeps(int64_t hidden_state) const {
+    if (!pooled) return false;
     if (hidden_states.empty()) return true;
     for (int64_t h : hidden_states)
       if (h == hidden_state) return true;
