@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what recall needs and is missing, idempotently: Debian packages (compiler tools, Open
 # MPI, parallel HDF5, yaml-cpp, SentencePiece, nlohmann-json, xxHash, PCRE2 and utf8proc for the
-# tokenizer, GoogleTest, clang for the fuzzers) and a Python environment with pinned torch
-# (whose libtorch is our C++ libtorch), transformers, safetensors, h5py, numpy, mergekit and peft,
-# kept outside the checkout in $RECALL_CACHE (default ~/.cache/recall) so repeated runs reuse it.
+# tokenizer, LAPACK/BLAS for RegMean, GoogleTest, clang for the fuzzers) and a Python environment
+# with pinned torch (whose libtorch is our C++ libtorch), transformers, safetensors, h5py, numpy,
+# mergekit and peft, kept outside the checkout in $RECALL_CACHE (default ~/.cache/recall) so
+# repeated runs reuse it.
 # Sourced by scripts/test.sh and scripts/demo.sh; exports RECALL_PYTHON.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev libyaml-cpp-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev libgtest-dev clang libclang-rt-14-dev python3-venv
+  liblapack-dev libblas-dev  # RegMean's Cholesky solves (libopenblas0 makes them use OpenBLAS)
   librsvg2-bin shellcheck  # rsvg-convert renders report.svg in a test; shellcheck lints slurm/
 )
 missing=()

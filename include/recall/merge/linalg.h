@@ -1,0 +1,44 @@
+// Dense symmetric positive-definite linear algebra for RegMean (recall/merge/regmean.h): Cholesky
+// factor with a ridge, solve for many right-hand sides, reciprocal condition number, and the one
+// matrix product RegMean accumulates, through LAPACK/BLAS's Fortran symbols (dpotrf, dpotrs,
+// dpocon, dlansy, dgemm; no LAPACKE).
+//
+// Matrices are column-major (Fortran) with leading dimension = rows; a symmetric matrix stored in
+// full is the same array row- or column-major. Sizes are 64-bit here; LAPACK takes 32-bit ints, so
+// every dimension is checked to fit and fails with its value otherwise.
+//
+// Speed and determinism: Debian's liblapack-dev/libblas-dev are the reference implementations:
+// single-threaded, and their results depend on the inputs only. Installing libopenblas0 makes
+// Debian's alternatives route libblas.so.3/liblapack.so.3 to OpenBLAS (no rebuild), many times
+// faster on an in = 28672 solve; OpenBLAS threads split rows and columns, not the sums, so results
+// are expected to stay the same for any thread count, but OpenBLAS does not promise it.
+#pragma once
+
+#include <cstdint>
+
+namespace recall::linalg {
+
+// The 1-norm (= infinity norm) of the n x n symmetric matrix a, from its lower triangle (dlansy).
+// Take it before factoring: cholesky_rcond needs the norm of the matrix, not of its factor.
+double symmetric_norm1(const double* a, uint64_t n);
+
+// Adds `ridge` to the diagonal of the n x n symmetric matrix a, then factors it in place as
+// a + ridge I = L L^T (dpotrf, lower): the lower triangle holds L, the strict upper triangle is
+// untouched. Returns the 1-norm of a + ridge I taken before factoring (for cholesky_rcond).
+// Throws when a + ridge I is not positive definite, naming the order of the first leading minor
+// that is not, the ridge, and a hint.
+double cholesky_factor(double* a, uint64_t n, double ridge = 0);
+
+// Solves A X = B in place for B (n x nrhs, column-major, leading dimension n; equivalently nrhs
+// rows of n values row-major), with `factor` from cholesky_factor (dpotrs).
+void cholesky_solve(const double* factor, uint64_t n, double* b, uint64_t nrhs);
+
+// LAPACK's estimate of 1 / (||A||_1 ||A^-1||_1) from the factor and anorm = symmetric_norm1(A)
+// (dpocon): near 1 well conditioned, near 1e-16 singular to double precision.
+double cholesky_rcond(const double* factor, uint64_t n, double anorm);
+
+// C += A^T B (dgemm "T", "N"): A is k x m (lda >= k), B is k x n (ldb >= k), C is m x n (ldc >= m).
+void add_transposed_product(uint64_t m, uint64_t n, uint64_t k, const double* a, uint64_t lda, const double* b,
+                            uint64_t ldb, double* c, uint64_t ldc);
+
+}  // namespace recall::linalg
