@@ -10,15 +10,17 @@
 //                                       samples, batch x sequence, not the sum: gram_scale below)
 //   G~_i     = alpha G_i + (1 - alpha) diag(G_i)   (off-diagonals times alpha, the diagonal kept:
 //                                       fusion-bench's `reduce_non_diagonal_ratio`, default 0.1 in
-//                                       config/method/regmean/regmean.yaml, 0.6 for CLIP/GPT-2; the
-//                                       paper's alpha; recall's default 0.9 is issue 20's)
+//                                       config/method/regmean/regmean.yaml, 0.6 in clip_regmean.yaml
+//                                       and gpt2_regmean.yaml; the paper's alpha; recall's default
+//                                       0.9 is issue 20's, not checked against the paper here)
 //   W*       = (sum_i G~_i)^-1 (sum_i G~_i W_i^T), transposed back to [out, in]
 // and every other tensor (biases, norms, embeddings, anything without Gram matrices) is the plain
 // mean over models (torch.stack(...).mean(0)): merge_weighted with equal weights, normalized.
 // Differences, on purpose: fusion-bench inverts A with torch.inverse and multiplies, here A is
 // factored by Cholesky and solved (dpotrf/dpotrs; the same solution, more accurate); an optional
 // ridge (relative to A's mean diagonal, default 0 = none, like fusion-bench) makes a rank-deficient
-// A solvable; the solve runs in float64 whatever the weights' dtype.
+// A solvable; the solve runs in float64 whatever the weights' dtype. The Grams are taken as
+// symmetric (X^T X): B uses whole rows, the factorization one triangle of A.
 //
 // Memory: A (in^2 doubles) + the solution (out x in doubles) + one block of Gram rows + one model's
 // weight in double at a time; the Grams stay wherever gram_rows reads them from. A row range of a
