@@ -2,8 +2,9 @@
 random models, through tests/engine_helpers/fisher_tool:
   - every tensor equals F = (1/N) sum_s g_s^2 from transformers in float32 (one unpadded
     sample per loss.backward(), g_s the gradient of the mean next-token log-likelihood, squares
-    summed in float64) within 1e-5 of the tensor's largest value, for a Llama (GQA, untied) and a
-    Qwen2 (q/k/v biases, tied embeddings: the lm_head appears once, as model.embed_tokens.weight);
+    summed in float64) within 1e-5 of the tensor's largest value, for a Llama (GQA, untied), a
+    Qwen2 (q/k/v biases, tied embeddings: the lm_head appears once, as model.embed_tokens.weight)
+    and a Mistral whose sliding window (4) is shorter than most samples (the masked attention);
     names and shapes are the checkpoint's, dtype F32;
   - the metadata: samples = N (a 1-token sample is skipped), tokens = sum(T_s - 1), sum_squares =
     the file's sum of F^2; the progress callback once per input sample; two runs byte-identical;
@@ -83,12 +84,15 @@ def canonical(names):
     return sorted(names, key=key)
 
 
-def tiny_qwen2_tied(path, seed):
+def tiny_model(path, seed, kind):
+    """"qwen2-tied": q/k/v biases and tied embeddings; "mistral": a sliding window of 4 tokens."""
     torch.manual_seed(seed)
-    cfg = transformers.Qwen2Config(vocab_size=96, hidden_size=64, intermediate_size=80, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                                   tie_word_embeddings=True, bos_token_id=1, eos_token_id=2)
-    model = transformers.Qwen2ForCausalLM(cfg)
+    common = dict(vocab_size=96, hidden_size=64, intermediate_size=80, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2)
+    if kind == "qwen2-tied":
+        model = transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**common, tie_word_embeddings=True))
+    else:
+        model = transformers.MistralForCausalLM(transformers.MistralConfig(**common, sliding_window=4))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):
@@ -140,15 +144,18 @@ def check_parity(check, w, label, model_dir, samples):
 
 def main():
     check = Checks()
-    samples = [[1, 5, 9, 33, 17, 2], [1, 40], [7], [1, 12, 12, 12, 90, 3, 4, 5, 6, 7, 8, 9, 100, 101],
+    samples = [[1, 5, 9, 33, 17, 2], [1, 40], [7], [1, 12, 12, 12, 90, 3, 4, 5, 6, 7, 8, 9, 50, 51],
                [1, 64, 3, 120, 11, 19, 23]]
     with tempfile.TemporaryDirectory() as w:
         llama = os.path.join(w, "llama")
         tiny_llama(llama, seed=3, layers=2, dtype="float32")
         out = check_parity(check, w, "llama", llama, samples)
         qwen = os.path.join(w, "qwen2")
-        tiny_qwen2_tied(qwen, seed=4)
+        tiny_model(qwen, 4, "qwen2-tied")
         check_parity(check, w, "qwen2-tied", qwen, [s for s in samples if max(s) < 96])
+        mistral = os.path.join(w, "mistral")
+        tiny_model(mistral, 6, "mistral")
+        check_parity(check, w, "mistral-sliding", mistral, [s for s in samples if max(s) < 96])
         with safe_open(os.path.join(qwen, "model.safetensors"), "pt") as f:
             print("      qwen2-tied checkpoint:", "lm_head.weight" in f.keys() and "has" or "has no", "lm_head.weight")
 
@@ -172,7 +179,7 @@ def main():
 
 def check_memory(check, w):
     """A model whose Fisher state (16 bytes per parameter) and activations dwarf the allocator's
-    noise: 8.6M parameters, 512-token samples."""
+    noise: 9.4M parameters, 512-token samples."""
     big = os.path.join(w, "big")
     tiny_llama(big, seed=5, vocab=16000, hidden=256, layers=2, heads=8, kv_heads=4, inter=512, dtype="float32")
     rng = np.random.default_rng(0)
