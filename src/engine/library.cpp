@@ -12,6 +12,7 @@ const recall::engine::Library kLibrary = {
     &recall::engine::run_generate,
     &recall::engine::write_hidden_states,
     &recall::engine::pool_own_cells,
+    &recall::engine::run_fisher,
 };
 
 }  // namespace

@@ -430,41 +430,50 @@ std::vector<at::Tensor> Model::parameters() const {
 }
 
 std::vector<std::pair<std::string, at::Tensor>> Model::export_tensors() const {
+  return export_tensors([](const at::Tensor& weight) { return weight; });
+}
+
+std::vector<std::pair<std::string, at::Tensor>> Model::export_tensors(
+    const std::function<at::Tensor(const at::Tensor&)>& of) const {
   const ModelConfig& c = config_;
   const int64_t D = c.head_dim, Hq = c.num_attention_heads, Hkv = c.num_key_value_heads;
   const int64_t I = c.intermediate_size;
   std::vector<std::pair<std::string, at::Tensor>> out;
   auto add = [&](Role r, int64_t b, const at::Tensor& t) { out.emplace_back(tensor_name(r, b), t); };
-  if (embedding_.defined()) add(Role::Embed, -1, embedding_);
+  if (embedding_.defined()) add(Role::Embed, -1, of(embedding_));
   for (int64_t b = begin_; b < end_; ++b) {
     const BlockWeights& w = blocks_[b - begin_];
-    add(Role::InputNorm, b, w.input_norm);
-    add(Role::QProj, b, w.qkv.narrow(0, 0, Hq * D));
-    add(Role::KProj, b, w.qkv.narrow(0, Hq * D, Hkv * D));
-    add(Role::VProj, b, w.qkv.narrow(0, (Hq + Hkv) * D, Hkv * D));
+    add(Role::InputNorm, b, of(w.input_norm));
+    const at::Tensor qkv = of(w.qkv);
+    add(Role::QProj, b, qkv.narrow(0, 0, Hq * D));
+    add(Role::KProj, b, qkv.narrow(0, Hq * D, Hkv * D));
+    add(Role::VProj, b, qkv.narrow(0, (Hq + Hkv) * D, Hkv * D));
     if (w.qkv_bias.defined()) {
-      add(Role::QBias, b, w.qkv_bias.narrow(0, 0, Hq * D));
-      add(Role::KBias, b, w.qkv_bias.narrow(0, Hq * D, Hkv * D));
-      add(Role::VBias, b, w.qkv_bias.narrow(0, (Hq + Hkv) * D, Hkv * D));
+      const at::Tensor qkv_bias = of(w.qkv_bias);
+      add(Role::QBias, b, qkv_bias.narrow(0, 0, Hq * D));
+      add(Role::KBias, b, qkv_bias.narrow(0, Hq * D, Hkv * D));
+      add(Role::VBias, b, qkv_bias.narrow(0, (Hq + Hkv) * D, Hkv * D));
     }
-    add(Role::OProj, b, w.o);
-    if (w.o_bias.defined()) add(Role::OBias, b, w.o_bias);
+    add(Role::OProj, b, of(w.o));
+    if (w.o_bias.defined()) add(Role::OBias, b, of(w.o_bias));
     if (w.q_norm.defined()) {
-      add(Role::QNorm, b, w.q_norm);
-      add(Role::KNorm, b, w.k_norm);
+      add(Role::QNorm, b, of(w.q_norm));
+      add(Role::KNorm, b, of(w.k_norm));
     }
-    add(Role::PostAttnNorm, b, w.post_attn_norm);
-    add(Role::GateProj, b, w.gate_up.narrow(0, 0, I));
-    add(Role::UpProj, b, w.gate_up.narrow(0, I, I));
-    add(Role::DownProj, b, w.down);
+    add(Role::PostAttnNorm, b, of(w.post_attn_norm));
+    const at::Tensor gate_up = of(w.gate_up);
+    add(Role::GateProj, b, gate_up.narrow(0, 0, I));
+    add(Role::UpProj, b, gate_up.narrow(0, I, I));
+    add(Role::DownProj, b, of(w.down));
     if (w.gate_up_bias.defined()) {
-      add(Role::GateBias, b, w.gate_up_bias.narrow(0, 0, I));
-      add(Role::UpBias, b, w.gate_up_bias.narrow(0, I, I));
-      add(Role::DownBias, b, w.down_bias);
+      const at::Tensor gate_up_bias = of(w.gate_up_bias);
+      add(Role::GateBias, b, gate_up_bias.narrow(0, 0, I));
+      add(Role::UpBias, b, gate_up_bias.narrow(0, I, I));
+      add(Role::DownBias, b, of(w.down_bias));
     }
   }
-  if (norm_.defined()) add(Role::FinalNorm, -1, norm_);
-  if (lm_head_.defined() && !tied_) add(Role::LmHead, -1, lm_head_);
+  if (norm_.defined()) add(Role::FinalNorm, -1, of(norm_));
+  if (lm_head_.defined() && !tied_) add(Role::LmHead, -1, of(lm_head_));
   return out;
 }
 

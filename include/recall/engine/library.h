@@ -16,6 +16,7 @@
 #include "recall/engine/cell_pooling.h"
 #include "recall/engine/eval.h"
 #include "recall/engine/finetune.h"
+#include "recall/engine/fisher.h"
 #include "recall/engine/generate.h"
 #include "recall/engine/hidden_states.h"
 
@@ -33,6 +34,7 @@ struct Library {
   std::vector<PooledHiddenState> (*pool_own_cells)(const dist::Grid&, MPI_Comm, const MergeInputs&,
                                              const SampleTokens&, const ExtractOptions&,
                                              int only_model);
+  FisherResult (*run_fisher)(const FisherOptions&);
 };
 
 // The exported symbol of librecall_engine.so that returns its table.

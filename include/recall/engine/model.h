@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -104,6 +105,10 @@ class Model {
   std::vector<at::Tensor> parameters() const;
   // HF name -> tensor (unfused views, compute dtype, on device) in canonical order, for saving.
   std::vector<std::pair<std::string, at::Tensor>> export_tensors() const;
+  // The same names and unfused views, of tensors shaped like the weights (their gradients, their
+  // Fisher): of(weight) returns the tensor that stands for each weight of parameters().
+  std::vector<std::pair<std::string, at::Tensor>> export_tensors(
+      const std::function<at::Tensor(const at::Tensor&)>& of) const;
 
  private:
   struct Context;  // masks and rotary tables of one batch
