@@ -49,9 +49,13 @@ int finetune(int argc, char** argv) {
   o.probe_out = args.get("probe-out");
   // Under mpirun/srun: data parallel over the ranks (gradient all-reduce); alone: a world of one.
   dist::Context ctx(&argc, &argv);
-  o.world = &ctx.world_comm();
   engine::FinetuneResult r;
   try {
+    // The device before the model: cuda on a node without a GPU fails every rank here, and on
+    // cuda the world communicator becomes NCCL's (the gradients are reduced on the GPUs).
+    const bool cuda = o.device.rfind("cuda", 0) == 0;
+    ctx.set_device(cuda ? Device::Cuda : Device::Cpu, "--device");
+    o.world = &ctx.world_comm();
     r = dist::run_collectively(ctx.control_mpi(), ctx.where(), "finetune",
                                [&] { return engine::library().run_finetune(o); });
   } catch (const dist::CollectiveError& e) {

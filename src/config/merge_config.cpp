@@ -277,7 +277,7 @@ const std::vector<Field>& fields() {
                  [](const MergeConfig& c, YAML::Emitter& e) { e << c.method->name; }});
     f.push_back(string("data", [](MergeConfig& c) -> auto& { return c.data; },
                        "JSON lines of the reference model's task: {\"input_ids\": [...]} or {\"text\": \"...\"} "
-                       "(methods that use representations)"));
+                       "(methods that use representations or calibration statistics, and aim)"));
     f.push_back(integer("max_length", [](MergeConfig& c) -> auto& { return c.max_length; }, 1, 1 << 20,
                         "tokens per sample; longer samples are truncated"));
     f.push_back(bytes("memory_budget", [](MergeConfig& c) -> auto& { return c.memory_budget; }, 0,
@@ -328,6 +328,15 @@ const std::vector<Field>& fields() {
                        "reference alone"));
     f.push_back(choice("recall.granularity", [](MergeConfig& c) -> auto& { return c.recall.granularity; },
                        kGranularities, "per-block weights, or one weight vector for every block (ablation)"));
+
+    f.push_back(integer("calibration.samples", [](MergeConfig& c) -> auto& { return c.calibration.samples; }, 0,
+                        std::numeric_limits<int64_t>::max(),
+                        "data-aware methods (regmean, regmean_plusplus, fisher) and aim: the calibration samples "
+                        "are the first this many lines of `data` (0 = all)"));
+    f.push_back(number("aim.omega", [](MergeConfig& c) -> auto& { return c.aim.omega; }, 0, 1, false,
+                       "AIM (activation-informed merging) on top of a method with a base: merged = base + delta "
+                       "x (1 - I_j (1 - omega)), I_j the base's mean |activation| of input channel j over its "
+                       "largest; 1 = off, 0.4 = the paper's setting"));
 
     f.push_back(integer("parallel.stages", [](MergeConfig& c) -> auto& { return c.parallel.stages; }, 1, 1 << 20,
                         "pipeline stages per model (the grid's stage axis)"));
@@ -620,7 +629,7 @@ void check_inputs(const MergeConfig& c) {
     if (!problem.empty()) fail(at("models"), ": method '", method.name, "' ", problem);
     return;
   }
-  if (method.uses_representations)
+  if (method.needs_data())
     fail(at("slices"), ": method '", method.name, "' merges every block of every model; 'slices' are for the "
          "baselines (e.g. passthrough frankenmerges)");
   for (size_t k = 0; k < c.slices.size(); ++k) {
@@ -663,6 +672,14 @@ void check(MergeConfig& c, const Reader& r) {
     fail(at("output.tokenizer"), ": 'output.tokenizer' is '", c.output.tokenizer, "', which is not among the models");
   if (method.uses_representations && c.data.empty())
     fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL samples of the reference model's task)");
+  if (method.statistics != Statistics::None && c.data.empty())
+    fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL calibration samples)");
+  if (c.aim.enabled()) {
+    if (c.data.empty()) fail(at("aim.omega"), ": aim needs 'data' (JSONL calibration samples for the base's activations)");
+    if (method.base == BaseUse::None || c.base.empty())
+      fail(at("aim.omega"), ": aim shrinks task vectors (merged - base): it needs 'base' and a method that uses it, "
+           "not '", method.name, "'");
+  }
   if (c.output.dir.empty()) fail(r.where, ": missing key 'output.dir'");
   if (c.recall.granularity == Granularity::Global && c.recall.temperature.size() > 1)
     fail(at("recall.temperature"), ": 'recall.temperature' is a gradient but recall.granularity is global (one weight "

@@ -145,15 +145,20 @@ void adamw_step(const FinetuneOptions& o, int64_t step, double lr, std::vector<a
   }
 }
 
-// Sums the loss and token counts and every gradient over the ranks (checked collectives).
+// Sums the loss and token counts and every gradient over the ranks (checked collectives): in
+// host memory over MPI, in the GPU's memory over NCCL (the world communicator of a cuda context).
 void all_reduce_gradients(dist::Communicator& world, double sums[2], std::vector<at::Tensor>& params) {
-  world.all_reduce(sums, sums, 2, DType::F64, dist::ReduceOp::Sum);
-  for (at::Tensor& p : params) {
-    at::Tensor host = p.grad().to(at::kCPU).contiguous();
-    world.all_reduce(host.data_ptr<float>(), host.data_ptr<float>(), static_cast<size_t>(host.numel()), DType::F32,
-                     dist::ReduceOp::Sum);
-    p.mutable_grad() = host.to(p.device());
-  }
+  const bool on_device = world.backend() == dist::Backend::Nccl;
+  auto reduce = [&](const at::Tensor& t, DType dtype) {
+    at::Tensor buf = (on_device ? t : t.to(at::kCPU)).contiguous().clone();
+    world.all_reduce(buf.data_ptr(), buf.data_ptr(), static_cast<size_t>(buf.numel()), dtype, dist::ReduceOp::Sum);
+    return buf.to(t.device());
+  };
+  const at::Device device = params.empty() ? at::Device(at::kCPU) : params[0].device();
+  at::Tensor s = reduce(at::tensor({sums[0], sums[1]}, at::kDouble).to(device), DType::F64).to(at::kCPU);
+  sums[0] = s[0].item<double>();
+  sums[1] = s[1].item<double>();
+  for (at::Tensor& p : params) p.mutable_grad() = reduce(p.grad(), DType::F32);
 }
 
 }  // namespace

@@ -4,7 +4,9 @@
 #include "recall/merge/registry.h"
 
 #include "recall/merge/elementwise.h"
+#include "recall/merge/fisher.h"
 #include "recall/merge/model_stock.h"
+#include "recall/merge/regmean.h"
 #include "recall/merge/sce.h"
 #include "recall/merge/spherical.h"
 #include "recall/util/error.h"
@@ -57,13 +59,13 @@ uint64_t acc_bytes(DType out) { return out == DType::F32 ? 8 : 4; }
 // chunks of 8192 elements decoded and encoded at a time (recall/merge/kernel_io.h), with room to
 // spare (MergekitMethods.WorkBytesBoundEachKernelsMemory measures them).
 constexpr uint64_t kStagingBytes = uint64_t(512) << 10;
-uint64_t staging_bytes(uint64_t, size_t, DType) { return kStagingBytes; }
+using WorkBytes = std::function<uint64_t(uint64_t, size_t, DType, const TensorSlot&)>;
+uint64_t staging_bytes(uint64_t, size_t, DType, const TensorSlot&) { return kStagingBytes; }
 
 // Working memory of a kernel holding `arrays(models)` whole-tensor arrays of the accumulator type
 // and `mask_bytes` bytes per element, plus the staging buffers.
-std::function<uint64_t(uint64_t, size_t, DType)> whole_arrays(std::function<uint64_t(size_t)> arrays,
-                                                              uint64_t mask_bytes = 0) {
-  return [arrays = std::move(arrays), mask_bytes](uint64_t numel, size_t models, DType out) {
+WorkBytes whole_arrays(std::function<uint64_t(size_t)> arrays, uint64_t mask_bytes = 0) {
+  return [arrays = std::move(arrays), mask_bytes](uint64_t numel, size_t models, DType out, const TensorSlot&) {
     return numel * (arrays(models) * acc_bytes(out) + mask_bytes) + kStagingBytes;
   };
 }
@@ -132,7 +134,7 @@ MethodSpec whole_method(const char* name, const char* summary, const char* refer
 
 // A method of the base and one other model with a shared `t` (slerp, nearswap); whole tensors.
 MethodSpec base_pair_method(const char* name, const char* summary, const char* reference, ParamSpec t_param,
-                            std::function<uint64_t(uint64_t, size_t, DType)> work,
+                            WorkBytes work,
                             void (*kernel)(TensorView, TensorView, double, uint64_t, DType, void*)) {
   MethodSpec m = whole_method(name, summary, reference, BaseUse::Required);
   m.min_models = m.max_models = 2;
@@ -346,11 +348,91 @@ void add_other_methods(std::vector<MethodSpec>& r) {
   r.push_back(std::move(pass));
 }
 
+// The statistics of a data-aware method's tensor, or a clear failure (the job always gives them).
+const TensorStatistics& statistics_of(const MergeTask& t, const char* method) {
+  if (!t.statistics) fail("merge: method ", method, " needs the calibration statistics of '", t.tensor, "'");
+  return *t.statistics;
+}
+
+// RegMean solves each block linear weight from every model's Gram matrices; the other tensors
+// (norms, embedding, lm_head) are the mean of the models.
+MethodSpec regmean_method() {
+  MethodSpec m = whole_method("regmean",
+                              "RegMean: each linear weight solved from the models' Gram matrices of its inputs on "
+                              "calibration samples; other tensors averaged",
+                              "Jin et al., ICLR 2023 (arXiv 2212.09849); fusion-bench method/regmean", BaseUse::None);
+  m.statistics = Statistics::Gram;
+  m.params = {number("alpha", ParamScope::Shared, 0.9, 0, 1,
+                     "scale of the Gram matrices' off-diagonal elements (1 = plain least squares; fusion-bench's "
+                     "reduce_non_diagonal_ratio)"),
+              number("ridge", ParamScope::Shared, 0.0, 0, 1e6,
+                     "added to the summed Gram matrix's diagonal, times its mean diagonal (0 = none)")};
+  // A 2-D tensor may be a linear weight (solved); the others are averaged in the staging buffers.
+  m.work_bytes = [](uint64_t, size_t models, DType, const TensorSlot& slot) {
+    if (slot.shape.size() != 2 || !linear_group_of(slot.role)) return kStagingBytes;
+    return kStagingBytes + regmean_work_bytes(static_cast<uint64_t>(slot.shape[0]),
+                                              static_cast<uint64_t>(slot.shape[1]), models);
+  };
+  m.merge = [](const MergeTask& t) {
+    const TensorStatistics& s = statistics_of(t, "regmean");
+    const size_t M = t.models.size();
+    if (!s.gram_rows) {
+      merge_weighted(t.models, std::vector<double>(M, 1.0), true, t.numel, t.out_dtype, t.out);
+      return;
+    }
+    RegMeanInputs in;
+    in.weights = t.models;
+    in.gram_rows = s.gram_rows;
+    for (double tokens : s.gram_tokens) in.gram_scale.push_back(1.0 / tokens);
+    in.out = rows_of(t.shape);
+    in.in = row_length(t.shape);
+    in.alpha = t.params.shared("alpha");
+    in.ridge = t.params.shared("ridge");
+    s.rcond = merge_regmean(in, t.out_dtype, t.out).rcond;
+  };
+  return m;
+}
+
+// Fisher merging: an elementwise average weighted by each model's diagonal Fisher.
+MethodSpec fisher_method() {
+  MethodSpec m;
+  m.name = "fisher";
+  m.summary = "Fisher merging: each element averaged with weights from the models' diagonal Fisher on calibration samples";
+  m.reference = "Matena & Raffel, NeurIPS 2022 (arXiv 2111.09832); fusion-bench method/fisher_merging";
+  m.statistics = Statistics::Fisher;
+  m.params = {number("weight", ParamScope::PerModel, 1.0, 0, 1e6,
+                     "lambda of each model (fusion-bench's fisher_scaling_coefficients; only ratios matter)"),
+              bool_param("normalize", true, "divide each model's Fisher by its L2 norm over every tensor"),
+              number("epsilon", ParamScope::Shared, kFisherMinimalWeight, 0, 1e6,
+                     "added to every Fisher value (fusion-bench's minimal_fisher_weight)")};
+  // The Fisher values of each input beside it, as floats.
+  m.work_bytes = [](uint64_t numel, size_t models, DType, const TensorSlot&) {
+    return kStagingBytes + numel * models * 4;
+  };
+  m.merge = [](const MergeTask& t) {
+    const TensorStatistics& s = statistics_of(t, "fisher");
+    const size_t M = t.models.size();
+    std::vector<std::vector<float>> f(M, std::vector<float>(t.numel));
+    std::vector<const float*> ptrs;
+    for (size_t j = 0; j < M; ++j) {
+      s.fisher(j, t.first_element, t.numel, f[j].data());
+      ptrs.push_back(f[j].data());
+    }
+    const double eps = t.params.shared("epsilon");
+    const std::vector<double> scales = fisher_model_scales(
+        M, t.params.per_model("weight"), t.params.flag("normalize") ? s.fisher_norm : std::vector<double>{}, eps);
+    merge_fisher(t.models, ptrs, scales, eps, t.numel, t.out_dtype, t.out);
+  };
+  return m;
+}
+
 std::vector<MethodSpec> build_registry() {
   std::vector<MethodSpec> r;
   add_weighted_methods(r);
   add_interpolation_methods(r);
   add_other_methods(r);
+  r.push_back(regmean_method());
+  r.push_back(fisher_method());
   return r;
 }
 

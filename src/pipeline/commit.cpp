@@ -46,6 +46,8 @@ void write_outputs_and_commit(const CommitInputs& c, const OutputDir& out) {
   write_file_atomic(out.file("report.json"), report_json(c.report));
   write_file_atomic(out.file("report.svg"), report_svg(c.report));
   write_file_atomic(out.file("manifest.json"), manifest_json(c));
+  // The calibration statistics are scratch: Gram matrices can outweigh the merged model.
+  if (path_exists(out.statistics())) remove_tree(out.statistics());
   out.commit(cfg.output.overwrite);
 }
 

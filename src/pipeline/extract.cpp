@@ -17,9 +17,12 @@
 namespace recall {
 
 SampleTokens load_task_samples(const MergeConfig& config, const MergeInputs& inputs) {
+  return load_samples(config, inputs, config.typical.max_samples);
+}
+
+SampleTokens load_samples(const MergeConfig& config, const MergeInputs& inputs, int64_t most) {
   const ModelDir& ref = inputs.models[inputs.reference];
   const int64_t limit = std::min(config.max_length, ref.config.max_position_embeddings);
-  const int64_t most = config.typical.max_samples;
   // The tokenizer is opened at the first text sample (token-id files need none); the policy's
   // checks of token ids do not depend on it.
   std::unique_ptr<Tokenizer> tokenizer;
@@ -122,6 +125,16 @@ Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, c
     pos += static_cast<size_t>(2 + N * H);
   }
   return reps;
+}
+
+void extract_statistics(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs, const SampleTokens& samples,
+                        const ExtractOptions& options, const Log& log, int only_model) {
+  std::vector<int> models;
+  for (int m = 0; m < grid.models(); ++m)
+    if (only_model < 0 || m == only_model) models.push_back(m);
+  ExtractOptions eo = with_progress(options, grid, comm, models, samples.size(), "statistics", log);
+  eo.pooled = false;
+  engine::library().pool_own_cells(grid, comm, inputs, samples, eo, only_model);
 }
 
 std::vector<float> pool_reference_state(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,

@@ -15,6 +15,7 @@
 #include "recall/pipeline/plan.h"
 #include "recall/pipeline/recall_weights.h"
 #include "recall/pipeline/report.h"
+#include "recall/pipeline/statistics.h"
 #include "recall/pipeline/tensor_params.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
@@ -89,6 +90,23 @@ RecallWeights recall_phases(Steps& steps, const dist::Grid& grid, MPI_Comm comm,
   return w;
 }
 
+// What the totals say that a user should see: RegMean's worst-conditioned solve, and a rank whose
+// memory passed its plan.
+void log_merge_diagnostics(const MergeReport& report, const Log& log) {
+  if (!report.rcond.empty()) {
+    auto worst = report.rcond.begin();
+    for (auto it = report.rcond.begin(); it != report.rcond.end(); ++it)
+      if (it->second < worst->second) worst = it;
+    log("regmean: ", report.rcond.size(), " linear weights solved; the worst-conditioned Gram sum is '", worst->first,
+        "'s (reciprocal condition ", worst->second, "; report.json \"regmean_rcond\" lists each)");
+  }
+  for (size_t r = 0; r < report.memory.size(); ++r)
+    if (report.memory[r].peak_anon > report.memory[r].planned)
+      log("warning: rank ", r, "'s resident anonymous memory peaked at ", format_bytes(report.memory[r].peak_anon),
+          ", above its plan of ", format_bytes(report.memory[r].planned),
+          "; size --mem with a margin and please report it (report.json \"memory\")");
+}
+
 }  // namespace
 
 MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
@@ -122,7 +140,8 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   // ---- plan: grid and memory per rank -------------------------------------------------------
   const dist::GridSpec spec = grid_spec(in);
   std::optional<dist::Grid> grid;
-  if (cfg.uses_representations()) {
+  const StatisticsNeeds needs = statistics_needs(cfg);
+  if (cfg.uses_representations() || needs.gram || needs.abs_sum) {
     grid = steps.step("plan", [&] {
       dist::GridSpec staged = spec;
       staged.stages = static_cast<int>(cfg.parallel.stages);
@@ -161,6 +180,14 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
     report.typical_samples = w.typical_samples;
     report.blocks = w.blocks;
   }
+  // ---- data-aware methods and AIM: calibration statistics ---------------------------------------
+  std::optional<StatisticsStore> statistics;
+  if (needs.any()) {
+    report.calibration_samples = steps.timed("statistics", [&] {
+      return compute_statistics(grid ? &*grid : nullptr, comm, cfg, in, out.statistics(), resumed, log);
+    });
+    steps.step("open statistics", [&] { statistics.emplace(cfg, in, out.statistics()); });
+  }
   std::vector<std::vector<double>> block_w;
   for (const auto& b : report.blocks) block_w.push_back(b.weights);
   const std::vector<TensorParams> params =
@@ -172,7 +199,8 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   for (const TensorSlot& slot : in.slots) out_specs.push_back({slot.name, cfg.output.dtype, slot.shape});
   HfShardWriter hf(out.hf(), out_specs, cfg.output.shard_bytes);
   const MergeStats ms = steps.timed("merge", [&] {
-    return run_merge_phase(comm, cfg, in, params, out, resumed, hf, report, resolved_yaml, log);
+    return run_merge_phase(comm, cfg, in, params, out, resumed, hf, report, resolved_yaml, log,
+                           statistics ? &*statistics : nullptr);
   });
   log("merge: ", format_bytes(ms.bytes_read), " read and ", format_bytes(ms.bytes_written), " written by rank 0 in ",
       report.timings.back().second, " s");
@@ -186,12 +214,8 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
 
   // ---- totals, report, manifest (last), commit --------------------------------------------------
   peaks.stop();
-  gather_merge_totals(comm, cfg, ms, plans[rank].total(), peaks, &report);
-  for (int r = 0; r < world; ++r)
-    if (report.memory[r].peak_anon > report.memory[r].planned)
-      log("warning: rank ", r, "'s resident anonymous memory peaked at ", format_bytes(report.memory[r].peak_anon),
-          ", above its plan of ", format_bytes(report.memory[r].planned),
-          "; size --mem with a margin and please report it (report.json \"memory\")");
+  gather_merge_totals(comm, cfg, in, ms, plans[rank].total(), peaks, &report);
+  log_merge_diagnostics(report, log);
   report.method = cfg.method->name;
   report.reference = cfg.reference;
   report.world = world;

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <memory>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "recall/build_id.h"
@@ -134,7 +135,7 @@ Outputs open_outputs(MPI_Comm comm, const MergeConfig& cfg, const OutputDir& out
 MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInputs& in,
                            const std::vector<TensorParams>& params, const OutputDir& out, bool resume,
                            HfShardWriter& hf, const MergeReport& report, const std::string& resolved_yaml,
-                           const Log& log) {
+                           const Log& log, const StatisticsStore* statistics) {
   int rank = 0, world = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &world);
@@ -196,7 +197,7 @@ MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& cfg, const MergeInp
     const double gb = progress_bytes[merged_now - 1] / 1e9;
     log("merge: ", merged_now, "/", todo, " tensors, ", gb, " GB read per rank (", gb / std::max(t, 1e-9),
         " GB/s), ETA ", static_cast<int64_t>(eta), " s");
-  });
+  }, statistics);
   if (ms.aborted) {
     if (h5) h5->close();
     if (!ms.error.empty()) throw Error(ms.error);
@@ -241,7 +242,7 @@ std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig
   return checksums;
 }
 
-void gather_merge_totals(MPI_Comm comm, const MergeConfig& cfg, const MergeStats& ms, uint64_t planned,
+void gather_merge_totals(MPI_Comm comm, const MergeConfig& cfg, const MergeInputs& in, const MergeStats& ms, uint64_t planned,
                          const MemoryPeaks& peaks, MergeReport* report) {
   int world = 1;
   MPI_Comm_size(comm, &world);
@@ -256,6 +257,11 @@ void gather_merge_totals(MPI_Comm comm, const MergeConfig& cfg, const MergeStats
                                                                                ms.write_seconds});
   for (int r = 0; r < world; ++r)
     report->merge_loop_seconds.push_back({loops[3 * r], loops[3 * r + 1], loops[3 * r + 2]});
+  // RegMean's condition estimates, from the ranks that solved them: "<slot> <rcond>" lines.
+  std::string rcond;
+  for (const auto& [slot, value] : ms.rcond) rcond += std::to_string(slot) + " " + shortest_number(value) + "\n";
+  std::istringstream lines(dist::all_gather_bytes(comm, rcond));
+  for (size_t slot = 0; lines >> slot;) lines >> report->rcond[in.slots.at(slot).name];
   const std::vector<uint64_t> all =
       dist::all_gather(comm, std::vector<uint64_t>{planned, peaks.anon(), peaks.file(), peaks.hwm()});
   for (int r = 0; r < world; ++r)

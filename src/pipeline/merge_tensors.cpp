@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "recall/dist/failure.h"
+#include "recall/merge/aim.h"
 #include "recall/pipeline/plan.h"
 #include "recall/util/checksum.h"
 #include "recall/util/error.h"
@@ -107,8 +108,8 @@ uint64_t row_elems(const std::vector<int64_t>& shape) {
 class MergeLoop {
  public:
   MergeLoop(H5Writer* h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
-            const std::vector<TensorParams>& params, HfShardWriter* hf)
-      : h5_(h5), comm_(comm), c_(c), in_(in), params_(params), hf_(hf), method_(*c.method),
+            const std::vector<TensorParams>& params, HfShardWriter* hf, const StatisticsStore* statistics)
+      : h5_(h5), comm_(comm), c_(c), in_(in), params_(params), hf_(hf), statistics_(statistics), method_(*c.method),
         out_dtype_(c.output.dtype) {
     MPI_Comm_rank(comm, &rank_);
     MPI_Comm_size(comm, &world_);
@@ -141,6 +142,7 @@ class MergeLoop {
   const MergeInputs& in_;
   const std::vector<TensorParams>& params_;
   HfShardWriter* hf_;
+  const StatisticsStore* statistics_;
   const MethodSpec& method_;
   const DType out_dtype_;
   int rank_ = 0, world_ = 1;
@@ -198,6 +200,8 @@ void MergeLoop::merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& input
     views[j] = TensorView{e.info->dtype, inputs[j].data()};
   }
   const std::optional<size_t> base = in_.base_source(t);
+  const TensorStatistics stats = statistics_ ? statistics_->of(t) : TensorStatistics{};
+  const bool aim = c_.aim.enabled() && base && !stats.aim_importance.empty();
   const auto m0 = Clock::now();
   const uint64_t out_esize = dtype_size(out_dtype_);
   const uint64_t step = method_.whole_tensor ? numel : std::max<uint64_t>(1, kPieceBytes / out_esize);
@@ -208,13 +212,17 @@ void MergeLoop::merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& input
       piece[j] = TensorView{views[j].dtype, static_cast<const uint8_t*>(views[j].data) + p0 * dtype_size(views[j].dtype)};
     uint8_t* dst = out_.data() + p0 * out_esize;
     with_context("merging '" + slot.name + "'", [&] {
-      method_.merge(MergeTask{piece, base, params_[t], slot.name, slot.shape, r0 * elems + p0, n, out_dtype_, dst});
+      method_.merge(MergeTask{piece, base, params_[t], slot.name, slot.shape, r0 * elems + p0, n, out_dtype_, dst,
+                              statistics_ ? &stats : nullptr});
+      if (aim)
+        apply_aim(piece[*base], out_dtype_, dst, stats.aim_importance, c_.aim.omega, elems, r0 * elems + p0, n);
     });
     if (int64_t bad = first_non_finite(out_dtype_, dst, n); bad >= 0)
       fail("merged tensor '", slot.name, "' is NaN or infinite at ",
            position(slot.shape, r0 * elems + p0 + static_cast<uint64_t>(bad)), " (overflow in ",
            output_dtype_name(out_dtype_), "? check params.lambda and the weights)");
   }
+  if (stats.rcond >= 0) stats_.rcond[t] = stats.rcond;
   stats_.merge_seconds += seconds_since(m0);
 }
 
@@ -317,8 +325,9 @@ MergeStats MergeLoop::run(bool resume, const std::set<std::string>& done,
 
 MergeStats merge_tensors(H5Writer* h5, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
                          const std::vector<TensorParams>& params, bool resume, const std::set<std::string>& done,
-                         HfShardWriter* hf, const std::function<void(const std::string&)>& on_tensor_done) {
-  MergeLoop loop(h5, comm, c, in, params, hf);
+                         HfShardWriter* hf, const std::function<void(const std::string&)>& on_tensor_done,
+                         const StatisticsStore* statistics) {
+  MergeLoop loop(h5, comm, c, in, params, hf, statistics);
   return loop.run(resume, done, on_tensor_done);
 }
 

@@ -142,6 +142,7 @@ OutputDir::OutputDir(std::string final_dir) : final_(std::move(final_dir)), part
 std::string OutputDir::h5() const { return join_path(partial_, "merged.h5"); }
 std::string OutputDir::hf() const { return join_path(partial_, "hf"); }
 std::string OutputDir::recall_state() const { return join_path(partial_, "recall_state.json"); }
+std::string OutputDir::statistics() const { return join_path(partial_, "statistics"); }
 std::string OutputDir::file(const std::string& name) const { return join_path(partial_, name); }
 
 std::vector<std::string> OutputDir::problems(bool overwrite, const std::vector<std::string>& inputs,

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "recall/engine/fisher.h"
 #include "recall/merge/typical.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
@@ -104,7 +105,7 @@ MergeBuffers merge_buffers(const MergeConfig& c, const MergeInputs& in, int rank
     for (size_t m = 0; m < M; ++m) b.input_bytes[m] = std::max(b.input_bytes[m], ch.rows() * row_bytes(in, m, ch.tensor));
     b.output_bytes = std::max(b.output_bytes, ch.rows() * row_elems * out_size);
     if (c.method->work_bytes)
-      b.work_bytes = std::max(b.work_bytes, c.method->work_bytes(ch.rows() * row_elems, M, c.output.dtype));
+      b.work_bytes = std::max(b.work_bytes, c.method->work_bytes(ch.rows() * row_elems, M, c.output.dtype, slot));
   }
   return b;
 }
@@ -135,10 +136,25 @@ RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
 constexpr uint64_t kProcessBytes = 64ull << 20;
 constexpr uint64_t kEngineBytes = 384ull << 20;
 
+uint64_t statistics_plan(const MergeConfig& c, const MergeInputs& in, int rank, int world) {
+  const ModelConfig& ref = in.models[in.reference].config;
+  const auto limit = static_cast<uint64_t>(std::min(c.max_length, ref.max_position_embeddings));
+  uint64_t n = static_cast<uint64_t>(in.data_samples);
+  if (c.calibration.samples > 0) n = std::min(n, static_cast<uint64_t>(c.calibration.samples));
+  // The calibration samples' token table (as the RECALL data's: ids grow by doubling).
+  const uint64_t tokens = 8 * (n + 1) + 2 * 4 * std::min(n * limit, in.data_bytes + 2 * n);
+  uint64_t pass = 0;
+  if (c.method->statistics == Statistics::Fisher)
+    for (size_t m = 0; m < in.models.size(); ++m)
+      if (static_cast<int>(m % static_cast<size_t>(world)) == rank)
+        pass = std::max(pass, engine::fisher_memory_bytes(in.models[m].config, static_cast<int64_t>(limit)));
+  return tokens + pass;
+}
+
 MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::GridSpec& spec, const dist::Grid* grid,
                        int rank, int world) {
   MemoryPlan p;
-  p.process = kProcessBytes + (grid ? kEngineBytes : 0);
+  p.process = kProcessBytes + (grid || c.needs_statistics() ? kEngineBytes : 0);
   const ModelConfig& cfg = in.models[in.reference].config;
   if (grid) {
     // Extraction holds one model's cells at a time, converted to float32 compute.
@@ -165,7 +181,8 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
                     static_cast<uint64_t>(c.parallel.micro_batch) * cfg.num_attention_heads * c.max_length *
                         c.max_length * 4;
   }
-  if (grid) p.recall_data = recall_data_plan(c, in).total();
+  if (grid && c.uses_representations()) p.recall_data = recall_data_plan(c, in).total();
+  if (c.needs_statistics()) p.statistics = statistics_plan(c, in, rank, world);
   p.merge_buffers = merge_buffers(c, in, rank, world).total();
   return p;
 }
@@ -183,12 +200,12 @@ size_t largest_plan(const std::vector<MemoryPlan>& plans) {
 
 std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budget, bool verbose) {
   std::ostringstream os;
-  os << "memory plan per rank (program + weights + activations + RECALL data + merge buffers = total"
+  os << "memory plan per rank (program + weights + activations + RECALL data + merge buffers + statistics = total"
      << (budget ? "; budget " + format_size_setting(budget) : std::string()) << "):";
   auto line = [&](const std::string& who, const MemoryPlan& p) {
     os << "\n  " << who << ": " << format_bytes(p.process) << " + " << format_bytes(p.weights) << " + "
        << format_bytes(p.activations) << " + " << format_bytes(p.recall_data) << " + "
-       << format_bytes(p.merge_buffers) << " = " << format_bytes(p.total());
+       << format_bytes(p.merge_buffers) << " + " << format_bytes(p.statistics) << " = " << format_bytes(p.total());
   };
   if (plans.size() <= 64 || verbose) {
     for (size_t r = 0; r < plans.size(); ++r) line("rank " + std::to_string(r), plans[r]);
@@ -207,7 +224,7 @@ void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) 
   fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
        " but memory_budget is ", format_size_setting(budget), " (", budget, " bytes; program ", format_bytes(p.process),
        ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations), ", RECALL data ", format_bytes(p.recall_data),
-       ", merge buffers ", format_bytes(p.merge_buffers),
+       ", merge buffers ", format_bytes(p.merge_buffers), ", statistics ", format_bytes(p.statistics),
        ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
        "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "
        "lowers the activations, typical.max_samples the RECALL data (N x hidden_size x 4 bytes for the "

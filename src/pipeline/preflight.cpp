@@ -121,7 +121,7 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
   if (problems.empty()) build_output_layout(c, in, opened, &problems);
 
   // Data: present and with at least K samples.
-  if (c.uses_representations()) {
+  if (c.needs_data()) {
     guard("data", [&] {
       if (opt.shapes_only && !path_exists(c.data)) {
         note("data '" + c.data + "' is not here; its samples were not counted (shapes only)");
@@ -131,6 +131,7 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
       in->data_samples = count_jsonl_lines(c.data);
       in->data_bytes = file_size_of(c.data);
       if (in->data_samples == 0) fail("'", c.data, "' holds no samples");
+      if (!c.uses_representations()) return;
       int64_t usable = in->data_samples;
       if (c.typical.max_samples > 0) usable = std::min(usable, c.typical.max_samples);
       if (c.typical.clusters > usable)

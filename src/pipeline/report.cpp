@@ -185,6 +185,8 @@ std::string report_json(const MergeReport& r) {
              {"peak_rss_bytes", peak_rss},
              {"merge_loop_seconds", merge_loop},
              {"world_size", r.world},
+             {"calibration_samples", r.calibration_samples},
+             {"regmean_rcond", r.rcond},
              {"output_dtype", r.output_dtype}};
   double merge_s = 0;
   for (const auto& [k, v] : r.timings)

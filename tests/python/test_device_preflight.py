@@ -1,7 +1,7 @@
 """`parallel.device: cuda` on a node without a CUDA device (this machine: no GPU) fails at the
 job's start, before the preflight reads a header: `recall merge` and `recall preflight` on 2 ranks
 end within seconds, every rank exits non-zero (each rank's exit code is recorded by a wrapper), and
-the one message names the setting, the host and the fix. A preflight that plans for another job
+the one message names the setting, the host and the fix; `recall finetune --device cuda` likewise. A preflight that plans for another job
 (--world N) does not check this node's device and still succeeds. On a node with GPUs the check
 passes and the context's world communicator is NCCL's (not exercised here)."""
 import os
@@ -67,6 +67,15 @@ def main():
                   f"{cmd}: it stops before the preflight reads a header")
             check(not os.path.exists(f"{tmp}/out") and not os.path.exists(f"{tmp}/out.partial")
                   and not os.path.exists(f"{tmp}/out.lock"), f"{cmd}: no output, partial output or lock")
+        # `recall finetune --device cuda` checks the device the same way (before loading the model).
+        p, codes, secs = run_ranks(["finetune", "--model", f"{tmp}/a", "--data", f"{tmp}/data.jsonl", "--out",
+                                    f"{tmp}/ft", "--steps", "1", "--device", "cuda"])
+        check(codes == {0: 1, 1: 1} and secs < LIMIT_S, f"finetune --device cuda: every rank exits 1 within "
+                                                        f"{LIMIT_S} s (ranks {codes}, {secs:.1f} s)")
+        check("step 'device'" in p.stderr and "--device is cuda but this node has no CUDA device" in p.stderr
+              and f"on host {host}" in p.stderr and p.stderr.count("recall: error:") == 1,
+              f"finetune --device cuda: one message naming the option and the host {p.stderr.strip()[:400]!r}")
+        check(not os.path.exists(f"{tmp}/ft"), "finetune --device cuda: no output directory")
         # Planning for another job's nodes does not check this node's device.
         p = run(["preflight", "--config", cfg, "--set", "parallel.device=cuda", "--world", "2"], check=False)
         check(p.returncode == 0 and "parallel.device cuda is not checked here" in p.stdout,

@@ -207,13 +207,28 @@ TEST(MergekitMethods, WorkBytesBoundEachKernelsMemory) {
       else
         params.set(p.name, std::vector<double>(inputs, v));
     }
+    // Data-aware methods read statistics: a diagonal Gram matrix per input and Fisher values of 1.
+    TensorStatistics stats;
+    if (m.statistics == Statistics::Gram) {
+      stats.gram_size = shape[1];
+      stats.gram_tokens.assign(inputs, 1.0);
+      stats.gram_rows = [n = static_cast<uint64_t>(shape[1])](size_t j, uint64_t r0, uint64_t rows, double* dst) {
+        std::fill(dst, dst + rows * n, 0.0);
+        for (uint64_t r = 0; r < rows; ++r) dst[r * n + r0 + r] = 1.0 + static_cast<double>(j);
+      };
+    }
+    if (m.statistics == Statistics::Fisher) {
+      stats.fisher_norm.assign(inputs, 1.0);
+      stats.fisher = [](size_t, uint64_t, uint64_t n, float* dst) { std::fill(dst, dst + n, 1.0f); };
+    }
     for (DType out_dtype : {DType::BF16, DType::F32}) {
       std::vector<uint8_t> out(numel * dtype_size(out_dtype));
       const int64_t before = g_heap.load();
       g_heap_peak = before;
-      m.merge(MergeTask{views, base, params, "model.layers.0.mlp.up_proj.weight", shape, 0, numel, out_dtype, out.data()});
+      m.merge(MergeTask{views, base, params, "model.layers.0.mlp.up_proj.weight", shape, 0, numel, out_dtype, out.data(),
+                        &stats});
       const int64_t used = g_heap_peak.load() - before;
-      const uint64_t declared = m.work_bytes(numel, inputs, out_dtype);
+      const uint64_t declared = m.work_bytes(numel, inputs, out_dtype, TensorSlot{Role::UpProj, 0, "model.layers.0.mlp.up_proj.weight", shape});
       EXPECT_LE(used, static_cast<int64_t>(declared)) << m.name << " " << dtype_name(out_dtype) << ": " << used
                                                       << " bytes used, " << declared << " declared";
     }

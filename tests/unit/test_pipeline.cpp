@@ -152,7 +152,7 @@ TEST(MergePlan, BudgetCheckNamesTheRankAndTheParts) {
   const std::string gib = memory_plan_text(plans, 64ull << 30, false);
   EXPECT_NE(gib.find("budget 64.00 GiB (68.72 GB)"), std::string::npos) << "in the unit it was written in: " << gib;
   const std::string text = memory_plan_text(plans, 4999, false);
-  EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
+  EXPECT_NE(text.find("rank 2: 0 B + 100 B + 0 B + 0 B + 0 B + 0 B = 100 B"), std::string::npos) << text;
 }
 
 TEST(MergePlan, RecallDataIsTheClusteredMatrixTokensAndKMeansAtAnyN) {

@@ -85,6 +85,20 @@ struct ParallelConfig {
   uint64_t merge_chunk_bytes = 64ull << 20;
 };
 
+// The calibration samples of data-aware methods (RegMean, Fisher) and of AIM: the first
+// `samples` lines of `data`.
+struct CalibrationConfig {
+  int64_t samples = 256;  // 0 = every line
+};
+
+// AIM (activation-informed merging, recall/merge/aim.h), a modifier of methods that take task
+// vectors from the base: merged = base + delta x (1 - I_j (1 - omega)) per input channel j, so
+// omega = 1 leaves the merge unchanged (off, the default) and the paper's 0.4 turns it on.
+struct AimConfig {
+  double omega = 1;
+  bool enabled() const { return omega < 1; }
+};
+
 // What a merge writes: the Hugging Face directory hf/ (safetensors shards, config.json, tokenizer)
 // and merged.h5 (parallel HDF5 with the merge's metadata).
 enum class OutputFormat { Hf, H5 };
@@ -128,6 +142,8 @@ struct MergeConfig {
   KernelConfig kernel;
   RecallConfig recall;
   ParamSettings params;          // method parameters for every model (mergekit's `parameters`)
+  CalibrationConfig calibration;
+  AimConfig aim;
   ParallelConfig parallel;
   OutputConfig output;
 
@@ -136,6 +152,10 @@ struct MergeConfig {
 
   size_t model_index(const std::string& name) const;  // throws if absent
   bool uses_representations() const { return method->uses_representations; }
+  // The job runs samples of `data` through the models (RECALL, data-aware methods, AIM).
+  bool needs_data() const { return method->needs_data() || aim.enabled(); }
+  // The statistics phase runs (data-aware methods, AIM).
+  bool needs_statistics() const { return method->statistics != Statistics::None || aim.enabled(); }
 };
 
 // Decodes YAML text with overrides ("key.sub=value", applied in order). `where` names the file.

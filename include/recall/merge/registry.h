@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "recall/merge/methods.h"
+#include "recall/merge/statistics.h"
 #include "recall/util/dtype.h"
 
 namespace recall {
@@ -71,6 +72,17 @@ struct MergeTask {
   uint64_t numel = 0;
   DType out_dtype = DType::BF16;
   void* out = nullptr;                 // numel elements of out_dtype
+  // The calibration statistics of this tensor's inputs, for methods with `statistics` (nullptr
+  // for the others).
+  const TensorStatistics* statistics = nullptr;
+};
+
+// What a data-aware method needs from the calibration samples (`data`); the job's statistics
+// phase computes it before the merge (recall/pipeline/statistics.h).
+enum class Statistics {
+  None,
+  Gram,            // every model's Gram matrices of its linear layers' inputs (RegMean)
+  Fisher,          // every model's diagonal Fisher (squared gradients of the log-likelihood)
 };
 
 struct MethodSpec {
@@ -89,11 +101,15 @@ struct MethodSpec {
   // The weights come from the models' representations (RECALL): the job computes the per-model
   // "weight" of every tensor before the merge; the config sets none.
   bool uses_representations = false;
+  Statistics statistics = Statistics::None;
   // Working memory of one kernel call beyond its inputs and output, in bytes, for `numel`
-  // elements and `models` inputs (the memory plan adds it to the merge buffers).
-  std::function<uint64_t(uint64_t numel, size_t models, DType out)> work_bytes;
+  // elements of output tensor `slot` and `models` inputs (the memory plan adds it to the merge
+  // buffers).
+  std::function<uint64_t(uint64_t numel, size_t models, DType out, const TensorSlot& slot)> work_bytes;
   std::function<void(const MergeTask&)> merge;
 
+  // The method runs calibration samples through the models (`data` required).
+  bool needs_data() const { return uses_representations || statistics != Statistics::None; }
   const ParamSpec* param(std::string_view name) const;  // nullptr when the method has none
   // "" when `inputs` models (one of them the base when `has_base`) suit the method, else what is
   // wrong ("merges at most 2 models, got 3").

@@ -30,6 +30,8 @@ using engine::SampleTokens;
 // truncated to min(max_length, max_position_embeddings); at most max_samples (0 = all). Read one
 // line at a time into a compact table (4 bytes a token, 8 a sample).
 SampleTokens load_task_samples(const MergeConfig& config, const MergeInputs& inputs);
+// The same with at most `most` samples (0 = all): the calibration samples of data-aware methods.
+SampleTokens load_samples(const MergeConfig& config, const MergeInputs& inputs, int64_t most);
 
 // Pooled representations [M][L+1][K][H] (index 0 = embedding output hidden.0, l+1 = block l),
 // float32, identical on every rank.
@@ -50,6 +52,12 @@ struct Representations {
 Representations extract_representations(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                          const SampleTokens& samples, const ExtractOptions& options,
                                          const Log& log, int only_model = -1);
+
+// Runs `samples` through every model (only `only_model` when >= 0) on the grid for the linear-input
+// statistics options.statistics asks for; the rank that runs a block writes its file
+// (recall/engine/extraction.h). No pooled state is kept. Collective over `comm`.
+void extract_statistics(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs, const SampleTokens& samples,
+                        const ExtractOptions& options, const Log& log, int only_model = -1);
 
 // The reference model's pooled hidden state `hidden_state` of every sample, [N, H] floats, the
 // same on every rank: only that state is kept, on the rank that owns it, then broadcast (chunked).

@@ -31,7 +31,7 @@ namespace recall {
 MergeStats run_merge_phase(MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                            const std::vector<TensorParams>& params, const OutputDir& out, bool resume,
                            HfShardWriter& hf, const MergeReport& report, const std::string& resolved_yaml,
-                           const Log& log);
+                           const Log& log, const StatisticsStore* statistics = nullptr);
 
 // Collective: the XXH3-64 of every merged tensor (those a rank hashed as it wrote them are not
 // read back; the others are read from the shards, or from merged.h5 when there are no shards),
@@ -44,7 +44,7 @@ std::map<std::string, uint64_t> write_checksums(MPI_Comm comm, const MergeConfig
 
 // Collective: the merge's bytes (summed over ranks), each rank's loop seconds and memory (its
 // plan's total and the peaks `peaks` sampled), into the report.
-void gather_merge_totals(MPI_Comm comm, const MergeConfig& config, const MergeStats& stats, uint64_t planned,
+void gather_merge_totals(MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs, const MergeStats& stats, uint64_t planned,
                          const MemoryPeaks& peaks, MergeReport* report);
 
 }  // namespace recall

@@ -21,6 +21,7 @@
 #include "recall/merge/registry.h"
 #include "recall/model/merge_inputs.h"
 #include "recall/pipeline/hf_shards.h"
+#include "recall/pipeline/statistics.h"
 
 namespace recall {
 
@@ -36,6 +37,9 @@ struct MergeStats {
   // method's owner), hashed as written: slot index -> checksum. The checksum phase need not read
   // them back.
   std::map<size_t, uint64_t> checksums;
+  // RegMean: slot index -> the reciprocal condition estimate of the Gram matrix solved for it (the
+  // tensors this rank solved).
+  std::map<size_t, double> rcond;
   bool aborted = false;  // some rank failed; every rank stopped at the same collective point
   std::string error;     // this rank's error ("" when another rank failed)
 };
@@ -45,6 +49,7 @@ struct MergeStats {
 // index = slot index). On a failure on any rank every rank returns with `aborted` set (merged.h5
 // must still be closed by all). Resuming: `done` lists tensors already merged into the existing
 // outputs (their datasets exist and are complete); the datasets are then not created again.
+// `statistics`: the calibration statistics of data-aware methods and AIM (nullptr when none).
 // `on_tensor_done` runs on every rank after each tensor's writes (the caller flushes and records
 // progress there).
 // Threads: a helper reads (and checks for NaN/infinity) the next chunk's inputs while the calling
@@ -53,6 +58,7 @@ struct MergeStats {
 MergeStats merge_tensors(H5Writer* h5, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                          const std::vector<TensorParams>& params, bool resume = false,
                          const std::set<std::string>& done = {}, HfShardWriter* hf = nullptr,
-                         const std::function<void(const std::string&)>& on_tensor_done = {});
+                         const std::function<void(const std::string&)>& on_tensor_done = {},
+                         const StatisticsStore* statistics = nullptr);
 
 }  // namespace recall

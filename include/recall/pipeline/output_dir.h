@@ -41,6 +41,7 @@ class OutputDir {
   std::string h5() const;               // merged.h5
   std::string hf() const;               // hf/
   std::string recall_state() const;     // recall_state.json: typical samples and block weights
+  std::string statistics() const;       // statistics/: calibration statistics (removed at the commit)
   std::string file(const std::string& name) const;  // <partial>/<name>
 
   // Why this output may not be written (empty when it may): it is "/", it is or holds one of

@@ -49,7 +49,9 @@ struct MemoryPlan {
   uint64_t recall_data = 0;    // RECALL: token table of the data, then the larger of (pooled [N, H]
                                // floats + k-means) and (representations + their all-gather)
   uint64_t merge_buffers = 0;  // merge: inputs (double-buffered), output, the kernel's working memory
-  uint64_t total() const { return process + weights + activations + recall_data + merge_buffers; }
+  uint64_t statistics = 0;     // data-aware methods: the calibration tokens, and the statistics
+                               // the rank accumulates (Gram matrices) or its Fisher pass
+  uint64_t total() const { return process + weights + activations + recall_data + merge_buffers + statistics; }
 };
 
 // RECALL's data on every rank, in bytes, by part (recall_data() is their sum as the plan counts it).
@@ -61,6 +63,10 @@ struct RecallDataPlan {
   uint64_t total() const { return tokens + std::max(pooled + kmeans, representations); }
 };
 RecallDataPlan recall_data_plan(const MergeConfig& config, const MergeInputs& inputs);
+
+// The statistics part of the plan of `rank` (data-aware methods): the calibration tokens, and the
+// Fisher pass of the models this rank computes (model m on rank m mod world).
+uint64_t statistics_plan(const MergeConfig& config, const MergeInputs& inputs, int rank, int world);
 
 // The plan of `rank`; `grid` is the extraction grid (nullptr for methods without one).
 MemoryPlan memory_plan(const MergeConfig& config, const MergeInputs& inputs, const dist::GridSpec& spec,

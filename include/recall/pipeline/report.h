@@ -44,6 +44,10 @@ struct MergeReport {
     uint64_t planned = 0, peak_anon = 0, peak_file = 0, peak_rss = 0;
   };
   std::vector<RankMemory> memory;
+  // RegMean: each solved tensor's reciprocal condition estimate of its summed Gram matrix (LAPACK
+  // dpocon, 1-norm; near 0 = ill-conditioned: raise params.ridge or calibration.samples).
+  std::map<std::string, double> rcond;
+  int64_t calibration_samples = 0;  // data-aware methods and AIM
   int world = 1;
   std::string output_dtype;
 };
