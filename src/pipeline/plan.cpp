@@ -135,8 +135,40 @@ RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
 constexpr uint64_t kProcessBytes = 64ull << 20;
 constexpr uint64_t kEngineBytes = 384ull << 20;
 
+uint64_t stream_resident_bytes(const MergeConfig& c, const MergeInputs& in) {
+  if (c.parallel.stream_samples <= 0) return 0;
+  const auto mb = static_cast<uint64_t>(c.parallel.micro_batch);
+  const uint64_t samples = (static_cast<uint64_t>(c.parallel.stream_samples) + mb - 1) / mb * mb;
+  return samples * static_cast<uint64_t>(c.max_length) * in.models[in.reference].config.hidden_size * 4;
+}
+
+uint64_t linear_statistics_bytes(const MergeConfig& c, const MergeInputs& in, const dist::Grid& grid, int rank,
+                                 const engine::LinearStatisticsOptions& statistics) {
+  if (!statistics.any()) return 0;
+  const ModelConfig& cfg = in.models[in.reference].config;
+  const uint64_t H = cfg.hidden_size, A = static_cast<uint64_t>(cfg.num_attention_heads) * cfg.head_dim,
+                 I = cfg.intermediate_size;
+  uint64_t per_block = 0;
+  for (uint64_t width : {H, A, H, I})
+    per_block += (statistics.gram ? width * width * 8 : 0) + (statistics.abs_sum ? width * 8 : 0) + 8;
+  // Blocks held at once: a run of one model's consecutive cells on this rank (CellRun) holds all
+  // its blocks when resident, one when streaming.
+  uint64_t blocks = 0;
+  for (int m = 0; m < grid.models(); ++m) {
+    uint64_t run = 0;
+    for (int s = 0; s < grid.stages(); ++s)
+      if (grid.owner({m, s}) == rank) run += static_cast<uint64_t>(grid.stage(s).num_blocks());
+    blocks = std::max(blocks, run);
+  }
+  if (blocks == 0) return 0;
+  if (c.parallel.stream_samples > 0) blocks = 1;
+  if (c.parallel.device == Device::Cuda) blocks += 1;
+  const uint64_t rows = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length * std::max({H, A, I}) * 20;
+  return blocks * per_block + rows;
+}
+
 MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::GridSpec& spec, const dist::Grid* grid,
-                       int rank, int world) {
+                       int rank, int world, const engine::LinearStatisticsOptions& statistics) {
   MemoryPlan p;
   p.process = kProcessBytes + (grid ? kEngineBytes : 0);
   const ModelConfig& cfg = in.models[in.reference].config;
@@ -146,7 +178,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
     for (const dist::Cell& cell : grid->cells_of(rank)) widest = std::max(widest, grid->stage(cell.stage).bytes);
     p.weights = widest * 2;  // bf16 on disk -> f32 in memory (f32 inputs: an upper bound)
     const uint64_t tokens = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length;
-    uint64_t held = 0;  // streaming: the hidden states of a group of samples
+    uint64_t held = 0;  // streaming: the hidden states held in memory between blocks (the rest spill)
     if (c.parallel.stream_samples > 0) {
       // One block (or the embedding, at stage 0) resident at a time.
       uint64_t largest = 0;
@@ -156,9 +188,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
         if (cell.stage == 0) largest = std::max(largest, spec.first_stage_extra_bytes);
       }
       p.weights = largest * 2;
-      const uint64_t mb = static_cast<uint64_t>(c.parallel.micro_batch);
-      const uint64_t group = std::max<uint64_t>(1, static_cast<uint64_t>(c.parallel.stream_samples) / mb) * mb;
-      held = group * c.max_length * cfg.hidden_size * 4;
+      held = stream_resident_bytes(c, in);
     }
     // Hidden states, attention scores (SDPA fused on CPU is smaller) and the MLP's activations.
     p.activations = held + tokens * 4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) +
@@ -166,6 +196,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
                         c.max_length * 4;
   }
   if (grid) p.recall_data = recall_data_plan(c, in).total();
+  if (grid) p.statistics = linear_statistics_bytes(c, in, *grid, rank, statistics);
   p.merge_buffers = merge_buffers(c, in, rank, world).total();
   return p;
 }
@@ -188,7 +219,9 @@ std::string memory_plan_text(const std::vector<MemoryPlan>& plans, uint64_t budg
   auto line = [&](const std::string& who, const MemoryPlan& p) {
     os << "\n  " << who << ": " << format_bytes(p.process) << " + " << format_bytes(p.weights) << " + "
        << format_bytes(p.activations) << " + " << format_bytes(p.recall_data) << " + "
-       << format_bytes(p.merge_buffers) << " = " << format_bytes(p.total());
+       << format_bytes(p.merge_buffers);
+    if (p.statistics) os << " + " << format_bytes(p.statistics) << " statistics";
+    os << " = " << format_bytes(p.total());
   };
   if (plans.size() <= 64 || verbose) {
     for (size_t r = 0; r < plans.size(); ++r) line("rank " + std::to_string(r), plans[r]);
@@ -207,7 +240,7 @@ void check_memory_budget(const std::vector<MemoryPlan>& plans, uint64_t budget) 
   fail("the memory plan needs ", format_bytes(p.total()), " (", p.total(), " bytes) on rank ", w,
        " but memory_budget is ", format_size_setting(budget), " (", budget, " bytes; program ", format_bytes(p.process),
        ", weights ", format_bytes(p.weights), ", activations ", format_bytes(p.activations), ", RECALL data ", format_bytes(p.recall_data),
-       ", merge buffers ", format_bytes(p.merge_buffers),
+       ", merge buffers ", format_bytes(p.merge_buffers), ", statistics ", format_bytes(p.statistics),
        ")\n---> HINT: more parallel.stages or more ranks lower the weights, and parallel.stream_samples "
        "(e.g. 32) keeps one block resident at a time; a smaller parallel.micro_batch or max_length "
        "lowers the activations, typical.max_samples the RECALL data (N x hidden_size x 4 bytes for the "
