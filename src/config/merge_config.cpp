@@ -344,8 +344,12 @@ const std::vector<Field>& fields() {
                         1 << 20, "samples per micro-batch in the extraction"));
     f.push_back(integer("parallel.stream_samples", [](MergeConfig& c) -> auto& { return c.parallel.stream_samples; },
                         0, 1 << 30,
-                        "0: a rank keeps its stage's blocks resident; N > 0: one block resident at a time, for "
-                        "groups of N samples"));
+                        "0: a rank keeps its stage's blocks resident; N > 0: one block resident at a time, each "
+                        "read once per pass, with the hidden states of about N samples (N x max_length tokens) "
+                        "held in memory between blocks and the rest spilled to parallel.scratch_dir"));
+    f.push_back(string("parallel.scratch_dir", [](MergeConfig& c) -> auto& { return c.parallel.scratch_dir; },
+                       "where streaming extraction spills the hidden states it cannot hold (a fresh directory per "
+                       "pass, removed after it; default: $TMPDIR, else /tmp)"));
     f.push_back(choice("parallel.device", [](MergeConfig& c) -> auto& { return c.parallel.device; }, kDevices,
                        "where ranks compute: cuda = the GPU of the local rank, NCCL between ranks"));
     f.push_back(bytes("parallel.merge_chunk_bytes", [](MergeConfig& c) -> auto& { return c.parallel.merge_chunk_bytes; },

@@ -4,17 +4,117 @@
 
 #include <ATen/ATen.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <optional>
+#include <vector>
 
 #include "recall/dist/collectives.h"
+#include "recall/engine/linear_statistics.h"
 #include "recall/engine/model.h"
+#include "recall/util/fs.h"
 #include "recall/util/error.h"
 #include "recall/util/fault.h"
 
 namespace recall::engine {
 
 namespace {
+
+std::atomic<int64_t> g_block_loads{0}, g_spilled_bytes{0};
+
+// An open file descriptor, closed on scope exit; fails (naming the spill file) when open failed.
+struct FileHandle {
+  int fd;
+  FileHandle(int f, const std::string& path) : fd(f) {
+    if (fd < 0) fail("cannot open the spill file '", path, "': ", std::strerror(errno));
+  }
+  ~FileHandle() { ::close(fd); }
+  FileHandle(const FileHandle&) = delete;
+  FileHandle& operator=(const FileHandle&) = delete;
+};
+
+// The hidden states of a streaming pass's micro-batches between blocks, by micro-batch index. In
+// the order they are first put, each is held in memory (on the compute device) when its bytes fit
+// in what `max_bytes` leaves (0 = no bound), else spilled to a file of its own under a fresh
+// directory in `scratch` (default $TMPDIR, else /tmp), removed with the store. A micro-batch keeps
+// its place (memory or file) for the whole pass: a block's output has its input's shape and dtype.
+class HeldStates {
+ public:
+  HeldStates(uint64_t max_bytes, std::string scratch, int model, int rank)
+      : max_bytes_(max_bytes), scratch_(std::move(scratch)), model_(model), rank_(rank) {}
+  ~HeldStates() {
+    if (dir_.empty()) return;
+    try {
+      remove_tree(dir_);
+    } catch (...) {  // a leftover scratch directory is not worth a second exception
+    }
+  }
+  HeldStates(const HeldStates&) = delete;
+  HeldStates& operator=(const HeldStates&) = delete;
+
+  void put(int64_t i, const at::Tensor& h) {
+    if (static_cast<size_t>(i) >= slots_.size()) slots_.resize(static_cast<size_t>(i) + 1);
+    Slot& s = slots_[static_cast<size_t>(i)];
+    if (!s.placed) {
+      const auto bytes = static_cast<uint64_t>(h.nbytes());
+      s.spilled = max_bytes_ > 0 && in_memory_ + bytes > max_bytes_;
+      if (!s.spilled) in_memory_ += bytes;
+      s.placed = true;
+    }
+    if (!s.spilled) {
+      s.memory = h;
+      return;
+    }
+    s.shape = h.sizes().vec();
+    s.dtype = h.scalar_type();
+    const at::Tensor host = h.to(at::kCPU).contiguous();
+    if (s.file.empty()) s.file = directory() + "/mb_" + std::to_string(i);
+    const FileHandle f(::open(s.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600), s.file);
+    pwrite_exact(f.fd, host.data_ptr(), host.nbytes(), 0, s.file);
+    g_spilled_bytes += static_cast<int64_t>(host.nbytes());
+  }
+
+  at::Tensor get(int64_t i, at::Device device) const {
+    const Slot& s = slots_.at(static_cast<size_t>(i));
+    if (!s.spilled) return s.memory;
+    at::Tensor host = at::empty(s.shape, at::TensorOptions().dtype(s.dtype));
+    const FileHandle f(::open(s.file.c_str(), O_RDONLY), s.file);
+    pread_exact(f.fd, host.data_ptr(), host.nbytes(), 0, s.file);
+    return host.to(device);
+  }
+
+ private:
+  struct Slot {
+    bool placed = false, spilled = false;
+    at::Tensor memory;
+    std::string file;
+    std::vector<int64_t> shape;
+    at::ScalarType dtype = at::kFloat;
+  };
+
+  const std::string& directory() {
+    if (!dir_.empty()) return dir_;
+    std::string base = scratch_;
+    if (base.empty()) base = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+    make_directories(base);
+    std::string pattern = base + "/recall-spill-m" + std::to_string(model_) + "-r" + std::to_string(rank_) + "-XXXXXX";
+    if (!::mkdtemp(pattern.data()))
+      fail("cannot create a spill directory in '", base, "' (parallel.scratch_dir): ", std::strerror(errno));
+    dir_ = pattern;
+    return dir_;
+  }
+
+  uint64_t max_bytes_, in_memory_ = 0;
+  std::string scratch_, dir_;
+  int model_, rank_;
+  std::vector<Slot> slots_;
+};
 
 // The consecutive stages [s0, s1) of `model` that this rank owns (empty when none).
 std::pair<int, int> own_stages(const dist::Grid& grid, int model, int rank) {
@@ -48,6 +148,7 @@ class CellRun {
     pooled_.resize(end_block_ + 1 - first_state_);
     for (int64_t i = first_state_; i <= end_block_; ++i)
       if (options.keeps(i)) pooled_[i - first_state_].assign(static_cast<size_t>(N_ * H_), 0.0f);
+    if (options.statistics.any()) stats_.emplace(options.statistics);
   }
 
   void run() {
@@ -71,6 +172,7 @@ class CellRun {
     lo.end_block = end;
     lo.embedding = embedding;
     lo.head = false;
+    g_block_loads += end - begin;
     return with_context("loading model '" + inputs_.models[model_].path + "' blocks [" + std::to_string(begin) +
                             ", " + std::to_string(end) + ")",
                         [&] { return Model::load(inputs_.models[model_], lo); });
@@ -114,55 +216,58 @@ class CellRun {
     options_.progress(model_, b1 - b0, samples_.offsets[b1] - samples_.offsets[b0]);
   }
 
-  // Resident: the stage's blocks stay loaded; each micro-batch goes through all of them.
+  // Resident: the stage's blocks stay loaded; each micro-batch goes through all of them. The
+  // statistics of every block of the cells are held until the pass ends.
   void run_resident() {
     Model model = load(first_block_, end_block_, s0_ == 0);
     for (int64_t b0 = 0; b0 < N_; b0 += mb_) {
       const int64_t b1 = std::min(N_, b0 + mb_);
       Batch batch = batch_of(b0, b1);
+      if (stats_) stats_->set_mask(batch.mask);
       at::Tensor h = input_of(&model, b0, b1, batch);
       for (int64_t l = first_block_; l < end_block_; ++l) {
-        h = model.run_block(h, batch, l);
+        h = model.run_block(h, batch, l, stats_ ? &*stats_ : nullptr);
         pool(l + 1, h, batch, b0);
       }
       fault_point("extract", rank_, b0 / mb_ + 1);
       output(h);
       finished(b0, b1);
     }
+    if (stats_)
+      for (int64_t l = first_block_; l < end_block_; ++l) stats_->write(model_, l);
   }
 
-  // Streaming: for each group of stream_samples samples (whole micro-batches), the hidden states
-  // of the group are held while the stage's blocks are loaded one at a time. The same operations
-  // on the same micro-batches as the resident path, so the same values.
+  // Streaming, block-major: the hidden states of every micro-batch first (embedded or received),
+  // then each block loaded once, every micro-batch run through it in order, and dropped (its
+  // statistics written and freed first); the outputs go to the next stage after the last block.
+  // The same operations on the same micro-batches as the resident path, so the same values.
   void run_streaming() {
-    const int64_t group = std::max<int64_t>(1, options_.stream_samples / mb_) * mb_;
-    int64_t step = 0;
-    for (int64_t g0 = 0; g0 < N_; g0 += group) {
-      const int64_t g1 = std::min(N_, g0 + group);
-      std::vector<Batch> batches;
-      std::vector<int64_t> starts;
-      std::vector<at::Tensor> hs;
-      {
-        std::optional<Model> embedder;
-        if (s0_ == 0) embedder.emplace(load(0, 0, true));
-        for (int64_t b0 = g0; b0 < g1; b0 += mb_) {
-          const int64_t b1 = std::min(g1, b0 + mb_);
-          batches.push_back(batch_of(b0, b1));
-          starts.push_back(b0);
-          hs.push_back(input_of(embedder ? &*embedder : nullptr, b0, b1, batches.back()));
-        }
+    HeldStates held(options_.max_resident_bytes, options_.scratch_dir, model_, rank_);
+    {
+      std::optional<Model> embedder;
+      if (s0_ == 0) embedder.emplace(load(0, 0, true));
+      for (int64_t b0 = 0; b0 < N_; b0 += mb_) {
+        const int64_t b1 = std::min(N_, b0 + mb_);
+        held.put(b0 / mb_, input_of(embedder ? &*embedder : nullptr, b0, b1, batch_of(b0, b1)));
       }
-      for (int64_t l = first_block_; l < end_block_; ++l) {
-        const Model block = load(l, l + 1, false);
-        for (size_t i = 0; i < hs.size(); ++i) {
-          hs[i] = block.run_block(hs[i], batches[i], l);
-          pool(l + 1, hs[i], batches[i], starts[i]);
-        }
-        fault_point("extract", rank_, ++step);
-      }
-      for (const at::Tensor& h : hs) output(h);
-      finished(g0, g1);
     }
+    const int64_t blocks = end_block_ - first_block_;
+    for (int64_t l = first_block_; l < end_block_; ++l) {
+      const Model block = load(l, l + 1, false);
+      for (int64_t b0 = 0; b0 < N_; b0 += mb_) {
+        const Batch batch = batch_of(b0, std::min(N_, b0 + mb_));
+        if (stats_) stats_->set_mask(batch.mask);
+        at::Tensor h = block.run_block(held.get(b0 / mb_, device_), batch, l, stats_ ? &*stats_ : nullptr);
+        pool(l + 1, h, batch, b0);
+        held.put(b0 / mb_, h);
+      }
+      if (stats_) stats_->write(model_, l);
+      fault_point("extract", rank_, l - first_block_ + 1);
+      const int64_t k = l - first_block_;
+      finished(N_ * k / blocks, N_ * (k + 1) / blocks);
+    }
+    for (int64_t b0 = 0; b0 < N_; b0 += mb_) output(held.get(b0 / mb_, device_));
+    if (blocks == 0) finished(0, N_);
   }
 
   const MergeInputs& inputs_;
@@ -175,9 +280,13 @@ class CellRun {
   int64_t N_ = 0, H_ = 0, mb_ = 1, first_block_ = 0, end_block_ = 0, first_state_ = 0;
   int prev_ = -1, next_ = -1;
   std::vector<std::vector<float>> pooled_;  // by hidden state - first_state_; empty when not kept
+  std::optional<LinearStatistics> stats_;   // when options.statistics.any()
 };
 
 }  // namespace
+
+int64_t block_loads() { return g_block_loads.load(); }
+int64_t spilled_bytes() { return g_spilled_bytes.load(); }
 
 std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                               const SampleTokens& samples, const ExtractOptions& options,

@@ -306,7 +306,7 @@ at::Tensor Model::embed(const at::Tensor& ids) const {
 }
 
 at::Tensor Model::block_forward(const at::Tensor& x, const Context& ctx, int64_t block,
-                                KVCache* cache) const {
+                                KVCache* cache, BlockObserver* observer) const {
   if (block < begin_ || block >= end_)
     fail("block ", block, " is not loaded (this stage holds blocks [", begin_, ", ", end_, "))");
   const BlockWeights& w = blocks_[block - begin_];
@@ -316,6 +316,7 @@ at::Tensor Model::block_forward(const at::Tensor& x, const Context& ctx, int64_t
   const double eps = c.rms_norm_eps;
 
   at::Tensor h = rms_norm(x, w.input_norm, eps);
+  if (observer) observer->linear_input(block, LinearGroup::AttnIn, h);
   at::Tensor qkv = at::linear(h, w.qkv, w.qkv_bias);
   at::Tensor q = qkv.narrow(-1, 0, Hq * D).view({N, T, Hq, D});
   at::Tensor k = qkv.narrow(-1, Hq * D, Hkv * D).view({N, T, Hkv, D});
@@ -357,25 +358,30 @@ at::Tensor Model::block_forward(const at::Tensor& x, const Context& ctx, int64_t
                         ? at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, scale)
                         : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true, scale);
   attn = attn.transpose(1, 2).reshape({N, T, Hq * D});
+  if (observer) observer->linear_input(block, LinearGroup::AttnOut, attn);
   at::Tensor out = x + at::linear(attn, w.o, w.o_bias);
 
   h = rms_norm(out, w.post_attn_norm, eps);
+  if (observer) observer->linear_input(block, LinearGroup::MlpIn, h);
   const int64_t I = c.intermediate_size;
   at::Tensor gu = at::linear(h, w.gate_up, w.gate_up_bias);
   at::Tensor act = at::silu(gu.narrow(-1, 0, I)) * gu.narrow(-1, I, I);
+  if (observer) observer->linear_input(block, LinearGroup::MlpOut, act);
   return out + at::linear(act, w.down, w.down_bias);
 }
 
-at::Tensor Model::run_block(const at::Tensor& hidden, const Batch& batch, int64_t block) const {
-  return block_forward(hidden, context(batch), block);
+at::Tensor Model::run_block(const at::Tensor& hidden, const Batch& batch, int64_t block,
+                            BlockObserver* observer) const {
+  return block_forward(hidden, context(batch), block, nullptr, observer);
 }
 
-at::Tensor Model::run_blocks(at::Tensor hidden, const Batch& batch, int64_t begin, int64_t end) const {
+at::Tensor Model::run_blocks(at::Tensor hidden, const Batch& batch, int64_t begin, int64_t end,
+                             BlockObserver* observer) const {
   if (begin < begin_ || end > end_ || begin > end)
     fail("blocks [", begin, ", ", end, ") are not within this stage's blocks [", begin_, ", ", end_, ")");
   if (begin == end) return hidden;
   const Context ctx = context(batch);
-  for (int64_t b = begin; b < end; ++b) hidden = block_forward(hidden, ctx, b);
+  for (int64_t b = begin; b < end; ++b) hidden = block_forward(hidden, ctx, b, nullptr, observer);
   return hidden;
 }
 

@@ -9,6 +9,7 @@
 #include "recall/dist/comm.h"
 #include "recall/engine/library.h"
 #include "recall/merge/typical.h"
+#include "recall/pipeline/plan.h"
 #include "recall/text/samples.h"
 #include "recall/text/tokenizer.h"
 #include "recall/util/error.h"
@@ -172,6 +173,8 @@ TypicalSelection select_typical_samples(const dist::Grid& grid, MPI_Comm comm, c
   eo.device = config.parallel.device;
   eo.micro_batch = config.parallel.micro_batch;
   eo.stream_samples = config.parallel.stream_samples;
+  eo.max_resident_bytes = stream_resident_bytes(config, inputs);
+  eo.scratch_dir = config.parallel.scratch_dir;
   eo.pooling = config.typical.pooling;
   const int64_t L = inputs.models[inputs.reference].config.num_hidden_layers;
   TypicalSelection sel;

@@ -71,6 +71,8 @@ RecallWeights recall_phases(Steps& steps, const dist::Grid& grid, MPI_Comm comm,
     eo.device = cfg.parallel.device;
     eo.micro_batch = cfg.parallel.micro_batch;
     eo.stream_samples = cfg.parallel.stream_samples;
+    eo.max_resident_bytes = stream_resident_bytes(cfg, in);
+    eo.scratch_dir = cfg.parallel.scratch_dir;
     eo.pooling = cfg.kernel.pooling;
     return extract_representations(grid, comm, in, typical, eo, log);
   });

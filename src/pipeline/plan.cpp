@@ -6,6 +6,7 @@
 
 #include "recall/engine/fisher.h"
 #include "recall/merge/typical.h"
+#include "recall/pipeline/statistics.h"
 #include "recall/util/error.h"
 #include "recall/util/format.h"
 
@@ -136,6 +137,38 @@ RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
 constexpr uint64_t kProcessBytes = 64ull << 20;
 constexpr uint64_t kEngineBytes = 384ull << 20;
 
+uint64_t stream_resident_bytes(const MergeConfig& c, const MergeInputs& in) {
+  if (c.parallel.stream_samples <= 0) return 0;
+  const auto mb = static_cast<uint64_t>(c.parallel.micro_batch);
+  const uint64_t samples = (static_cast<uint64_t>(c.parallel.stream_samples) + mb - 1) / mb * mb;
+  return samples * static_cast<uint64_t>(c.max_length) * in.models[in.reference].config.hidden_size * 4;
+}
+
+uint64_t linear_statistics_bytes(const MergeConfig& c, const MergeInputs& in, const dist::Grid& grid, int rank,
+                                 const engine::LinearStatisticsOptions& statistics) {
+  if (!statistics.any()) return 0;
+  const ModelConfig& cfg = in.models[in.reference].config;
+  const uint64_t H = cfg.hidden_size, A = static_cast<uint64_t>(cfg.num_attention_heads) * cfg.head_dim,
+                 I = cfg.intermediate_size;
+  uint64_t per_block = 0;
+  for (uint64_t width : {H, A, H, I})
+    per_block += (statistics.gram ? width * width * 8 : 0) + (statistics.abs_sum ? width * 8 : 0) + 8;
+  // Blocks held at once: a run of one model's consecutive cells on this rank (CellRun) holds all
+  // its blocks when resident, one when streaming.
+  uint64_t blocks = 0;
+  for (int m = 0; m < grid.models(); ++m) {
+    uint64_t run = 0;
+    for (int s = 0; s < grid.stages(); ++s)
+      if (grid.owner({m, s}) == rank) run += static_cast<uint64_t>(grid.stage(s).num_blocks());
+    blocks = std::max(blocks, run);
+  }
+  if (blocks == 0) return 0;
+  if (c.parallel.stream_samples > 0) blocks = 1;
+  if (c.parallel.device == Device::Cuda) blocks += 1;
+  const uint64_t rows = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length * std::max({H, A, I}) * 20;
+  return blocks * per_block + rows;
+}
+
 uint64_t statistics_plan(const MergeConfig& c, const MergeInputs& in, int rank, int world) {
   const ModelConfig& ref = in.models[in.reference].config;
   const auto limit = static_cast<uint64_t>(std::min(c.max_length, ref.max_position_embeddings));
@@ -162,7 +195,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
     for (const dist::Cell& cell : grid->cells_of(rank)) widest = std::max(widest, grid->stage(cell.stage).bytes);
     p.weights = widest * 2;  // bf16 on disk -> f32 in memory (f32 inputs: an upper bound)
     const uint64_t tokens = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length;
-    uint64_t held = 0;  // streaming: the hidden states of a group of samples
+    uint64_t held = 0;  // streaming: the hidden states held in memory between blocks (the rest spill)
     if (c.parallel.stream_samples > 0) {
       // One block (or the embedding, at stage 0) resident at a time.
       uint64_t largest = 0;
@@ -172,9 +205,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
         if (cell.stage == 0) largest = std::max(largest, spec.first_stage_extra_bytes);
       }
       p.weights = largest * 2;
-      const uint64_t mb = static_cast<uint64_t>(c.parallel.micro_batch);
-      const uint64_t group = std::max<uint64_t>(1, static_cast<uint64_t>(c.parallel.stream_samples) / mb) * mb;
-      held = group * c.max_length * cfg.hidden_size * 4;
+      held = stream_resident_bytes(c, in);
     }
     // Hidden states, attention scores (SDPA fused on CPU is smaller) and the MLP's activations.
     p.activations = held + tokens * 4 * (6 * cfg.hidden_size + 3 * cfg.intermediate_size) +
@@ -183,6 +214,13 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
   }
   if (grid && c.uses_representations()) p.recall_data = recall_data_plan(c, in).total();
   if (c.needs_statistics()) p.statistics = statistics_plan(c, in, rank, world);
+  if (grid && c.needs_statistics()) {
+    const StatisticsNeeds needs = statistics_needs(c);
+    engine::LinearStatisticsOptions so;
+    so.gram = needs.gram;
+    so.abs_sum = needs.abs_sum;
+    p.statistics += linear_statistics_bytes(c, in, *grid, rank, so);
+  }
   p.merge_buffers = merge_buffers(c, in, rank, world).total();
   return p;
 }

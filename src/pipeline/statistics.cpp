@@ -7,6 +7,7 @@
 #include "recall/dist/failure.h"
 #include "recall/engine/library.h"
 #include "recall/pipeline/extract.h"
+#include "recall/pipeline/plan.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
 #include "recall/util/progress.h"
@@ -79,6 +80,8 @@ int64_t compute_statistics(const dist::Grid* grid, MPI_Comm comm, const MergeCon
     eo.device = c.parallel.device;
     eo.micro_batch = c.parallel.micro_batch;
     eo.stream_samples = c.parallel.stream_samples;
+    eo.max_resident_bytes = stream_resident_bytes(c, in);
+    eo.scratch_dir = c.parallel.scratch_dir;
     eo.statistics.gram = needs.gram;
     eo.statistics.abs_sum = needs.abs_sum;
     eo.statistics.dir = dir;

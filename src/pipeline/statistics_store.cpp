@@ -1,6 +1,7 @@
 // The saved calibration statistics, read per tensor for the merge loop (see statistics.h).
 #include <cmath>
 
+#include "recall/engine/extraction.h"
 #include "recall/merge/aim.h"
 #include "recall/pipeline/statistics.h"
 #include "recall/util/error.h"
@@ -30,7 +31,7 @@ const SafetensorsFile& StatisticsStore::file(const std::string& path) const {
 }
 
 std::string StatisticsStore::block_file(size_t model, int64_t block) const {
-  return join_path(join_path(dir_, std::to_string(model)), "block_" + std::to_string(block) + ".safetensors");
+  return engine::linear_statistics_path(dir_, static_cast<int>(model), block);
 }
 
 int64_t StatisticsStore::tokens(size_t model, int64_t block, LinearGroup g) const {

@@ -184,6 +184,53 @@ TEST(MergePlan, RecallDataIsTheClusteredMatrixTokensAndKMeansAtAnyN) {
   }
 }
 
+TEST(MergePlan, StreamingHoldsItsBoundAndStatisticsTheirBlocks) {
+  const MergeInputs in = fake_inputs(3, 4);  // hidden 16, 4 heads x head_dim 4, intermediate 24
+  // Streaming: stream_samples rounded up to whole micro-batches, at max_length tokens, float32.
+  EXPECT_EQ(stream_resident_bytes(config_for("recall", 3, {"parallel.micro_batch=2", "max_length=8"}), in), 0u);
+  EXPECT_EQ(stream_resident_bytes(config_for("recall", 3, {"parallel.micro_batch=2", "max_length=8",
+                                                            "parallel.stream_samples=3"}), in),
+            4u * 8 * 16 * 4);
+  // Statistics: per block, the four groups' float64 Grams [in, in], sums [in] and token counts
+  // (inputs 16, 16, 16, 24), plus one micro-batch's rows of the widest input (2 x 8 x 24) at 20 bytes.
+  const uint64_t both = 3 * (16 * 16 * 8 + 16 * 8 + 8) + (24 * 24 * 8 + 24 * 8 + 8);
+  const uint64_t gram = 3 * (16 * 16 * 8 + 8) + (24 * 24 * 8 + 8);
+  const uint64_t rows = 2 * 8 * 24 * 20;
+  engine::LinearStatisticsOptions so;
+  so.gram = so.abs_sum = true;
+  engine::LinearStatisticsOptions gram_only;
+  gram_only.gram = true;
+  dist::GridSpec spec = grid_spec(in);
+  spec.stages = 2;
+  const dist::Grid one(spec, 1), six(spec, 6);  // one rank: each model's 4 blocks; six: a cell of 2 each
+  const MergeConfig resident = config_for("recall", 3, {"parallel.micro_batch=2", "max_length=8", "parallel.stages=2"});
+  EXPECT_EQ(linear_statistics_bytes(resident, in, one, 0, so), 4 * both + rows);
+  EXPECT_EQ(linear_statistics_bytes(resident, in, one, 0, gram_only), 4 * gram + rows);
+  EXPECT_EQ(linear_statistics_bytes(resident, in, one, 0, {}), 0u);
+  for (int r = 0; r < 6; ++r) EXPECT_EQ(linear_statistics_bytes(resident, in, six, r, so), 2 * both + rows);
+  // Streaming writes each block's file before the next loads: one block whatever the cells.
+  const MergeConfig streaming = config_for("recall", 3, {"parallel.micro_batch=2", "max_length=8",
+                                                          "parallel.stages=2", "parallel.stream_samples=4"});
+  EXPECT_EQ(linear_statistics_bytes(streaming, in, one, 0, so), both + rows);
+  // On cuda, one more block: the host copy a file is written from.
+  const MergeConfig cuda = config_for("recall", 3, {"parallel.micro_batch=2", "max_length=8", "parallel.stages=2",
+                                                     "parallel.stream_samples=4", "parallel.device=cuda"});
+  EXPECT_EQ(linear_statistics_bytes(cuda, in, one, 0, so), 2 * both + rows);
+  // In the plan and its total, and only when the job accumulates statistics: RegMean's Gram
+  // matrices (and the calibration tokens: none here, the fake inputs have no data lines), AIM's
+  // |x| sums.
+  const std::vector<std::string> o = {"parallel.micro_batch=2", "max_length=8", "parallel.stages=2"};
+  const MemoryPlan with = memory_plan(config_for("regmean", 3, o), in, spec, &one, 0, 1);
+  const MemoryPlan without = memory_plan(resident, in, spec, &one, 0, 1);
+  EXPECT_EQ(with.statistics, 4 * gram + rows + 8);
+  EXPECT_EQ(without.statistics, 0u);
+  std::vector<std::string> aim = o;
+  aim.push_back("aim.omega=0.4");
+  const uint64_t sums = 3 * (16 * 8 + 8) + (24 * 8 + 8);
+  EXPECT_EQ(memory_plan(config_for("task_arithmetic", 3, aim), in, spec, &one, 0, 1).statistics, 4 * sums + rows + 8);
+  EXPECT_NE(memory_plan_text({with}, 0, false).find("+ statistics = total"), std::string::npos);
+}
+
 TEST(TensorParams, GradientsFiltersAndPerModelValuesPerTensor) {
   const MergeInputs in = fake_inputs(3, 5);
   const MergeConfig c = parse_merge_config(R"(models:

@@ -78,8 +78,11 @@ struct ParallelConfig {
   int64_t stages = 1;            // pipeline stages per model
   int64_t micro_batch = 8;       // samples per micro-batch in the extraction
   // Streaming extraction: 0 = a rank keeps its stage's blocks resident; N > 0 = it loads one
-  // block at a time for groups of N samples, for nodes whose memory cannot hold a stage.
+  // block at a time (each once per pass), for nodes whose memory cannot hold a stage, holding the
+  // hidden states of about N samples in memory (plan.h: stream_resident_bytes) and spilling the
+  // rest to scratch_dir ("" = $TMPDIR, else /tmp).
   int64_t stream_samples = 0;
+  std::string scratch_dir;
   Device device = Device::Cpu;
   // Bytes of one input's rows the merge reads per step (whole-tensor methods read whole tensors).
   uint64_t merge_chunk_bytes = 64ull << 20;

@@ -22,4 +22,11 @@ namespace recall::engine {
 std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                         const SampleTokens& samples, const ExtractOptions& options, int only_model);
 
+// Blocks whose weights pool_own_cells has loaded in this process so far (a stage of n blocks loaded
+// at once counts n): a streaming pass loads each of a rank's blocks once, a resident pass its
+// stages once. For tests (the engine linked in, or through a helper that is).
+int64_t block_loads();
+// Bytes of hidden states streaming passes have written to spill files in this process so far.
+int64_t spilled_bytes();
+
 }  // namespace recall::engine

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "recall/merge/pooling.h"
+#include "recall/merge/statistics.h"
 #include "recall/util/device.h"
 
 namespace recall::engine {
@@ -41,6 +42,12 @@ struct SampleTokens {
 // Each block's statistics go to <dir>/<model index>/block_<l>.safetensors, tensors
 // "<group>.gram" (F64 [in, in], X^T X summed over tokens, when `gram`), "<group>.abs_sum"
 // (F64 [in], sum of |x| over tokens, when `abs_sum`) and "<group>.tokens" (I64 [1]).
+// The groups are recall::LinearGroup (recall/merge/statistics.h), which the merge reads by.
+// <dir>/<model>/block_<block>.safetensors, the file of one block's statistics.
+inline std::string linear_statistics_path(const std::string& dir, int model, int64_t block) {
+  return dir + "/" + std::to_string(model) + "/block_" + std::to_string(block) + ".safetensors";
+}
+
 struct LinearStatisticsOptions {
   bool gram = false;
   bool abs_sum = false;
@@ -52,15 +59,27 @@ struct ExtractOptions {
   Device device = Device::Cpu;
   std::string compute_dtype = "float32";
   int64_t micro_batch = 8;
-  int64_t stream_samples = 0;  // > 0: blocks loaded one at a time for groups of this many samples
+  // > 0: streaming, block-major: a rank loads each of its blocks once per pass, one at a time, and
+  // runs every micro-batch through it; the hidden states of all samples are held between blocks
+  // (the value itself no longer groups samples: max_resident_bytes bounds what is held).
+  int64_t stream_samples = 0;
+  // Streaming: bytes of held hidden states kept in memory (0 = no bound). In order, each
+  // micro-batch's hidden states (compute dtype, its own padded length) stay in memory when they fit
+  // in what the bound leaves, else they are spilled to a file of their own in a fresh directory
+  // under scratch_dir ("" = $TMPDIR, else /tmp), read back and rewritten block by block, and
+  // removed at the end of the pass.
+  uint64_t max_resident_bytes = 0;
+  std::string scratch_dir;
   Pooling pooling = Pooling::Mean;  // token states -> one vector per sample
   // Hidden-state indices to pool and return (empty = all L + 1): the typical-sample step keeps the
   // clustered one only, so a rank holds [N, H] floats for it and nothing for the others.
   std::vector<int64_t> hidden_states;
   bool pooled = true;  // false: no pooled hidden state is kept (a statistics-only pass)
   LinearStatisticsOptions statistics;
-  // Called on the rank that runs a model's last stage after each micro-batch (resident) or group
-  // (streaming) has left it: the model, the samples and the tokens (unpadded) it held.
+  // Called on the rank that runs a model's last stage after each micro-batch has left it
+  // (resident): the model, the samples and the tokens (unpadded) it held. Streaming: after each of
+  // the stage's blocks, the share of samples (and their tokens) that block stands for (block k of
+  // n: samples [N k / n, N (k + 1) / n)), so the counts add up to N over the pass.
   std::function<void(int model, int64_t samples, int64_t tokens)> progress;
 
   bool keeps(int64_t hidden_state) const {

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "recall/engine/extraction.h"
 #include "recall/merge/pooling.h"
 #include "recall/model/model_dir.h"
 
@@ -77,6 +78,15 @@ struct KVCache {
   int64_t length = 0;  // S, positions already processed
 };
 
+// Sees the input of each group of a block's linear layers (extraction.h's LinearGroup), [N, T, in]
+// in the compute dtype, right before the linears consume it; pad positions included (the batch's
+// mask says which are real). Called on the forward pass's own tensors: an observer must not
+// modify them. A null observer costs nothing.
+struct BlockObserver {
+  virtual ~BlockObserver() = default;
+  virtual void linear_input(int64_t block, LinearGroup group, const at::Tensor& x) = 0;
+};
+
 class Model {
  public:
   static Model load(const ModelDir& dir, const LoadOptions& options = {});
@@ -91,8 +101,11 @@ class Model {
   // ids [N, T] -> hidden.0 [N, T, H] in the compute dtype. Needs the embedding.
   at::Tensor embed(const at::Tensor& ids) const;
   // Runs blocks [begin, end) (within the loaded range) on hidden [N, T, H].
-  at::Tensor run_blocks(at::Tensor hidden, const Batch& batch, int64_t begin, int64_t end) const;
-  at::Tensor run_block(const at::Tensor& hidden, const Batch& batch, int64_t block) const;
+  // `observer` (optional) sees every linear group's input.
+  at::Tensor run_blocks(at::Tensor hidden, const Batch& batch, int64_t begin, int64_t end,
+                        BlockObserver* observer = nullptr) const;
+  at::Tensor run_block(const at::Tensor& hidden, const Batch& batch, int64_t block,
+                       BlockObserver* observer = nullptr) const;
   at::Tensor final_norm(const at::Tensor& hidden) const;  // needs the head
   at::Tensor logits(const at::Tensor& normed) const;       // [N, T, V], compute dtype
   // embed -> all blocks -> final norm -> logits (needs the whole model).
@@ -114,7 +127,7 @@ class Model {
   struct Context;  // masks and rotary tables of one batch
   Context context(const Batch& batch) const;
   at::Tensor block_forward(const at::Tensor& hidden, const Context& ctx, int64_t block,
-                           KVCache* cache = nullptr) const;
+                           KVCache* cache = nullptr, BlockObserver* observer = nullptr) const;
   ModelConfig config_;
   at::ScalarType dtype_ = at::kFloat;
   at::Device device_ = at::kCPU;

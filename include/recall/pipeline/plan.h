@@ -12,6 +12,7 @@
 
 #include "recall/config/merge_config.h"
 #include "recall/dist/grid.h"
+#include "recall/engine/extraction.h"
 #include "recall/model/merge_inputs.h"
 
 namespace recall {
@@ -49,10 +50,28 @@ struct MemoryPlan {
   uint64_t recall_data = 0;    // RECALL: token table of the data, then the larger of (pooled [N, H]
                                // floats + k-means) and (representations + their all-gather)
   uint64_t merge_buffers = 0;  // merge: inputs (double-buffered), output, the kernel's working memory
-  uint64_t statistics = 0;     // data-aware methods: the calibration tokens, and the statistics
-                               // the rank accumulates (Gram matrices) or its Fisher pass
+  uint64_t statistics = 0;     // data-aware methods and AIM: the calibration tokens, the linear-input
+                               // statistics' accumulators (linear_statistics_bytes) or the Fisher
+                               // pass of the models this rank computes
   uint64_t total() const { return process + weights + activations + recall_data + merge_buffers + statistics; }
 };
+
+// The streaming extraction's bound on held hidden states in memory (ExtractOptions::
+// max_resident_bytes): parallel.stream_samples (rounded up to whole micro-batches) samples at
+// max_length tokens of hidden_size float32 values; the job passes it to the engine and the plan
+// counts it, one number for both. 0 without streaming.
+uint64_t stream_resident_bytes(const MergeConfig& config, const MergeInputs& inputs);
+
+// The accumulators of the linear-input statistics (engine/extraction.h) on `rank` for a pass with
+// `statistics`: float64 Gram matrices ([in, in] per group, with gram) and |x| sums ([in], with
+// abs_sum) of the four groups of each block held, plus one micro-batch's rows of the widest input
+// widened to float64 (and their |x|, and the compact copy in float32: 20 bytes a value). Resident
+// extraction holds every block of the largest run of one model's consecutive cells on the rank
+// (written at the end of that run), streaming the largest one block (written before the next
+// loads); on cuda one more block, the host copy a block's file is written from. 0 when
+// !statistics.any() or the rank owns no cell.
+uint64_t linear_statistics_bytes(const MergeConfig& config, const MergeInputs& inputs, const dist::Grid& grid,
+                                 int rank, const engine::LinearStatisticsOptions& statistics);
 
 // RECALL's data on every rank, in bytes, by part (recall_data() is their sum as the plan counts it).
 struct RecallDataPlan {
