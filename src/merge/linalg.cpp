@@ -1,6 +1,8 @@
 // Symmetric positive-definite solves through LAPACK/BLAS's Fortran symbols; see linalg.h.
 #include "recall/merge/linalg.h"
 
+#include <dlfcn.h>
+
 #include <climits>
 #include <cstddef>
 #include <vector>
@@ -41,6 +43,33 @@ void check_info(int info, const char* routine) {
 
 int at_least_one(int v) { return v > 0 ? v : 1; }  // LAPACK requires leading dimensions >= 1
 
+// OpenBLAS's results depend on its thread count (its parallel potrf takes another path, and its
+// threaded dgemm changed bits too at in = 400, RegMean.SameBitsWhateverTheBlasThreadCount), and
+// the thread count follows the rank's CPU binding, which mpirun changes with the world size: a
+// merge would differ between 2 and 4 ranks. So every call here runs on one thread; a RegMean
+// merge uses more cores through more ranks (each solves whole tensors). Found at run time:
+// Debian's alternatives decide which BLAS the process loads; reference BLAS has no threads.
+class OneBlasThread {
+ public:
+  OneBlasThread() {
+    static const auto get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+    static const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+    if (!get || !set) return;
+    set_ = set;
+    saved_ = get();
+    if (saved_ != 1) set(1);
+  }
+  ~OneBlasThread() {
+    if (set_ && saved_ != 1) set_(saved_);
+  }
+  OneBlasThread(const OneBlasThread&) = delete;
+  OneBlasThread& operator=(const OneBlasThread&) = delete;
+
+ private:
+  void (*set_)(int) = nullptr;
+  int saved_ = 1;
+};
+
 }  // namespace
 
 double symmetric_norm1(const double* a, uint64_t n) {
@@ -58,7 +87,10 @@ double cholesky_factor(double* a, uint64_t n, double ridge) {
     for (uint64_t i = 0; i < n; ++i) a[i * n + i] += ridge;
   const double anorm = symmetric_norm1(a, n);
   int info = 0;
-  dpotrf_("L", &ni, a, &lda, &info, 1);
+  {
+    const OneBlasThread one;
+    dpotrf_("L", &ni, a, &lda, &info, 1);
+  }
   check_info(info, "dpotrf");
   if (info > 0)
     fail("linalg: Cholesky factorization of a ", n, " x ", n, " matrix failed: its leading minor of order ", info,
@@ -74,7 +106,10 @@ void cholesky_solve(const double* factor, uint64_t n, double* b, uint64_t nrhs) 
   const int nr = lapack_int(nrhs, "dpotrs", "nrhs");
   const int ld = at_least_one(ni);
   int info = 0;
-  dpotrs_("L", &ni, &nr, factor, &ld, b, &ld, &info, 1);
+  {
+    const OneBlasThread one;
+    dpotrs_("L", &ni, &nr, factor, &ld, b, &ld, &info, 1);
+  }
   check_info(info, "dpotrs");
 }
 
@@ -98,6 +133,7 @@ void add_transposed_product(uint64_t m, uint64_t n, uint64_t k, const double* a,
   const int lc = at_least_one(lapack_int(ldc, "dgemm", "ldc"));
   if (mi == 0 || ni == 0) return;
   const double one = 1;
+  const OneBlasThread single;
   dgemm_("T", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc, 1, 1);
 }
 

@@ -123,14 +123,16 @@ def test_regmean(tmp, data):
     ref = regmean_reference(paths, data, 0.9)
     outs = {}
     for np_ in (1, 2, 4):
-        out = write_config(f"{tmp}/regmean{np_}.yaml", tmp, models, "regmean")
+        # 4 ranks need 4 cells: 2 stages per model (the Gram matrices do not depend on the grid).
+        out = write_config(f"{tmp}/regmean{np_}.yaml", tmp, models, "regmean",
+                           "parallel: {stages: 2}\n" if np_ == 4 else "")
         run(["merge", "--config", f"{tmp}/regmean{np_}.yaml", "--quiet"], np=np_)
         outs[np_] = merged(out)
         err, where = rel_error(outs[np_], ref)
         check(err <= TOL, f"regmean on {np_} rank(s) equals the numpy reference: max relative error {err:.2e} "
                           f"({where}; tolerance {TOL})")
     same = all(np.array_equal(outs[1][k].view(np.uint32), outs[n][k].view(np.uint32)) for n in (2, 4) for k in outs[1])
-    check(same, "regmean: 1, 2 and 4 ranks write the same bytes")
+    check(same, "regmean: 1, 2 and 4 ranks (2 stages) write the same bytes")
     out = write_config(f"{tmp}/regmean-stream.yaml", tmp, models, "regmean", "parallel: {stream_samples: 8}\n")
     run(["merge", "--config", f"{tmp}/regmean-stream.yaml", "--quiet"], np=2)
     stream = merged(out)
@@ -218,6 +220,42 @@ def test_fisher(tmp, data):
     check(err <= TOL, f"fisher with params.normalize false equals its reference ({err:.2e}, {where})")
 
 
+def test_aim(tmp, data):
+    """Task arithmetic (weights 0.7 and 0.4) with AIM: each block linear weight's merged task vector
+    scaled per input channel j by 1 - I_j (1 - omega), I the base's mean |x| over its largest."""
+    omega = 0.3
+    base = state(f"{tmp}/base")
+    tuned = [state(f"{tmp}/a"), state(f"{tmp}/b")]
+    weights = [0.7, 0.4]
+    stats = linear_statistics(f"{tmp}/base", data)
+    ref = {}
+    for name, b in base.items():
+        m = b + sum(w * (t[name] - b) for w, t in zip(weights, tuned))
+        key = linear_of(name)
+        if key is not None:
+            s = stats[key][1] / stats[key][2]
+            m = b + (m - b) * (1 - (s / s.max()) * (1 - omega))[None, :]
+        ref[name] = m
+    cfg = f"{tmp}/aim.yaml"
+    with open(cfg, "w") as f:
+        f.write(f"models:\n  - {{name: base, path: {tmp}/base}}\n"
+                f"  - {{name: a, path: {tmp}/a, params: {{weight: 0.7}}}}\n"
+                f"  - {{name: b, path: {tmp}/b, params: {{weight: 0.4}}}}\n"
+                f"base: base\nmethod: task_arithmetic\ndata: {tmp}/data.jsonl\ncalibration: {{samples: 0}}\n"
+                f"aim: {{omega: {omega}}}\noutput: {{dir: {tmp}/out-aim, dtype: float32}}\n")
+    for np_ in (1, 2):
+        run(["merge", "--config", cfg, "--quiet", "--set", f"output.dir={tmp}/out-aim{np_}"], np=np_)
+    ours = merged(f"{tmp}/out-aim1")
+    err, where = rel_error(ours, ref)
+    check(err <= TOL, f"task_arithmetic + aim (omega {omega}) equals the reference: max relative error {err:.2e} ({where})")
+    two = merged(f"{tmp}/out-aim2")
+    check(all(np.array_equal(ours[k].view(np.uint32), two[k].view(np.uint32)) for k in ours),
+          "aim: 1 and 2 ranks write the same bytes")
+    plain = {k: base[k] + sum(w * (t[k] - base[k]) for w, t in zip(weights, tuned)) for k in base}
+    moved, _ = rel_error(ours, plain)
+    check(moved > 100 * TOL, f"aim changes the merge ({moved:.2e} from plain task arithmetic)")
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="recall-data-aware-")
     try:
@@ -226,6 +264,7 @@ def main():
             tiny_llama(f"{tmp}/{n}", seed=i + 1, dtype="float32", layers=2, base_state=base, noise=0.02)
         data = samples(40, seed=5)
         write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": s} for s in data])
+        test_aim(tmp, data)
         test_fisher(tmp, data)
         test_regmean(tmp, data)
     finally:

@@ -3,6 +3,7 @@
 // like the reference, the identity-Gram property, bits independent of the Gram block size and of
 // a split of the output rows, a rank-deficient sum failing with its leading minor, rcond of
 // matrices whose condition number is known.
+#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -245,6 +246,25 @@ TEST(RegMean, SameInputsSameBitsAndBlockSizeOrRowSplitOnlyRound) {
     }
     near_whole(x, "rows split at " + std::to_string(split));
   }
+}
+
+// The bits do not depend on how many threads the BLAS runs (it follows each rank's CPU binding,
+// so it changes with the world size): with OpenBLAS, solved on 1 and on 4 threads. A width large
+// enough for OpenBLAS to thread its factorization and products. Skipped with reference BLAS,
+// which has no threads.
+TEST(RegMean, SameBitsWhateverTheBlasThreadCount) {
+  const auto get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (!get || !set) GTEST_SKIP() << "not OpenBLAS: reference BLAS runs one thread";
+  const int saved = get();
+  const Problem p = random_problem(3, 300, 400, 9, true);
+  std::vector<double> one(p.out * p.in), four(p.out * p.in);
+  set(1);
+  regmean_solve(inputs_of(p, 0.9, 0.0, 0), one.data());
+  set(4);
+  regmean_solve(inputs_of(p, 0.9, 0.0, 0), four.data());
+  set(saved);
+  EXPECT_EQ(0, std::memcmp(one.data(), four.data(), one.size() * sizeof(double)));
 }
 
 TEST(RegMean, RankDeficientSumFailsWithItsLeadingMinorAndARidgeSolvesIt) {
