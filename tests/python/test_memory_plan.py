@@ -1,6 +1,7 @@
 """The memory plan is an upper bound (issue 15): on every rank, the peak of resident anonymous
 memory (sampled from /proc/self/status, report.json "memory") stays at or below the plan the job
-printed, for row-wise and whole-tensor methods and RECALL, on 1 and 2 ranks. The models have a
+printed, for row-wise and whole-tensor methods, RECALL and the data-aware methods (RegMean resident
+and streaming, Fisher, AIM), on 1 and 2 ranks. The models have a
 large vocabulary so that the merge's buffers (and TIES's working memory) dominate the program's
 own memory: an underestimated term shows. Prints plan vs measured per rank."""
 import json
@@ -27,6 +28,12 @@ def main():
         ("slerp", 2, "method: slerp\nbase: base\nparams: {t: 0.3}", ["base", "a"]),
         ("recall", 2, "method: recall\ndata: DATA\ntypical: {clusters: 8}"),
         ("recall", 2, "method: recall\ndata: DATA\ntypical: {clusters: 8}\nparallel: {stages: 2, stream_samples: 8}"),
+        # Data-aware methods: Gram matrices held per block (resident) or one block (streaming) and
+        # the solves' float64 buffers; each model's Fisher pass; the base's |x| sums for AIM.
+        ("regmean", 2, "method: regmean\ndata: DATA"),
+        ("regmean", 2, "method: regmean\ndata: DATA\nparallel: {stages: 2, stream_samples: 8}"),
+        ("fisher", 2, "method: fisher\ndata: DATA\ncalibration: {samples: 16}"),
+        ("task_arithmetic", 2, "method: task_arithmetic\nbase: base\ndata: DATA\naim: {omega: 0.4}"),
     ]
     for k, case in enumerate(cases):
         method, np_, extra = case[:3]

@@ -1,0 +1,52 @@
+// RegMean's solve of one linear weight (merge/regmean.h) at a given shape: `models` float64 Gram
+// matrices [in, in] (diagonally dominant, symmetric) and bf16 weights [out, in], merged to bf16
+// the way the merge loop calls it (Gram rows read in blocks). Prints the seconds, the GFLOP/s of
+// the products and the factorization, and the BLAS the process loaded. bench/regmean_vs_torch.py
+// runs it beside fusion-bench's formula in torch.
+//   build/bin/bench_regmean [out=4096] [in=4096] [models=3]
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "recall/merge/regmean.h"
+#include "recall/util/dtype.h"
+#include "recall/util/rng.h"
+
+using namespace recall;
+
+int main(int argc, char** argv) {
+  const uint64_t out = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 4096;
+  const uint64_t in = argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 4096;
+  const size_t models = argc > 3 ? std::strtoull(argv[3], nullptr, 10) : 3;
+  PortableRng rng(3);
+  std::vector<std::vector<double>> grams(models, std::vector<double>(in * in));
+  std::vector<std::vector<uint16_t>> weights(models, std::vector<uint16_t>(out * in));
+  for (size_t m = 0; m < models; ++m) {
+    std::vector<double>& g = grams[m];
+    for (uint64_t i = 0; i < in; ++i)
+      for (uint64_t j = 0; j <= i; ++j) g[i * in + j] = g[j * in + i] = i == j ? 2.0 + rng.uniform() : (rng.uniform() - 0.5) / in;
+    for (uint16_t& w : weights[m]) w = float_to_bf16(static_cast<float>(rng.uniform() - 0.5) * 0.05f);
+  }
+  RegMeanInputs ri;
+  for (size_t m = 0; m < models; ++m) ri.weights.push_back(TensorView{DType::BF16, weights[m].data()});
+  ri.gram_rows = [&](size_t m, uint64_t r0, uint64_t n, double* dst) {
+    std::memcpy(dst, grams[m].data() + r0 * in, n * in * sizeof(double));
+  };
+  ri.out = out;
+  ri.in = in;
+  std::vector<uint16_t> merged(out * in);
+  const auto t0 = std::chrono::steady_clock::now();
+  const RegMeanResult r = merge_regmean(ri, DType::BF16, merged.data());
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double flops = static_cast<double>(models) * 2.0 * in * in * out + in * in * (in / 3.0) + 2.0 * in * in * out;
+  const bool openblas = dlsym(RTLD_DEFAULT, "openblas_get_num_threads") != nullptr;
+  std::printf("regmean solve: out=%llu in=%llu models=%zu: %.2f s, %.1f GFLOP/s (%s, one thread), rcond %.3g, work %.1f MB\n",
+              static_cast<unsigned long long>(out), static_cast<unsigned long long>(in), models, s, flops / s / 1e9,
+              openblas ? "OpenBLAS" : "reference BLAS", r.rcond,
+              static_cast<double>(regmean_work_bytes(out, in, models)) / 1e6);
+  return 0;
+}
