@@ -46,7 +46,8 @@ void fisher_pass(MPI_Comm comm, const MergeConfig& c, const MergeInputs& in, con
     fo.progress = [&](int64_t done, int64_t) {
       if (meter.advance(done - meter.done())) here(what, ": ", meter.line());
     };
-    with_context("the Fisher of model '" + c.models[m].name + "' (" + c.models[m].path + ")",
+    with_context("the Fisher of model '" + c.models[m].name + "' (" + c.models[m].path + ") on the calibration samples of " +
+                     c.data,
                  [&] { engine::library().run_fisher(fo); });
   }
 }

@@ -118,6 +118,24 @@ TEST(MergeConfig, SetErrorsNameTheArgument) {
   EXPECT_HAS(error_of(kMinimal, {"kernel.kindd=rbf"}), "--set 'kernel.kindd=rbf': unknown key 'kernel.kindd'");
 }
 
+// The data-aware methods and AIM: what they need, said at decode time with the key's position.
+TEST(MergeConfig, DataAwareMethodsAndAimNeedWhatTheyUse) {
+  EXPECT_HAS(error_of(kMinimal, {"method=regmean", "data=''"}), "method 'regmean' needs 'data' (JSONL calibration samples)");
+  EXPECT_HAS(error_of(kMinimal, {"method=fisher", "data=''"}), "method 'fisher' needs 'data'");
+  EXPECT_HAS(error_of(kMinimal, {"method=ties", "aim.omega=0.4", "data=''"}), "aim needs 'data'");
+  EXPECT_HAS(error_of(kMinimal, {"method=linear", "aim.omega=0.4"}),
+             "aim shrinks task vectors (merged - base): it needs 'base' and a method that uses it, not 'linear'");
+  EXPECT_HAS(error_of(kMinimal, {"method=ties", "base=''", "aim.omega=0.4"}), "needs 'base'");
+  EXPECT_HAS(error_of(kMinimal, {"aim.omega=1.5"}), "'aim.omega' must be a finite number in [0, 1]");
+  EXPECT_HAS(error_of(kMinimal, {"calibration.samples=-1"}), "'calibration.samples'");
+  EXPECT_HAS(error_of(kMinimal, {"method=regmean", "params.alpha=2"}), "alpha");
+  const MergeConfig ok = parse_merge_config(kMinimal, "cfg.yaml", {"method=ties", "aim.omega=0.4"});
+  EXPECT_TRUE(ok.aim.enabled());
+  EXPECT_TRUE(ok.needs_statistics());
+  EXPECT_FALSE(parse_merge_config(kMinimal, "cfg.yaml", {"method=ties"}).needs_statistics());
+  EXPECT_EQ(parse_merge_config(kMinimal, "cfg.yaml", {"method=regmean"}).calibration.samples, 256);
+}
+
 TEST(MergeConfig, InvalidYamlNamesPosition) {
   const std::string e = error_of("models: [\n");
   EXPECT_HAS(e, "cfg.yaml:");
