@@ -420,7 +420,7 @@ MethodSpec fisher_method() {
     }
     const double eps = t.params.shared("epsilon");
     const std::vector<double> scales = fisher_model_scales(
-        M, t.params.per_model("weight"), std::vector<double>{}, eps);
+        M, t.params.per_model("weight"), t.params.flag("normalize") ? s.fisher_norm : std::vector<double>{}, eps);
     merge_fisher(t.models, ptrs, scales, eps, t.numel, t.out_dtype, t.out);
   };
   return m;

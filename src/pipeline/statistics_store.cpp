@@ -79,7 +79,7 @@ TensorStatistics StatisticsStore::of(size_t slot) const {
     s.gram_rows = [this, sources, g = *group, in = static_cast<uint64_t>(s.gram_size)](size_t j, uint64_t r0,
                                                                                        uint64_t n, double* dst) {
       const auto p = parse_tensor_name(sources[j].name);
-      const SafetensorsFile& f = file(block_file(sources[0].model, p->second));
+      const SafetensorsFile& f = file(block_file(sources[j].model, p->second));
       const TensorInfo& t = f.at(std::string(linear_group_name(g)) + ".gram");
       if (t.dtype != DType::F64 || t.shape != std::vector<int64_t>{static_cast<int64_t>(in), static_cast<int64_t>(in)})
         fail(f.path(), ": '", linear_group_name(g), ".gram' must be F64 [", in, ", ", in, "]");
