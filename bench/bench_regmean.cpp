@@ -4,14 +4,13 @@
 // the products and the factorization, and the BLAS the process loaded. bench/regmean_vs_torch.py
 // runs it beside fusion-bench's formula in torch.
 //   build/bin/bench_regmean [out=4096] [in=4096] [models=3]
-#include <dlfcn.h>
-
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <vector>
 
+#include "recall/merge/linalg.h"
 #include "recall/merge/regmean.h"
 #include "recall/util/dtype.h"
 #include "recall/util/rng.h"
@@ -43,10 +42,9 @@ int main(int argc, char** argv) {
   const RegMeanResult r = merge_regmean(ri, DType::BF16, merged.data());
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double flops = static_cast<double>(models) * 2.0 * in * in * out + in * in * (in / 3.0) + 2.0 * in * in * out;
-  const bool openblas = dlsym(RTLD_DEFAULT, "openblas_get_num_threads") != nullptr;
   std::printf("regmean solve: out=%llu in=%llu models=%zu: %.2f s, %.1f GFLOP/s (%s, one thread), rcond %.3g, work %.1f MB\n",
               static_cast<unsigned long long>(out), static_cast<unsigned long long>(in), models, s, flops / s / 1e9,
-              openblas ? "OpenBLAS" : "reference BLAS", r.rcond,
+              linalg::blas_library().c_str(), r.rcond,
               static_cast<double>(regmean_work_bytes(out, in, models)) / 1e6);
   return 0;
 }

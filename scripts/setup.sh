@@ -19,7 +19,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libopenmpi-dev openmpi-bin libhdf5-openmpi-dev libyaml-cpp-dev libsentencepiece-dev
   nlohmann-json3-dev libxxhash-dev libpcre2-dev libutf8proc-dev libgtest-dev clang libclang-rt-14-dev python3-venv
-  liblapack-dev libblas-dev libopenblas0-pthread  # RegMean's Cholesky solves; OpenBLAS becomes Debian's libblas/liblapack (multi-threaded; docs/PERFORMANCE.md measures both)
+  liblapack3 libblas3 libopenblas0-pthread  # RegMean's solves load liblapack.so.3 at run time; OpenBLAS becomes Debian's libblas/liblapack (docs/PERFORMANCE.md measures both)
   librsvg2-bin shellcheck  # rsvg-convert renders report.svg in a test; shellcheck lints slurm/
 )
 missing=()

@@ -5,29 +5,73 @@
 
 #include <climits>
 #include <cstddef>
+#include <string>
 #include <vector>
 
 #include "recall/util/error.h"
 
-// gfortran's calling convention: every argument by pointer, each CHARACTER argument followed at
-// the end by its length as a hidden size_t (GCC >= 8). Passing the lengths matters: LAPACK built
-// by a recent gfortran may read them (the tail-call miscompilation R and SciPy hit without them).
-extern "C" {
-void dpotrf_(const char* uplo, const int* n, double* a, const int* lda, int* info, size_t uplo_len);
-void dpotrs_(const char* uplo, const int* n, const int* nrhs, const double* a, const int* lda, double* b,
-             const int* ldb, int* info, size_t uplo_len);
-void dpocon_(const char* uplo, const int* n, const double* a, const int* lda, const double* anorm, double* rcond,
-             double* work, int* iwork, int* info, size_t uplo_len);
-double dlansy_(const char* norm, const char* uplo, const int* n, const double* a, const int* lda, double* work,
-               size_t norm_len, size_t uplo_len);
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k, const double* alpha,
-            const double* a, const int* lda, const double* b, const int* ldb, const double* beta, double* c,
-            const int* ldc, size_t transa_len, size_t transb_len);
-}
-
 namespace recall::linalg {
 
 namespace {
+
+// gfortran's calling convention: every argument by pointer, each CHARACTER argument followed at
+// the end by its length as a hidden size_t (GCC >= 8). Passing the lengths matters: LAPACK built
+// by a recent gfortran may read them (the tail-call miscompilation R and SciPy hit without them).
+using Dpotrf = void (*)(const char*, const int*, double*, const int*, int*, size_t);
+using Dpotrs = void (*)(const char*, const int*, const int*, const double*, const int*, double*, const int*, int*,
+                        size_t);
+using Dpocon = void (*)(const char*, const int*, const double*, const int*, const double*, double*, double*, int*,
+                        int*, size_t);
+using Dlansy = double (*)(const char*, const char*, const int*, const double*, const int*, double*, size_t, size_t);
+using Dgemm = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                       const int*, const double*, const int*, const double*, double*, const int*, size_t, size_t);
+
+// LAPACK (and the BLAS under it), loaded privately (RTLD_LOCAL) on first use: linked into the core,
+// its dgemm_/sgemm_ would be in the process's global scope and take the place of libtorch's own
+// (MKL's) for the engine's matrix products, changing the forward pass's numbers; loaded here, each
+// side keeps its BLAS. Debian's alternatives choose the library (OpenBLAS when installed).
+struct Lapack {
+  void* handle = nullptr;
+  Dpotrf dpotrf = nullptr;
+  Dpotrs dpotrs = nullptr;
+  Dpocon dpocon = nullptr;
+  Dlansy dlansy = nullptr;
+  Dgemm dgemm = nullptr;
+  int (*get_threads)() = nullptr;       // OpenBLAS only
+  void (*set_threads)(int) = nullptr;   // OpenBLAS only
+};
+
+template <typename F>
+F symbol(void* handle, const char* name, const std::string& library) {
+  void* f = dlsym(handle, name);
+  if (!f) fail("linalg: ", library, " has no symbol ", name, " (not a LAPACK library?)");
+  return reinterpret_cast<F>(f);
+}
+
+const Lapack& lapack() {
+  static const Lapack l = [] {
+    Lapack r;
+    std::string tried;
+    for (const char* name : {"liblapack.so.3", "liblapack.so"}) {
+      r.handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+      if (r.handle) {
+        r.dpotrf = symbol<Dpotrf>(r.handle, "dpotrf_", name);
+        r.dpotrs = symbol<Dpotrs>(r.handle, "dpotrs_", name);
+        r.dpocon = symbol<Dpocon>(r.handle, "dpocon_", name);
+        r.dlansy = symbol<Dlansy>(r.handle, "dlansy_", name);
+        r.dgemm = symbol<Dgemm>(r.handle, "dgemm_", name);
+        r.get_threads = reinterpret_cast<int (*)()>(dlsym(r.handle, "openblas_get_num_threads"));
+        r.set_threads = reinterpret_cast<void (*)(int)>(dlsym(r.handle, "openblas_set_num_threads"));
+        return r;
+      }
+      const char* why = dlerror();
+      tried += std::string("\n  ") + name + ": " + (why ? why : "not found");
+    }
+    fail("linalg: RegMean's solves need LAPACK, which could not be loaded:", tried,
+         "\n---> HINT: install it (Debian: apt-get install liblapack3 libopenblas0-pthread; scripts/setup.sh does)");
+  }();
+  return l;
+}
 
 // A dimension for LAPACK, which takes 32-bit ints.
 int lapack_int(uint64_t v, const char* routine, const char* what) {
@@ -51,22 +95,19 @@ int at_least_one(int v) { return v > 0 ? v : 1; }  // LAPACK requires leading di
 // Debian's alternatives decide which BLAS the process loads; reference BLAS has no threads.
 class OneBlasThread {
  public:
-  OneBlasThread() {
-    static const auto get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-    static const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-    if (!get || !set) return;
-    set_ = set;
-    saved_ = get();
-    if (saved_ != 1) set(1);
+  OneBlasThread() : l_(lapack()) {
+    if (!l_.get_threads || !l_.set_threads) return;
+    saved_ = l_.get_threads();
+    if (saved_ != 1) l_.set_threads(1);
   }
   ~OneBlasThread() {
-    if (set_ && saved_ != 1) set_(saved_);
+    if (l_.set_threads && saved_ != 1) l_.set_threads(saved_);
   }
   OneBlasThread(const OneBlasThread&) = delete;
   OneBlasThread& operator=(const OneBlasThread&) = delete;
 
  private:
-  void (*set_)(int) = nullptr;
+  const Lapack& l_;
   int saved_ = 1;
 };
 
@@ -77,7 +118,7 @@ double symmetric_norm1(const double* a, uint64_t n) {
   if (ni == 0) return 0;
   const int lda = at_least_one(ni);
   std::vector<double> work(n);
-  return dlansy_("1", "L", &ni, a, &lda, work.data(), 1, 1);
+  return lapack().dlansy("1", "L", &ni, a, &lda, work.data(), 1, 1);
 }
 
 double cholesky_factor(double* a, uint64_t n, double ridge) {
@@ -89,7 +130,7 @@ double cholesky_factor(double* a, uint64_t n, double ridge) {
   int info = 0;
   {
     const OneBlasThread one;
-    dpotrf_("L", &ni, a, &lda, &info, 1);
+    lapack().dpotrf("L", &ni, a, &lda, &info, 1);
   }
   check_info(info, "dpotrf");
   if (info > 0)
@@ -108,7 +149,7 @@ void cholesky_solve(const double* factor, uint64_t n, double* b, uint64_t nrhs) 
   int info = 0;
   {
     const OneBlasThread one;
-    dpotrs_("L", &ni, &nr, factor, &ld, b, &ld, &info, 1);
+    lapack().dpotrs("L", &ni, &nr, factor, &ld, b, &ld, &info, 1);
   }
   check_info(info, "dpotrs");
 }
@@ -121,7 +162,7 @@ double cholesky_rcond(const double* factor, uint64_t n, double anorm) {
   std::vector<int> iwork(n);
   double rcond = 0;
   int info = 0;
-  dpocon_("L", &ni, factor, &lda, &anorm, &rcond, work.data(), iwork.data(), &info, 1);
+  lapack().dpocon("L", &ni, factor, &lda, &anorm, &rcond, work.data(), iwork.data(), &info, 1);
   check_info(info, "dpocon");
   return rcond;
 }
@@ -134,7 +175,15 @@ void add_transposed_product(uint64_t m, uint64_t n, uint64_t k, const double* a,
   if (mi == 0 || ni == 0) return;
   const double one = 1;
   const OneBlasThread single;
-  dgemm_("T", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc, 1, 1);
+  lapack().dgemm("T", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc, 1, 1);
+}
+
+std::string blas_library() { return lapack().set_threads ? "OpenBLAS" : "reference BLAS"; }
+
+int blas_threads() { return lapack().get_threads ? lapack().get_threads() : 1; }
+
+void set_blas_threads(int threads) {
+  if (lapack().set_threads) lapack().set_threads(threads);
 }
 
 }  // namespace recall::linalg

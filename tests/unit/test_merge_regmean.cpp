@@ -3,7 +3,6 @@
 // like the reference, the identity-Gram property, bits independent of the Gram block size and of
 // a split of the output rows, a rank-deficient sum failing with its leading minor, rcond of
 // matrices whose condition number is known.
-#include <dlfcn.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -253,17 +252,15 @@ TEST(RegMean, SameInputsSameBitsAndBlockSizeOrRowSplitOnlyRound) {
 // enough for OpenBLAS to thread its factorization and products. Skipped with reference BLAS,
 // which has no threads.
 TEST(RegMean, SameBitsWhateverTheBlasThreadCount) {
-  const auto get = reinterpret_cast<int (*)()>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
-  const auto set = reinterpret_cast<void (*)(int)>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
-  if (!get || !set) GTEST_SKIP() << "not OpenBLAS: reference BLAS runs one thread";
-  const int saved = get();
+  if (linalg::blas_library() != "OpenBLAS") GTEST_SKIP() << "not OpenBLAS: reference BLAS runs one thread";
+  const int saved = linalg::blas_threads();
   const Problem p = random_problem(3, 300, 400, 9, true);
   std::vector<double> one(p.out * p.in), four(p.out * p.in);
-  set(1);
+  linalg::set_blas_threads(1);
   regmean_solve(inputs_of(p, 0.9, 0.0, 0), one.data());
-  set(4);
+  linalg::set_blas_threads(4);
   regmean_solve(inputs_of(p, 0.9, 0.0, 0), four.data());
-  set(saved);
+  linalg::set_blas_threads(saved);
   EXPECT_EQ(0, std::memcmp(one.data(), four.data(), one.size() * sizeof(double)));
 }
 

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace recall::linalg {
 
@@ -40,5 +41,13 @@ double cholesky_rcond(const double* factor, uint64_t n, double anorm);
 // C += A^T B (dgemm "T", "N"): A is k x m (lda >= k), B is k x n (ldb >= k), C is m x n (ldc >= m).
 void add_transposed_product(uint64_t m, uint64_t n, uint64_t k, const double* a, uint64_t lda, const double* b,
                             uint64_t ldb, double* c, uint64_t ldc);
+
+// LAPACK is loaded privately on first use (see linalg.cpp). Which BLAS is under it: "OpenBLAS"
+// when it has OpenBLAS's thread control, else "reference BLAS" (or another without it).
+std::string blas_library();
+// OpenBLAS's thread count (1 for others) and setting it, for tests and benchmarks: the solves
+// here run on one thread whatever it is.
+int blas_threads();
+void set_blas_threads(int threads);
 
 }  // namespace recall::linalg
