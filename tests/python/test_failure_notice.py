@@ -35,14 +35,25 @@ check = Checks()
 
 def print_stacks(session):
     """The stacks of the recall processes of a hung run (its own session), when gdb is here."""
-    pids = subprocess.run(["pgrep", "-s", str(session), "-f", "bin/recall"], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["pgrep", "-s", str(session), "-x", "recall"], capture_output=True, text=True).stdout.split()
     for pid in pids:
         try:
-            bt = subprocess.run(["gdb", "-p", pid, "-batch", "-ex", "thread apply all bt 20"], capture_output=True,
-                                text=True, timeout=60).stdout
-        except (OSError, subprocess.TimeoutExpired):
-            return
-        print(f"      stack of {pid}:\n" + "\n".join(line for line in bt.splitlines() if line.startswith("#")))
+            bt = subprocess.run(["gdb", "-p", pid, "-batch", "-ex", "bt 25"], capture_output=True, text=True,
+                                timeout=120)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            print(f"      no stack of {pid}: {e}")
+            continue
+        frames = [line for line in bt.stdout.splitlines() if line.startswith("#")]
+        print(f"      stack of {pid}:\n" + "\n".join(frames or bt.stderr.splitlines()[-5:]))
+
+
+def kill_session(session):
+    """mpirun puts each rank in a process group of its own: kill the whole session."""
+    for pid in subprocess.run(["pgrep", "-s", str(session)], capture_output=True, text=True).stdout.split():
+        try:
+            os.kill(int(pid), 9)
+        except OSError:
+            pass
 
 
 def run_ranks(np_, args, env):
@@ -58,26 +69,28 @@ def run_ranks(np_, args, env):
         _, err = p.communicate(timeout=KILL_S)
     except subprocess.TimeoutExpired:
         print_stacks(p.pid)
-        os.killpg(p.pid, 9)
+        kill_session(p.pid)
         _, err = p.communicate()
         return err, None, time.monotonic() - t0
     codes = {int(r): int(c) for r, c in re.findall(r"rank-exit (\d+) (\d+)", err)}
     return err, codes, time.monotonic() - t0
 
 
-def write_config(path, tmp, names, method, out):
+def write_config(path, tmp, names, method):
     with open(path, "w") as f:
         f.write("models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}}}\n" for n in names) +
                 f"method: {method}\nreference: b\ndata: {tmp}/data.jsonl\ntypical: {{clusters: 4}}\n"
                 "parallel: {stages: 2, micro_batch: 2}\n"
-                f"output: {{dir: {out}, checkpoint_bytes: 0}}\n")
+                f"output: {{dir: {tmp}/out}}\n")
     return path
 
 
 def expect_stop(label, np_, cfg, rank, step):
     """The fault on `rank` in step `step`: every rank stops, with one message."""
     spec = f"extract:{rank}:3:error"
-    err, codes, took = run_ranks(np_, ["merge", "--config", cfg, "--quiet"], {"RECALL_FAULT_INJECT": spec})
+    out = os.path.join(os.path.dirname(cfg), f"out-{np_}-{rank}-{os.path.basename(cfg)}")
+    err, codes, took = run_ranks(np_, ["merge", "--config", cfg, "--quiet", "--set", f"output.dir={out}"],
+                                 {"RECALL_FAULT_INJECT": spec})
     print(f"      {label}: {took:.1f} s, ranks {codes}")
     check(codes == {r: 1 for r in range(np_)} and took < LIMIT_S,
           f"{label}: every rank exits 1 within {LIMIT_S} s (took {took:.1f} s, ranks {codes}; "
@@ -92,6 +105,7 @@ def expect_stop(label, np_, cfg, rank, step):
     check("MPI_Abort" not in err and "aborting the job" not in err and "did not complete within" not in err
           and "no answer within" not in err and "stopped on a failure notice" not in err,
           f"{label}: no MPI_Abort, no watchdog, no deadline, no second message: {err.strip()[-400:]!r}")
+    check(not os.path.exists(out), f"{label}: nothing committed")
 
 
 def main():
@@ -104,17 +118,15 @@ def main():
     # hidden states are 6.6 KB, above the shared-memory eager limit, so a send waits for its receive.
     write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": [1] + rng.integers(3, 128, size=12).tolist()} for _ in range(24)])
 
-    cfg = write_config(f"{tmp}/recall3.yaml", tmp, "abc", "recall", f"{tmp}/out3")
+    cfg = write_config(f"{tmp}/recall3.yaml", tmp, "abc", "recall")
     expect_stop("recall, 2 ranks, first stage fails", 2, cfg, 0, "typical samples")
     expect_stop("recall, 2 ranks, last stage fails", 2, cfg, 1, "typical samples")
-    cfg = write_config(f"{tmp}/recall2.yaml", tmp, "ab", "recall", f"{tmp}/out2")
+    cfg = write_config(f"{tmp}/recall2.yaml", tmp, "ab", "recall")
     expect_stop("recall, 4 ranks, first stage fails", 4, cfg, 2, "typical samples")
     expect_stop("recall, 4 ranks, last stage fails", 4, cfg, 3, "typical samples")
-    cfg = write_config(f"{tmp}/regmean.yaml", tmp, "abc", "regmean", f"{tmp}/outr")
+    cfg = write_config(f"{tmp}/regmean.yaml", tmp, "abc", "regmean")
     expect_stop("regmean, 2 ranks, first stage fails", 2, cfg, 0, "statistics")
     expect_stop("regmean, 2 ranks, last stage fails", 2, cfg, 1, "statistics")
-    for out in ("out3", "out2", "outr"):
-        check(not os.path.exists(f"{tmp}/{out}"), f"{out}: nothing committed")
     check.finish()
 
 
