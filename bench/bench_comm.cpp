@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "mpi_timing.h"
+#include "recall/dist/collectives.h"
 #include "recall/dist/comm.h"
 #include "recall/dist/context.h"
 #include "recall/dist/exchange.h"
@@ -108,6 +109,27 @@ int main(int argc, char** argv) {
                     bytes / ours / 1e9, raw / ours, bytes / ours_wd / 1e9, raw2 / ours_wd,
                     static_cast<double>(off) * 4 / rawv / 1e9, static_cast<double>(off) * 4 / oursv / 1e9,
                     rawv / oursv);
+    }
+
+    // Stage hand-over (the pipelined extraction): rank 0 sends, rank 1 receives. recall's
+    // send_bytes/recv_bytes are MPI_Isend/MPI_Irecv polled with the failure-notice probe; the
+    // reference is what they were before, blocking MPI_Send/MPI_Recv of the same bytes.
+    if (P >= 2) {
+      if (root)
+        std::printf("\nstage hand-over, rank 0 -> rank 1; GB/s = bytes / time (median of %d)\n%10s %12s %12s %8s\n",
+                    iters, "KiB", "raw Send/Recv", "recall", "ratio");
+      for (int kib : {7, 64, 1024, 16384}) {
+        std::vector<char> buf(static_cast<size_t>(kib) * 1024, static_cast<char>(me));
+        const int n = static_cast<int>(buf.size());
+        const auto [raw, ours] = time_pair([&] {
+          if (me == 0) MPI_Send(buf.data(), n, MPI_BYTE, 1, 5, MPI_COMM_WORLD);
+          if (me == 1) MPI_Recv(buf.data(), n, MPI_BYTE, 0, 5, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+        }, [&] {
+          if (me == 0) send_bytes(MPI_COMM_WORLD, buf.data(), buf.size(), 1, 5);
+          if (me == 1) recv_bytes(MPI_COMM_WORLD, buf.data(), buf.size(), 0, 5);
+        }, iters);
+        if (root) std::printf("%10d %12.2f %12.2f %8.3f\n", kib, n / raw / 1e9, n / ours / 1e9, raw / ours);
+      }
     }
 
     // Merge exchange: M = P models x 1 stage, so each rank owns one model's tensor; bf16 [R, 4096].

@@ -2,9 +2,12 @@
 #include "recall/dist/collectives.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "recall/dist/mpi_check.h"
+#include "recall/dist/notice.h"
 #include "recall/util/error.h"
 
 namespace recall::dist {
@@ -83,17 +86,53 @@ void in_pieces(size_t bytes, Fn&& fn) {
   } while (off < bytes);
 }
 
+// "receiving 6656 bytes from rank 0", for the error of a transfer given up.
+std::string transfer(const char* what, size_t bytes, const char* dir, int peer) {
+  return std::string(what) + " " + std::to_string(bytes) + " bytes " + dir + " rank " + std::to_string(peer);
+}
+
+// Polls `req` for up to `seconds`; true when it completed.
+bool completes_within(MPI_Request* req, double seconds) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (;;) {
+    int done = 0;
+    MPI_CHECK(MPI_Test(req, &done, MPI_STATUS_IGNORE));
+    if (done) return true;
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
 }  // namespace
 
+// Non-blocking and polled (notice.h) rather than MPI_Send/MPI_Recv: the same messages, but a rank
+// whose peer failed stops at the peer's notice instead of waiting for data that never comes.
 void send_bytes(MPI_Comm comm, const void* data, size_t bytes, int peer, int tag) {
   in_pieces(bytes, [&](size_t off, int n) {
-    MPI_CHECK(MPI_Send(static_cast<const char*>(data) + off, n, MPI_BYTE, peer, tag, comm));
+    std::vector<MPI_Request> req(1);
+    MPI_CHECK(MPI_Isend(static_cast<const char*>(data) + off, n, MPI_BYTE, peer, tag, comm, &req[0]));
+    int noticed = -1;
+    if (poll_requests(req, 0, &noticed) == WaitEnd::Notice) {
+      // A receiver that already matched this message takes it within the grace (it may be alive
+      // and stopping too); one that has not (the failed rank) never will, so MPI never reads the
+      // buffer again and the request is freed (MPI_Cancel of a send is not reliable in MPI).
+      if (!completes_within(&req[0], 1.0)) MPI_CHECK(MPI_Request_free(&req[0]));
+      throw PeerFailedError(noticed, transfer("sending", bytes, "to", peer));
+    }
   });
 }
 
 void recv_bytes(MPI_Comm comm, void* data, size_t bytes, int peer, int tag) {
   in_pieces(bytes, [&](size_t off, int n) {
-    MPI_CHECK(MPI_Recv(static_cast<char*>(data) + off, n, MPI_BYTE, peer, tag, comm, MPI_STATUS_IGNORE));
+    std::vector<MPI_Request> req(1);
+    MPI_CHECK(MPI_Irecv(static_cast<char*>(data) + off, n, MPI_BYTE, peer, tag, comm, &req[0]));
+    int noticed = -1;
+    if (poll_requests(req, 0, &noticed) == WaitEnd::Notice) {
+      // Cancelled and completed, so that MPI writes nothing into the buffer after this returns.
+      MPI_CHECK(MPI_Cancel(&req[0]));
+      MPI_CHECK(MPI_Wait(&req[0], MPI_STATUS_IGNORE));
+      throw PeerFailedError(noticed, transfer("receiving", bytes, "from", peer));
+    }
   });
 }
 

@@ -1,14 +1,13 @@
 // The MPI communicator backend (host buffers), the shared parts of the interface, and the
 // watchdog that turns a collective that never completes into an error instead of a hang.
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <numeric>
-#include <thread>
 
 #include "recall/dist/comm.h"
 #include "recall/dist/mpi_check.h"
+#include "recall/dist/notice.h"
 #include "recall/util/error.h"
 
 namespace recall::dist {
@@ -30,21 +29,15 @@ void wait_all(std::vector<MPI_Request>& requests, const CommOptions& options, co
     MPI_CHECK(MPI_Waitall(static_cast<int>(requests.size()), requests.data(), MPI_STATUSES_IGNORE));
     return;
   }
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  const auto deadline = start + std::chrono::duration<double>(options.timeout_s);
-  // Spin for the first 2 ms (most calls finish within it, and a sleep would add its latency to
-  // every call), then back off to 20 us and, after 200 ms, 1 ms sleeps so that oversubscribed
-  // ranks leave the core to the rank they wait for.
-  for (;;) {
-    int done = 0;
-    MPI_CHECK(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
-                          MPI_STATUSES_IGNORE));
-    if (done) return;
-    const auto now = clock::now();
-    if (now > deadline) break;
-    if (now - start < std::chrono::milliseconds(2)) continue;
-    std::this_thread::sleep_for(std::chrono::microseconds(now - start < std::chrono::milliseconds(200) ? 20 : 1000));
+  // Polled with back-off, so oversubscribed ranks leave the core to the rank they wait for.
+  int noticed = -1;
+  const WaitEnd end = poll_requests(requests, options.timeout_s, &noticed);
+  if (end == WaitEnd::Done) return;
+  if (end == WaitEnd::Notice) {
+    // Another rank failed and went to its step's agreement: this collective cannot complete. Its
+    // requests are left in flight (MPI can neither cancel nor free a pending collective); the
+    // job ends with the agreement, and this communicator sees no further call.
+    throw PeerFailedError(noticed, what);
   }
   char msg[512];
   std::snprintf(msg, sizeof msg,

@@ -6,6 +6,7 @@
 
 #include "recall/dist/failure.h"
 #include "recall/dist/mpi_check.h"
+#include "recall/dist/notice.h"
 #include "recall/util/error.h"
 
 #ifdef RECALL_HAVE_NCCL
@@ -36,6 +37,7 @@ Context::Context(int* argc, char*** argv, const ContextOptions& options) : optio
   MPI_CHECK(MPI_Comm_rank(node_, &local_rank_));
   MPI_CHECK(MPI_Comm_size(node_, &local_size_));
   MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &control_));
+  watch_failure_notices(control_);  // the polling waits stop on a failing rank's notice (notice.h)
 
   // MPI until a device is set: set_device agrees on it first (over the control communicator).
   const Device wanted = options_.device;
@@ -87,7 +89,10 @@ Context::~Context() {
   // Reverse order of construction; errors are ignored (destructors do not throw).
   free_grid();
   world_comm_.reset();
-  if (control_ != MPI_COMM_NULL) MPI_Comm_free(&control_);
+  if (control_ != MPI_COMM_NULL) {
+    watch_failure_notices(MPI_COMM_NULL);
+    MPI_Comm_free(&control_);
+  }
   if (node_ != MPI_COMM_NULL) MPI_Comm_free(&node_);
   if (owns_mpi_) {
     int finalized = 0;

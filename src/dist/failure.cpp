@@ -7,10 +7,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <sstream>
 #include <thread>
 
 #include "recall/dist/mpi_check.h"
+#include "recall/dist/notice.h"
 
 namespace recall::dist {
 
@@ -23,6 +25,7 @@ constexpr int kMaxListed = 64;     // not-answering ranks named in a verdict
 
 struct Record {
   int32_t failed = 0;
+  int32_t stopped = 0;     // failed only because another rank's notice stopped it (notice.h)
   char text[kText] = {0};  // "<where>: <cause>"
 };
 
@@ -31,6 +34,7 @@ struct WireVerdict {
   int32_t first_failed_rank = -1;
   int32_t failed_ranks = 0;
   int32_t not_answering_count = 0;
+  int32_t notices = 0;  // ranks that posted a failure notice (failed, not stopped by one)
   int32_t not_answering[kMaxListed] = {0};
   char message[kText + 512] = {0};
 };
@@ -80,6 +84,52 @@ Verdict from_wire(const WireVerdict& w) {
   std::abort();  // MPI_Abort does not return; keeps the compiler's [[noreturn]] promise
 }
 
+// Rank 0's verdict from the records of the ranks that answered (done[p - 1] for rank p > 0). The
+// first failing rank is the lowest that failed on its own; ranks that only stopped on its notice
+// are neither named nor counted (unless no rank failed on its own: then the lowest failing).
+WireVerdict decide(const std::vector<Record>& records, const std::vector<int>& done, const std::string& step,
+                   double timeout_s) {
+  const int size = static_cast<int>(records.size());
+  std::vector<int> missing;
+  for (int p = 1; p < size; ++p)
+    if (!done[p - 1]) missing.push_back(p);
+  int first_failed = -1, failed = 0, first_stopped = -1, stopped = 0;
+  for (int p = 0; p < size; ++p) {
+    const bool answered = p == 0 || done[p - 1];
+    if (!answered || !records[p].failed) continue;
+    int& first = records[p].stopped ? first_stopped : first_failed;
+    ++(records[p].stopped ? stopped : failed);
+    if (first < 0) first = p;
+  }
+  WireVerdict wire;
+  wire.notices = failed;
+  if (first_failed < 0) {
+    first_failed = first_stopped;
+    failed = stopped;
+  }
+  std::ostringstream msg;
+  if (!missing.empty()) {
+    wire.status = static_cast<int32_t>(Verdict::Status::Timeout);
+    msg << "step '" << step << "': no answer within " << timeout_s << " s from rank";
+    msg << (missing.size() > 1 ? "s" : "");
+    for (size_t i = 0; i < missing.size() && i < static_cast<size_t>(kMaxListed); ++i)
+      msg << (i ? ", " : " ") << missing[i];
+    msg << " (crashed, hung, or never reached this step)";
+    if (first_failed >= 0) msg << "; meanwhile " << records[first_failed].text;
+  } else if (first_failed >= 0) {
+    wire.status = static_cast<int32_t>(Verdict::Status::Failed);
+    msg << "step '" << step << "': " << records[first_failed].text;
+    if (size > 1) msg << " (" << failed << " of " << size << " ranks failed)";
+  }
+  wire.first_failed_rank = first_failed;
+  wire.failed_ranks = failed;
+  wire.not_answering_count = static_cast<int32_t>(missing.size());
+  for (size_t i = 0; i < missing.size() && i < static_cast<size_t>(kMaxListed); ++i)
+    wire.not_answering[i] = missing[i];
+  copy_text(wire.message, sizeof wire.message, msg.str());
+  return wire;
+}
+
 }  // namespace
 
 Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
@@ -89,7 +139,10 @@ Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
   MPI_CHECK(MPI_Comm_size(comm, &size));
   Record mine;
   mine.failed = error.empty() ? 0 : 1;
+  mine.stopped = take_stopped_by_notice() && mine.failed ? 1 : 0;
   copy_text(mine.text, kText, where + (error.empty() ? "" : " failed: " + error));
+  // Before the record: the ranks waiting for this one in a transfer stop now, not at the deadline.
+  if (mine.failed && !mine.stopped) post_failure_notice(comm);
   const auto start = Clock::now();
   const auto timeout = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(options.timeout_s));
@@ -108,6 +161,7 @@ Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
       if (options.abort_on_timeout) abort_job(os.str());
       MPI_CHECK(MPI_Waitall(2, reqs.data(), MPI_STATUSES_IGNORE));
     }
+    if (wire.status != static_cast<int32_t>(Verdict::Status::Timeout)) settle_failure_notices(comm, wire.notices);
     return from_wire(wire);
   }
 
@@ -121,38 +175,7 @@ Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
   }
   std::vector<int> done;
   const bool all_answered = poll_until(reqs, start + timeout, done);
-
-  std::vector<int> missing;
-  for (int p = 1; p < size; ++p)
-    if (!done[p - 1]) missing.push_back(p);
-  int first_failed = -1, failed = 0;
-  for (int p = 0; p < size; ++p) {
-    const bool answered = p == 0 || done[p - 1];
-    if (answered && records[p].failed) {
-      ++failed;
-      if (first_failed < 0) first_failed = p;
-    }
-  }
-  std::ostringstream msg;
-  if (!all_answered) {
-    wire.status = static_cast<int32_t>(Verdict::Status::Timeout);
-    msg << "step '" << step << "': no answer within " << options.timeout_s << " s from rank";
-    msg << (missing.size() > 1 ? "s" : "");
-    for (size_t i = 0; i < missing.size() && i < static_cast<size_t>(kMaxListed); ++i)
-      msg << (i ? ", " : " ") << missing[i];
-    msg << " (crashed, hung, or never reached this step)";
-    if (first_failed >= 0) msg << "; meanwhile " << records[first_failed].text;
-  } else if (first_failed >= 0) {
-    wire.status = static_cast<int32_t>(Verdict::Status::Failed);
-    msg << "step '" << step << "': " << records[first_failed].text;
-    if (size > 1) msg << " (" << failed << " of " << size << " ranks failed)";
-  }
-  wire.first_failed_rank = first_failed;
-  wire.failed_ranks = failed;
-  wire.not_answering_count = static_cast<int32_t>(missing.size());
-  for (size_t i = 0; i < missing.size() && i < static_cast<size_t>(kMaxListed); ++i)
-    wire.not_answering[i] = missing[i];
-  copy_text(wire.message, sizeof wire.message, msg.str());
+  wire = decide(records, done, step, options.timeout_s);
 
   if (!all_answered && options.abort_on_timeout) abort_job(wire.message);
 
@@ -167,6 +190,7 @@ Verdict agree(MPI_Comm comm, const std::string& where, const std::string& step,
     MPI_CHECK(MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE));
   }
   MPI_CHECK(MPI_Waitall(static_cast<int>(sends.size()), sends.data(), MPI_STATUSES_IGNORE));
+  if (all_answered) settle_failure_notices(comm, wire.notices);
   return from_wire(wire);
 }
 
@@ -174,8 +198,18 @@ std::string first_error(MPI_Comm comm, const std::string& error) {
   int rank = 0, size = 1;
   MPI_CHECK(MPI_Comm_rank(comm, &rank));
   MPI_CHECK(MPI_Comm_size(comm, &size));
-  int mine = error.empty() ? size : rank, first = size;
-  MPI_CHECK(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm));
+  // Non-blocking and polled: a rank that failed outside this agreement (in its step's own agree,
+  // notice.h) stops the ranks waiting here at once. The two ints live on the heap, deliberately
+  // leaked when the wait is given up: MPI may still write the result of the abandoned reduction.
+  std::unique_ptr<int[]> buf(new int[2]{error.empty() ? size : rank, size});
+  std::vector<MPI_Request> req(1);
+  MPI_CHECK(MPI_Iallreduce(&buf[0], &buf[1], 1, MPI_INT, MPI_MIN, comm, &req[0]));
+  int noticed = -1;
+  if (poll_requests(req, 0, &noticed) == WaitEnd::Notice) {
+    buf.release();
+    throw PeerFailedError(noticed, "an agreement on the previous calls' errors");
+  }
+  const int first = buf[1];
   if (first == size) return "";
   std::string text = rank == first ? error.substr(0, 1u << 20) : std::string();
   uint64_t n = text.size();

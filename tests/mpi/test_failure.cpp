@@ -1,14 +1,17 @@
 // Failure agreement on 1..4 ranks: one rank throws and every rank gets the same verdict naming
 // that rank, its host and cells, the step and the cause; several failing ranks report the first;
-// a rank that arrives too late becomes a timeout verdict naming it (abort disabled for the test).
+// a rank that arrives too late becomes a timeout verdict naming it (abort disabled for the test);
+// a failing rank's notice stops the ranks blocked in a transfer with it at once.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
 #include <chrono>
 #include <thread>
 
+#include "recall/dist/collectives.h"
 #include "recall/dist/context.h"
 #include "recall/dist/failure.h"
+#include "recall/dist/notice.h"
 
 using namespace recall;
 using namespace recall::dist;
@@ -102,4 +105,57 @@ TEST(MpiFailure, SilentRankBecomesATimeoutNamingIt) {
   }
   // Keep the next test from starting while the late rank is still catching up.
   MPI_Barrier(ctx.control_mpi());
+}
+
+// The pipelined extraction's failure: the last rank throws while the others wait in a transfer with
+// it (even ranks in a receive, odd ranks in a 1 MiB send, above every eager limit) that never
+// completes. Its notice stops them within seconds (without it they waited there forever: the
+// agreement's deadline passes with abort disabled, and rank 0 then waits for their records), the
+// verdict names the failing rank alone, and no notice is left over for the next agreement.
+TEST(MpiFailure, NoticeStopsTheRanksBlockedInATransferWithTheFailedOne) {
+  int argc = 0;
+  char** argv = nullptr;
+  Context ctx(&argc, &argv);
+  if (ctx.world() < 2) GTEST_SKIP() << "needs a rank to fail and one to wait for it";
+  const int bad = ctx.world() - 1;
+  const auto t0 = std::chrono::steady_clock::now();
+  double waited = -1;
+  int noticed = -1;
+  std::vector<char> buffer(size_t{1} << 20, 'x');
+  // A communicator of its own: the given-up send stays unmatched at the failed rank for good.
+  MPI_Comm transfers = MPI_COMM_NULL;
+  MPI_Comm_dup(ctx.world_mpi(), &transfers);
+  try {
+    run_collectively(ctx.control_mpi(), ctx.where(), "typical samples", [&] {
+      if (ctx.rank() == bad) throw Error("fault injection: rank " + std::to_string(bad) + " fails");
+      try {
+        if (ctx.rank() % 2 == 0) recv_bytes(transfers, buffer.data(), buffer.size(), bad, 11);
+        else send_bytes(transfers, buffer.data(), buffer.size(), bad, 11);
+      } catch (const PeerFailedError& e) {
+        waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        noticed = e.failed_rank();
+        throw;
+      }
+      ADD_FAILURE() << "rank " << ctx.rank() << ": the transfer with the failed rank completed";
+    }, test_options());
+    ADD_FAILURE() << "expected a CollectiveError on rank " << ctx.rank();
+  } catch (const CollectiveError& e) {
+    EXPECT_EQ(e.verdict().first_failed_rank, bad);
+    EXPECT_EQ(e.verdict().failed_ranks, 1);
+    const std::string expected = "step 'typical samples': rank " + std::to_string(bad) + " (host " + ctx.host() +
+                                 ") failed: fault injection: rank " + std::to_string(bad) + " fails (1 of " +
+                                 std::to_string(ctx.world()) + " ranks failed)";
+    EXPECT_EQ(std::string(e.what()), expected);
+  }
+  if (ctx.rank() != bad) {
+    EXPECT_EQ(noticed, bad) << "rank " << ctx.rank();
+    EXPECT_GE(waited, 0.0) << "rank " << ctx.rank();
+    EXPECT_LT(waited, 5.0) << "rank " << ctx.rank();
+  }
+  // Every notice was received after the verdict: none is pending, and the next agreement is clean.
+  EXPECT_EQ(pending_failure_notice(), -1) << "rank " << ctx.rank();
+  const Verdict next = agree(ctx.control_mpi(), ctx.where(), "next", "", test_options());
+  EXPECT_TRUE(next.ok()) << next.message;
+  EXPECT_FALSE(take_stopped_by_notice());
+  MPI_Comm_free(&transfers);
 }

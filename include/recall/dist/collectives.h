@@ -35,9 +35,12 @@ std::vector<T> all_gather(MPI_Comm comm, const std::vector<T>& mine, const CommO
 // Every rank's bytes, of any sizes, concatenated in rank order (rounds below MPI's 2^31 limits).
 std::string all_gather_bytes(MPI_Comm comm, const std::string& mine, const CommOptions& options = {});
 
-// Blocking point-to-point transfer of `bytes` bytes to / from rank `peer` with `tag`, in pieces of
-// at most 1 GiB (MPI counts are ints); every call checked. For the pipelined extraction's hand-over
-// of hidden states between the stages of one model.
+// Point-to-point transfer of `bytes` bytes to / from rank `peer` with `tag`, in pieces of at most
+// 1 GiB (MPI counts are ints); every call checked. For the pipelined extraction's hand-over of
+// hidden states between the stages of one model. Returns when the bytes are sent / received, or
+// throws PeerFailedError when another rank's failure notice arrives first (notice.h): a receive is
+// cancelled; a send gets 1 s to complete, else it is freed (its receiver stopped too and never
+// posts the receive, so MPI does not read `data` again).
 void send_bytes(MPI_Comm comm, const void* data, size_t bytes, int peer, int tag);
 void recv_bytes(MPI_Comm comm, void* data, size_t bytes, int peer, int tag);
 

@@ -92,8 +92,10 @@ std::unique_ptr<Communicator> make_nccl_communicator(MPI_Comm comm, int device,
 bool have_nccl();
 std::string nccl_version();
 
-// Waits for MPI requests, polling under the watchdog (timeout_s <= 0 waits without limit).
-// `what` names the call in the timeout message.
+// Waits for MPI requests, polling under the watchdog (timeout_s <= 0: blocking MPI_Waitall).
+// `what` names the call in the timeout message. While polling it also stops at a failure notice
+// (notice.h): another rank failed, so the call cannot complete; it throws PeerFailedError and
+// leaves the requests in flight (the job ends with that rank's agreement).
 void wait_all(std::vector<MPI_Request>& requests, const CommOptions& options, const char* what);
 
 }  // namespace recall::dist
