@@ -65,6 +65,17 @@ S1_BASELINES = [
     # DARE + averaging: the mean of the DARE-sparsified task vectors (weight 1/M each)
     ("dare_linear", {"method": "dare_linear", "params.density": 0.5, "params.weight": "1/M"}),
 ]
+# Data-aware methods (issue 20; docs/ALGORITHM.md 9). Their calibration samples are the merge's
+# `data`, the same file RECALL gets: the newest (reference) task's samples.jsonl, since in continual
+# learning the old tasks' data is gone at merge time. RegMean and Fisher use no base; AIM (omega 0.4,
+# the paper's setting) modifies a task-vector method and takes the base's activations.
+S1_DATA_AWARE = [
+    ("regmean", {"method": "regmean"}),
+    ("fisher", {"method": "fisher"}),
+    ("task_arithmetic_aim", {"method": "task_arithmetic", "params.lambda": 1.0, "aim.omega": 0.4}),
+    ("task_arithmetic_l0.3_aim", {"method": "task_arithmetic", "params.lambda": 0.3, "aim.omega": 0.4}),
+    ("ties_aim", {"method": "ties", "params.density": 0.5, "aim.omega": 0.4}),
+]
 S1_RECALL = [
     ("recall", {}),
     ("recall_K8", {"typical.clusters": 8}),
@@ -96,6 +107,10 @@ S2_METHODS = [
     ("recall_tau0.25", {"recall.temperature": 0.25}),
     ("recall_pool_mean", {"typical.pooling": "mean", "kernel.pooling": "mean"}),
     ("recall_pairwise", {"recall.similarity": "pairwise_mean"}),
+    # issue 20: the data-aware methods, calibrated on task t's samples (the same data as RECALL's)
+    ("regmean", {"method": "regmean"}),
+    ("fisher", {"method": "fisher"}),
+    ("ties_aim", {"method": "ties", "params.density": 0.5, "aim.omega": 0.4}),
 ]
 TASK_VECTOR = {"task_arithmetic", "ties", "dare_ties", "dare_linear"}
 QUICK_S1 = ["linear", "ties", "recall", "recall_tau0.1"]
@@ -240,7 +255,7 @@ class Bench:
         self.common = os.path.join(self.out, "common")
         self.base = os.path.join(self.common, "base")
         self.general = os.path.join(self.common, "general.jsonl")
-        self.s1_names = [n for n, _ in S1_BASELINES + S1_RECALL]
+        self.s1_names = [n for n, _ in S1_BASELINES + S1_DATA_AWARE + S1_RECALL]
         self.s2_names = [n for n, _ in S2_METHODS]
         if args.quick:
             self.s1_names = [n for n in self.s1_names if n in QUICK_S1]
@@ -249,7 +264,7 @@ class Bench:
             self.s1_names = args.s1_methods.split(",")
         if args.s2_methods:
             self.s2_names = args.s2_methods.split(",")
-        spec = dict(S1_BASELINES + S1_RECALL)
+        spec = dict(S1_BASELINES + S1_DATA_AWARE + S1_RECALL)
         spec2 = dict(S2_METHODS)
         for n in self.s1_names:
             if n not in spec:
@@ -550,6 +565,10 @@ S1_LABELS = {
     "s1_dare_ties": "DARE-TIES (density 0.5, mergekit defaults)",
     "s1_dare_linear": "DARE + average (dare_linear, density 0.5, weights 1/M)",
     "s1_recall": "**RECALL (defaults)**",
+    "s1_regmean": "RegMean (α=0.9)", "s1_fisher": "Fisher merging (defaults)",
+    "s1_task_arithmetic_aim": "task arithmetic (λ=1) + AIM (ω=0.4)",
+    "s1_task_arithmetic_l0.3_aim": "task arithmetic (λ=0.3) + AIM (ω=0.4)",
+    "s1_ties_aim": "TIES (density 0.5) + AIM (ω=0.4)",
 }
 
 
