@@ -678,10 +678,6 @@ void check(MergeConfig& c, const Reader& r) {
     fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL samples of the reference model's task)");
   if (method.statistics != Statistics::None && c.data.empty())
     fail(at("method"), ": method '", method.name, "' needs 'data' (JSONL calibration samples)");
-  if (method.statistics == Statistics::MergedPathGram && !c.slices.empty())
-    fail(at("slices"), ": method '", method.name, "' runs the calibration samples through the merged model's blocks "
-         "in order, so its blocks must be the models' own; 'slices' (a merged block from other blocks) is not "
-         "supported with it");
   if (c.aim.enabled()) {
     if (c.data.empty()) fail(at("aim.omega"), ": aim needs 'data' (JSONL calibration samples for the base's activations)");
     if (method.base == BaseUse::None || c.base.empty())
