@@ -47,9 +47,9 @@ class MergedPathRun {
     if (options.max_resident_bytes > 0) held_bytes_ = std::max<uint64_t>(1, held_bytes_);
   }
 
-  // Every rank runs every block's three agreements, in block order, whether it owns the block's
-  // stage or not: the ranks of other stages only wait (block l + 1 cannot start anywhere before
-  // block l is merged, so there is no pipelining for them to lose).
+  // Every rank makes every block's agreements (two; three after a stage's last block), in block
+  // order, whether it owns the block's stage or not: the ranks of other stages only wait (block
+  // l + 1 cannot start anywhere before block l is merged, so there is no pipelining to lose).
   void run() {
     at::InferenceMode guard;
     dist::agreed(comm_, [&] { embed_streams(); });
