@@ -4,19 +4,15 @@
 
 #include <ATen/ATen.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
-#include <cerrno>
-#include <cstdlib>
-#include <cstring>
 #include <optional>
 #include <vector>
 
 #include "recall/dist/collectives.h"
+#include "recall/engine/held_states.h"
 #include "recall/engine/linear_statistics.h"
+#include "recall/engine/merged_path.h"
 #include "recall/engine/model.h"
 #include "recall/util/fs.h"
 #include "recall/util/error.h"
@@ -26,95 +22,7 @@ namespace recall::engine {
 
 namespace {
 
-std::atomic<int64_t> g_block_loads{0}, g_spilled_bytes{0};
-
-// An open file descriptor, closed on scope exit; fails (naming the spill file) when open failed.
-struct FileHandle {
-  int fd;
-  FileHandle(int f, const std::string& path) : fd(f) {
-    if (fd < 0) fail("cannot open the spill file '", path, "': ", std::strerror(errno));
-  }
-  ~FileHandle() { ::close(fd); }
-  FileHandle(const FileHandle&) = delete;
-  FileHandle& operator=(const FileHandle&) = delete;
-};
-
-// The hidden states of a streaming pass's micro-batches between blocks, by micro-batch index. In
-// the order they are first put, each is held in memory (on the compute device) when its bytes fit
-// in what `max_bytes` leaves (0 = no bound), else spilled to a file of its own under a fresh
-// directory in `scratch` (default $TMPDIR, else /tmp), removed with the store. A micro-batch keeps
-// its place (memory or file) for the whole pass: a block's output has its input's shape and dtype.
-class HeldStates {
- public:
-  HeldStates(uint64_t max_bytes, std::string scratch, int model, int rank)
-      : max_bytes_(max_bytes), scratch_(std::move(scratch)), model_(model), rank_(rank) {}
-  ~HeldStates() {
-    if (dir_.empty()) return;
-    try {
-      remove_tree(dir_);
-    } catch (...) {  // a leftover scratch directory is not worth a second exception
-    }
-  }
-  HeldStates(const HeldStates&) = delete;
-  HeldStates& operator=(const HeldStates&) = delete;
-
-  void put(int64_t i, const at::Tensor& h) {
-    if (static_cast<size_t>(i) >= slots_.size()) slots_.resize(static_cast<size_t>(i) + 1);
-    Slot& s = slots_[static_cast<size_t>(i)];
-    if (!s.placed) {
-      const auto bytes = static_cast<uint64_t>(h.nbytes());
-      s.spilled = max_bytes_ > 0 && in_memory_ + bytes > max_bytes_;
-      if (!s.spilled) in_memory_ += bytes;
-      s.placed = true;
-    }
-    if (!s.spilled) {
-      s.memory = h;
-      return;
-    }
-    s.shape = h.sizes().vec();
-    s.dtype = h.scalar_type();
-    const at::Tensor host = h.to(at::kCPU).contiguous();
-    if (s.file.empty()) s.file = directory() + "/mb_" + std::to_string(i);
-    const FileHandle f(::open(s.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600), s.file);
-    pwrite_exact(f.fd, host.data_ptr(), host.nbytes(), 0, s.file);
-    g_spilled_bytes += static_cast<int64_t>(host.nbytes());
-  }
-
-  at::Tensor get(int64_t i, at::Device device) const {
-    const Slot& s = slots_.at(static_cast<size_t>(i));
-    if (!s.spilled) return s.memory;
-    at::Tensor host = at::empty(s.shape, at::TensorOptions().dtype(s.dtype));
-    const FileHandle f(::open(s.file.c_str(), O_RDONLY), s.file);
-    pread_exact(f.fd, host.data_ptr(), host.nbytes(), 0, s.file);
-    return host.to(device);
-  }
-
- private:
-  struct Slot {
-    bool placed = false, spilled = false;
-    at::Tensor memory;
-    std::string file;
-    std::vector<int64_t> shape;
-    at::ScalarType dtype = at::kFloat;
-  };
-
-  const std::string& directory() {
-    if (!dir_.empty()) return dir_;
-    std::string base = scratch_;
-    if (base.empty()) base = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
-    make_directories(base);
-    std::string pattern = base + "/recall-spill-m" + std::to_string(model_) + "-r" + std::to_string(rank_) + "-XXXXXX";
-    if (!::mkdtemp(pattern.data()))
-      fail("cannot create a spill directory in '", base, "' (parallel.scratch_dir): ", std::strerror(errno));
-    dir_ = pattern;
-    return dir_;
-  }
-
-  uint64_t max_bytes_, in_memory_ = 0;
-  std::string scratch_, dir_;
-  int model_, rank_;
-  std::vector<Slot> slots_;
-};
+std::atomic<int64_t> g_block_loads{0};
 
 // The consecutive stages [s0, s1) of `model` that this rank owns (empty when none).
 std::pair<int, int> own_stages(const dist::Grid& grid, int model, int rank) {
@@ -286,7 +194,6 @@ class CellRun {
 }  // namespace
 
 int64_t block_loads() { return g_block_loads.load(); }
-int64_t spilled_bytes() { return g_spilled_bytes.load(); }
 
 std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm comm, const MergeInputs& inputs,
                                               const SampleTokens& samples, const ExtractOptions& options,
@@ -294,6 +201,11 @@ std::vector<PooledHiddenState> pool_own_cells(const dist::Grid& grid, MPI_Comm c
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   std::vector<PooledHiddenState> mine;
+  if (options.merged_path.enabled()) {  // RegMean++: every model's stream through the merged blocks
+    if (only_model >= 0) fail("RegMean++ statistics run every model's stream; got only model ", only_model);
+    run_merged_path(grid, comm, inputs, samples, options);
+    return mine;
+  }
   for (int m = 0; m < grid.models(); ++m) {
     if (only_model >= 0 && m != only_model) continue;
     auto [s0, s1] = own_stages(grid, m, rank);

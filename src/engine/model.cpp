@@ -209,6 +209,33 @@ at::Tensor maybe_cat(const std::vector<at::Tensor>& parts) {
   return at::cat(parts, 0);
 }
 
+// One block's weights from `get` (a tensor by role) and `stacked` (tensors of roles stacked along
+// dim 0): q/k/v and gate/up fused, the biases and norms the config has.
+BlockWeights block_weights(const ModelConfig& c, int64_t b, bool sliding,
+                           const std::function<at::Tensor(Role, int64_t)>& get,
+                           const std::function<at::Tensor(std::initializer_list<Role>, int64_t)>& stacked) {
+  const bool qkv_bias = c.qkv_bias || c.attention_bias;
+  BlockWeights w;
+  w.input_norm = get(Role::InputNorm, b);
+  w.post_attn_norm = get(Role::PostAttnNorm, b);
+  w.qkv = stacked({Role::QProj, Role::KProj, Role::VProj}, b);
+  if (qkv_bias) w.qkv_bias = maybe_cat({get(Role::QBias, b), get(Role::KBias, b), get(Role::VBias, b)});
+  w.o = get(Role::OProj, b);
+  if (c.attention_bias) w.o_bias = get(Role::OBias, b);
+  if (c.qk_norm) {
+    w.q_norm = get(Role::QNorm, b);
+    w.k_norm = get(Role::KNorm, b);
+  }
+  w.gate_up = stacked({Role::GateProj, Role::UpProj}, b);
+  w.down = get(Role::DownProj, b);
+  if (c.mlp_bias) {
+    w.gate_up_bias = at::cat({get(Role::GateBias, b), get(Role::UpBias, b)}, 0);
+    w.down_bias = get(Role::DownBias, b);
+  }
+  w.sliding = sliding;
+  return w;
+}
+
 }  // namespace
 
 struct Model::Context {
@@ -247,31 +274,35 @@ Model Model::load(const ModelDir& dir, const LoadOptions& o) {
       else m.lm_head_ = get(Role::LmHead);
     }
     const std::vector<bool> sliding = sliding_blocks(c);
-    const bool qkv_bias = c.qkv_bias || c.attention_bias;
-    for (int64_t b = m.begin_; b < m.end_; ++b) {
-      BlockWeights w;
-      w.input_norm = get(Role::InputNorm, b);
-      w.post_attn_norm = get(Role::PostAttnNorm, b);
-      w.qkv = stacked({Role::QProj, Role::KProj, Role::VProj}, b);
-      if (qkv_bias) w.qkv_bias = maybe_cat({get(Role::QBias, b), get(Role::KBias, b), get(Role::VBias, b)});
-      w.o = get(Role::OProj, b);
-      if (c.attention_bias) w.o_bias = get(Role::OBias, b);
-      if (c.qk_norm) {
-        w.q_norm = get(Role::QNorm, b);
-        w.k_norm = get(Role::KNorm, b);
-      }
-      w.gate_up = stacked({Role::GateProj, Role::UpProj}, b);
-      w.down = get(Role::DownProj, b);
-      if (c.mlp_bias) {
-        w.gate_up_bias = at::cat({get(Role::GateBias, b), get(Role::UpBias, b)}, 0);
-        w.down_bias = get(Role::DownBias, b);
-      }
-      w.sliding = sliding[b];
-      m.blocks_.push_back(std::move(w));
-    }
+    for (int64_t b = m.begin_; b < m.end_; ++b) m.blocks_.push_back(block_weights(c, b, sliding[b], get, stacked));
     m.inv_freq_ = rope_inv_freq(c).to(m.device_);
     return std::move(m);
   });
+}
+
+Model Model::from_tensors(const ModelConfig& config, int64_t block,
+                          const std::function<at::Tensor(const std::string&)>& tensor, at::ScalarType dtype,
+                          at::Device device) {
+  if (block < 0 || block >= config.num_hidden_layers)
+    fail("a merged block ", block, " is not within the model's ", config.num_hidden_layers, " blocks");
+  Model m;
+  m.config_ = config;
+  m.dtype_ = dtype;
+  m.device_ = device;
+  m.begin_ = block;
+  m.end_ = block + 1;
+  auto get = [&](Role role, int64_t b) {
+    return tensor(tensor_name(role, b)).to(device, dtype, /*non_blocking=*/false, /*copy=*/true);
+  };
+  // at::cat of parts already in the compute dtype: the values Model::load's read_stacked writes.
+  auto stacked = [&](std::initializer_list<Role> roles, int64_t b) {
+    std::vector<at::Tensor> parts;
+    for (Role r : roles) parts.push_back(get(r, b));
+    return at::cat(parts, 0);
+  };
+  m.blocks_.push_back(block_weights(config, block, sliding_blocks(config)[block], get, stacked));
+  m.inv_freq_ = rope_inv_freq(config).to(device);
+  return m;
 }
 
 Model::Context Model::context(const Batch& batch) const {

@@ -355,13 +355,13 @@ const TensorStatistics& statistics_of(const MergeTask& t, const char* method) {
 }
 
 // RegMean solves each block linear weight from every model's Gram matrices; the other tensors
-// (norms, embedding, lm_head) are the mean of the models.
-MethodSpec regmean_method() {
-  MethodSpec m = whole_method("regmean",
-                              "RegMean: each linear weight solved from the models' Gram matrices of its inputs on "
-                              "calibration samples; other tensors averaged",
-                              "Jin et al., ICLR 2023 (arXiv 2212.09849); fusion-bench method/regmean", BaseUse::None);
-  m.statistics = Statistics::Gram;
+// (norms, embedding, lm_head) are the mean of the models. RegMean++ is the same entry with other
+// Gram matrices (block l's inputs taken on the merged model's path, pipeline/statistics.h): its
+// statistics phase solves each block with this kernel as it goes, and the merge loop solves them
+// again from the saved Grams (the same inputs, the same bits).
+MethodSpec regmean_method(const char* name, const char* summary, const char* reference, Statistics statistics) {
+  MethodSpec m = whole_method(name, summary, reference, BaseUse::None);
+  m.statistics = statistics;
   m.params = {number("alpha", ParamScope::Shared, 0.9, 0, 1,
                      "scale of the Gram matrices' off-diagonal elements (1 = plain least squares; fusion-bench's "
                      "reduce_non_diagonal_ratio)"),
@@ -373,8 +373,8 @@ MethodSpec regmean_method() {
     return kStagingBytes + regmean_work_bytes(static_cast<uint64_t>(slot.shape[0]),
                                               static_cast<uint64_t>(slot.shape[1]), models);
   };
-  m.merge = [](const MergeTask& t) {
-    const TensorStatistics& s = statistics_of(t, "regmean");
+  m.merge = [name](const MergeTask& t) {
+    const TensorStatistics& s = statistics_of(t, name);
     const size_t M = t.models.size();
     if (!s.gram_rows) {
       merge_weighted(t.models, std::vector<double>(M, 1.0), true, t.numel, t.out_dtype, t.out);
@@ -431,7 +431,15 @@ std::vector<MethodSpec> build_registry() {
   add_weighted_methods(r);
   add_interpolation_methods(r);
   add_other_methods(r);
-  r.push_back(regmean_method());
+  r.push_back(regmean_method("regmean",
+                             "RegMean: each linear weight solved from the models' Gram matrices of its inputs on "
+                             "calibration samples; other tensors averaged",
+                             "Jin et al., ICLR 2023 (arXiv 2212.09849); fusion-bench method/regmean", Statistics::Gram));
+  r.push_back(regmean_method("regmean_plusplus",
+                             "RegMean++: RegMean with each block's inputs computed by the merged blocks before it "
+                             "(every model's block on the merged model's hidden states)",
+                             "Nguyen et al. 2025, arXiv 2508.03121; fusion-bench method/regmean_plusplus",
+                             Statistics::MergedPathGram));
   r.push_back(fisher_method());
   return r;
 }

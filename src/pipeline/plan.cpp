@@ -169,6 +169,38 @@ uint64_t linear_statistics_bytes(const MergeConfig& c, const MergeInputs& in, co
   return blocks * per_block + rows;
 }
 
+uint64_t merged_path_bytes(const MergeConfig& c, const MergeInputs& in, const dist::Grid& grid, int rank) {
+  if (c.method->statistics != Statistics::MergedPathGram) return 0;
+  const ModelConfig& cfg = in.models[in.reference].config;
+  const uint64_t H = cfg.hidden_size, M = in.models.size(), mb = static_cast<uint64_t>(c.parallel.micro_batch);
+  const auto limit = static_cast<uint64_t>(std::min(c.max_length, cfg.max_position_embeddings));
+  uint64_t streams = 0, largest_block = 0, work = 0;
+  for (int m = 0; m < grid.models(); ++m) {
+    bool here = false;
+    for (int s = 0; s < grid.stages(); ++s) {
+      if (grid.owner({m, s}) != rank) continue;
+      here = true;
+      for (int b = grid.stage(s).first_block; b < grid.stage(s).end_block; ++b) {
+        uint64_t elements = 0;
+        for (const TensorSlot& slot : in.slots) {
+          if (slot.block != b) continue;
+          elements += numel_of(slot.shape);
+          if (c.method->work_bytes)
+            work = std::max(work, c.method->work_bytes(numel_of(slot.shape), M, DType::F32, slot));
+        }
+        largest_block = std::max(largest_block, elements * 4);
+      }
+    }
+    streams += here ? 1 : 0;
+  }
+  if (streams == 0) return 0;
+  uint64_t n = static_cast<uint64_t>(in.data_samples);
+  if (c.calibration.samples > 0) n = std::min(n, static_cast<uint64_t>(c.calibration.samples));
+  const uint64_t micro_batch_states = mb * limit * H * 4;
+  const uint64_t held = c.parallel.stream_samples > 0 ? 0 : streams * ((n + mb - 1) / mb) * micro_batch_states;
+  return held + micro_batch_states + 3 * largest_block + work + 2 * micro_batch_states;
+}
+
 uint64_t statistics_plan(const MergeConfig& c, const MergeInputs& in, int rank, int world) {
   const ModelConfig& ref = in.models[in.reference].config;
   const auto limit = static_cast<uint64_t>(std::min(c.max_length, ref.max_position_embeddings));
@@ -220,6 +252,7 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
     so.gram = needs.gram;
     so.abs_sum = needs.abs_sum;
     p.statistics += linear_statistics_bytes(c, in, *grid, rank, so);
+    p.statistics += merged_path_bytes(c, in, *grid, rank);
   }
   p.merge_buffers = merge_buffers(c, in, rank, world).total();
   return p;

@@ -7,6 +7,7 @@
 #include "recall/dist/failure.h"
 #include "recall/engine/library.h"
 #include "recall/pipeline/extract.h"
+#include "recall/pipeline/merged_path.h"
 #include "recall/pipeline/plan.h"
 #include "recall/util/error.h"
 #include "recall/util/fs.h"
@@ -16,7 +17,8 @@ namespace recall {
 
 StatisticsNeeds statistics_needs(const MergeConfig& c) {
   StatisticsNeeds n;
-  n.gram = c.method->statistics == Statistics::Gram;
+  n.gram = c.method->statistics == Statistics::Gram || c.method->statistics == Statistics::MergedPathGram;
+  n.merged_path = c.method->statistics == Statistics::MergedPathGram;
   n.fisher = c.method->statistics == Statistics::Fisher;
   n.abs_sum = c.aim.enabled();
   return n;
@@ -86,6 +88,7 @@ int64_t compute_statistics(const dist::Grid* grid, MPI_Comm comm, const MergeCon
     eo.statistics.gram = needs.gram;
     eo.statistics.abs_sum = needs.abs_sum;
     eo.statistics.dir = dir;
+    if (needs.merged_path) eo.merged_path = merged_path(c, in, dir);
     // AIM alone needs the base's activations only.
     const int only = needs.gram ? -1 : static_cast<int>(*in.base);
     extract_statistics(*grid, comm, in, samples, eo, log, only);

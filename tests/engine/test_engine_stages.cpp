@@ -53,6 +53,40 @@ TEST(EngineStages, PipelineOfStagesEqualsWholeModel) {
   EXPECT_TRUE(at::equal(q, s0.run_blocks(s0.embed(batch.ids), batch, 0, 2)));
 }
 
+// RegMean++'s merged blocks: a block built from in-memory tensors (by HF name, here the
+// checkpoint's own, read as float32) runs exactly as the loaded block, and a
+// missing tensor fails naming it.
+TEST(EngineStages, BlockFromTensorsEqualsLoadedBlock) {
+  c10::InferenceMode guard;
+  ModelDir dir = open_model_dir(stories_dir());
+  LoadOptions one;
+  one.begin_block = 3;
+  one.end_block = 4;
+  const Model loaded = Model::load(dir, one);
+  auto tensor = [&](const std::string& name) {
+    const std::vector<float> v = dir.checkpoint.read_float(name);
+    return at::from_blob(const_cast<float*>(v.data()), dir.checkpoint.at(name).info->shape, at::kFloat).clone();
+  };
+  const Model built = Model::from_tensors(dir.config, 3, tensor, at::kFloat, at::kCPU);
+  EXPECT_EQ(built.begin_block(), 3);
+  EXPECT_EQ(built.end_block(), 4);
+  const Batch batch = make_batch({{1, 403, 407, 261, 378}, {1, 403}}, at::kCPU);
+  const at::Tensor h = at::randn({2, 5, dir.config.hidden_size});
+  EXPECT_TRUE(at::equal(loaded.run_block(h, batch, 3), built.run_block(h, batch, 3)));
+  // A block whose tensors differ gives other outputs (the tensors are used, not the checkpoint's).
+  auto scaled = [&](const std::string& name) { return tensor(name) * (name.find("down_proj") != std::string::npos ? 2 : 1); };
+  EXPECT_FALSE(at::equal(loaded.run_block(h, batch, 3),
+                         Model::from_tensors(dir.config, 3, scaled, at::kFloat, at::kCPU).run_block(h, batch, 3)));
+  auto missing = [&](const std::string& name) -> at::Tensor { fail("no tensor '", name, "'"); };
+  try {
+    Model::from_tensors(dir.config, 3, missing, at::kFloat, at::kCPU);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.layers.3.input_layernorm.weight"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(Model::from_tensors(dir.config, 5, tensor, at::kFloat, at::kCPU), Error);
+}
+
 TEST(EngineStages, StageRefusesWhatItDoesNotHold) {
   ModelDir dir = open_model_dir(stories_dir());
   LoadOptions first;

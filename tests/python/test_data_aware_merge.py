@@ -6,6 +6,12 @@ with transformers and numpy on the same tiny float32 models and calibration samp
   the other tensors averaged. Merged on 1, 2 and 4 ranks: equal to the reference within 1e-5
   relative and bitwise equal to each other; alpha = 0.5 changes the result as the reference does;
   `parallel.stream_samples` (block-major streaming) gives the same bytes as resident extraction.
+- RegMean++: the same solve with block l's Gram matrices taken on the merged model's path (as
+  fusion-bench's regmean_plusplus: the embedding merged first, the hidden states of block l from the
+  merged blocks < l, each model's own block l hooked on them), the reference built block by block
+  in transformers by swapping each model's layer l into the partly merged model. 1, 2 and 4 ranks
+  (2 stages) and streaming with spills: equal to it within 1e-5 relative and bitwise equal to each
+  other; not plain RegMean.
 - Fisher: per-sample gradients of the mean next-token log-likelihood, squared and averaged
   (the diagonal empirical Fisher), then the Fisher-weighted average.
 - AIM on task arithmetic: the base's mean |activation| per input channel, normalized, shrinks the
@@ -62,6 +68,66 @@ def linear_statistics(path, data):
         for s in data:
             model(torch.tensor([s]))
     return stats
+
+
+def hooked_grams(model, data, layer):
+    """{group: X^T X float64} of layer `layer`'s linear inputs in `model`, over every token of every sample."""
+    import torch
+    grams, handles = {}, []
+
+    def hook(group):
+        def pre(_module, args):
+            x = args[0].detach().double().reshape(-1, args[0].shape[-1])
+            grams[group] = grams.get(group, 0) + (x.T @ x).numpy()
+        return pre
+
+    for name, group in HOOKED.items():
+        handles.append(model.model.layers[layer].get_submodule(name).register_forward_pre_hook(hook(group)))
+    with torch.no_grad():
+        for s in data:
+            model(torch.tensor([s]))
+    for h in handles:
+        h.remove()
+    return grams
+
+
+def regmean_plusplus_reference(paths, data, alpha):
+    """RegMean++ as fusion-bench's regmean_plusplus runs it, for shared calibration samples: the
+    embedding averaged first; for each layer l, every model's own layer l put in place l of the
+    partly merged model (layers < l merged) and hooked, the layer solved from those Grams (norms
+    averaged) and loaded into the merged model before layer l + 1."""
+    import copy
+    import torch
+    states = [state(p) for p in paths]
+    models = [load_model(p) for p in paths]
+    merged = copy.deepcopy(models[0])
+    out = {k: sum(s[k] for s in states) / len(states) for k in states[0] if ".layers." not in k}
+    with torch.no_grad():
+        merged.model.embed_tokens.weight.copy_(torch.from_numpy(out["model.embed_tokens.weight"]).float())
+    layers = merged.model.layers
+    for l in range(len(layers)):
+        own = layers[l]
+        grams = []
+        for m in models:
+            layers[l] = m.model.layers[l]
+            grams.append(hooked_grams(merged, data, l))
+        layers[l] = own
+        prefix, loaded = f"model.layers.{l}.", {}
+        for name in states[0]:
+            if not name.startswith(prefix):
+                continue
+            key = linear_of(name)
+            if key is None:
+                out[name] = sum(s[name] for s in states) / len(states)
+            else:
+                a, b = 0, 0
+                for s, g in zip(states, grams):
+                    scaled = alpha * g[key[1]] + (1 - alpha) * np.diag(np.diag(g[key[1]]))
+                    a, b = a + scaled, b + scaled @ s[name].T
+                out[name] = np.linalg.solve(a, b).T
+            loaded[name[len(prefix):]] = torch.from_numpy(out[name]).float()
+        own.load_state_dict(loaded)
+    return out
 
 
 def state(path):
@@ -149,6 +215,32 @@ def test_regmean(tmp, data):
                                             f"differs from alpha 0.9 ({moved:.2e})")
     check(not os.path.exists(f"{out}/statistics") and not os.path.exists(f"{out}.partial"),
           "the calibration statistics are not left in the committed output")
+
+
+def test_regmean_plusplus(tmp, data):
+    models = ["base", "a", "b"]
+    paths = [f"{tmp}/{n}" for n in models]
+    ref = regmean_plusplus_reference(paths, data, 0.9)
+    outs = {}
+    # Streaming with max_length 16 (no sample is longer) bounds the held states to 8 x 16 x 64 x 4 =
+    # 32 KiB, shared by a rank's streams: every micro-batch (8 x up to 14 tokens x 64 x 4) spills.
+    runs = [(1, ""), (2, ""), (4, "parallel: {stages: 2}\n"), (2, "max_length: 16\nparallel: {stream_samples: 8}\n")]
+    for i, (np_, extra) in enumerate(runs):
+        out = write_config(f"{tmp}/rmpp{i}.yaml", tmp, models, "regmean_plusplus", extra)
+        run(["merge", "--config", f"{tmp}/rmpp{i}.yaml", "--quiet"], np=np_)
+        outs[i] = merged(out)
+        err, where = rel_error(outs[i], ref)
+        what = f"{np_} rank(s)" + (" streaming (spilled hidden states)" if "stream" in extra else "") + \
+            (" on 2 stages" if "stages" in extra else "")
+        check(err <= TOL, f"regmean_plusplus on {what} equals the transformers/numpy reference: max relative error "
+                          f"{err:.2e} ({where}; tolerance {TOL})")
+    same = all(np.array_equal(outs[0][k].view(np.uint32), outs[i][k].view(np.uint32)) for i in outs for k in outs[0])
+    check(same, "regmean_plusplus: 1, 2, 4 ranks (2 stages) and streaming write the same bytes")
+    plain = regmean_reference(paths, data, 0.9)
+    moved, where = rel_error(outs[0], plain)
+    apart, _ = rel_error(ref, plain)
+    check(moved > 100 * TOL, f"regmean_plusplus differs from plain regmean: max relative difference {moved:.2e} "
+                             f"({where}; the references differ by {apart:.2e})")
 
 
 def fisher_of(path, data):
@@ -267,6 +359,7 @@ def main():
         test_aim(tmp, data)
         test_fisher(tmp, data)
         test_regmean(tmp, data)
+        test_regmean_plusplus(tmp, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     check.finish()

@@ -1,7 +1,7 @@
 """The memory plan is an upper bound (issue 15): on every rank, the peak of resident anonymous
 memory (sampled from /proc/self/status, report.json "memory") stays at or below the plan the job
-printed, for row-wise and whole-tensor methods, RECALL and the data-aware methods (RegMean resident
-and streaming, Fisher, AIM), on 1 and 2 ranks. The models have a
+printed, for row-wise and whole-tensor methods, RECALL and the data-aware methods (RegMean and RegMean++
+resident and streaming, Fisher, AIM), on 1 and 2 ranks. The models have a
 large vocabulary so that the merge's buffers (and TIES's working memory) dominate the program's
 own memory: an underestimated term shows. Prints plan vs measured per rank."""
 import json
@@ -32,6 +32,9 @@ def main():
         # the solves' float64 buffers; each model's Fisher pass; the base's |x| sums for AIM.
         ("regmean", 2, "method: regmean\ndata: DATA"),
         ("regmean", 2, "method: regmean\ndata: DATA\nparallel: {stages: 2, stream_samples: 8}"),
+        # RegMean++: every stream held (resident) or bounded (streaming), the merged block in float32.
+        ("regmean_plusplus", 2, "method: regmean_plusplus\ndata: DATA"),
+        ("regmean_plusplus", 2, "method: regmean_plusplus\ndata: DATA\nparallel: {stages: 2, stream_samples: 8}"),
         ("fisher", 2, "method: fisher\ndata: DATA\ncalibration: {samples: 16}"),
         ("task_arithmetic", 2, "method: task_arithmetic\nbase: base\ndata: DATA\naim: {omega: 0.4}"),
     ]

@@ -122,6 +122,8 @@ TEST(MergeConfig, SetErrorsNameTheArgument) {
 TEST(MergeConfig, DataAwareMethodsAndAimNeedWhatTheyUse) {
   EXPECT_HAS(error_of(kMinimal, {"method=regmean", "data=''"}), "method 'regmean' needs 'data' (JSONL calibration samples)");
   EXPECT_HAS(error_of(kMinimal, {"method=fisher", "data=''"}), "method 'fisher' needs 'data'");
+  EXPECT_HAS(error_of(kMinimal, {"method=regmean_plusplus", "data=''"}), "method 'regmean_plusplus' needs 'data'");
+  EXPECT_HAS(error_of(kMinimal, {"method=regmean_plusplus", "params.alpha=-0.1"}), "alpha");
   EXPECT_HAS(error_of(kMinimal, {"method=ties", "aim.omega=0.4", "data=''"}), "aim needs 'data'");
   EXPECT_HAS(error_of(kMinimal, {"method=linear", "aim.omega=0.4"}),
              "aim shrinks task vectors (merged - base): it needs 'base' and a method that uses it, not 'linear'");

@@ -131,6 +131,8 @@ output: {dir: /out/y}
   std::string fine = native;
   fine.replace(fine.find("[0, 3]"), 6, "[4, 8]");
   EXPECT_HAS(error_of(fine, {"method=recall", "data=/d.jsonl"}), "method 'recall' merges every block of every model");
+  EXPECT_HAS(error_of(fine, {"method=regmean_plusplus", "data=/d.jsonl"}),
+             "mk.yml:4:3: method 'regmean_plusplus' merges every block of every model");
   EXPECT_NO_THROW(parse_merge_config(fine, "c.yaml", {"method=slerp", "base=a"}));
   EXPECT_HAS(error_of(fine, {"method=ties"}), "method 'ties' needs 'base'");
   fine.replace(fine.find("{model: b"), 9, "{model: a");

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,29 @@ struct LinearStatisticsOptions {
   bool any() const { return gram || abs_sum; }
 };
 
+// A merged tensor handed to the engine: float32 values, row-major.
+struct MergedTensor {
+  std::vector<int64_t> shape;
+  std::vector<float> values;
+};
+
+// RegMean++'s merged path (docs/ALGORITHM.md §9): the statistics pass runs block by block over the
+// whole grid. Every model's stream starts as the MERGED embedding of the samples (fusion-bench's
+// regmean_plusplus merges the embedding first); at block l each model's own block l runs on its
+// stream with the statistics observer (block l's Grams, written as usual), then, once every
+// model's block-l file is written (a collective over the pass's communicator), every rank that
+// owns a cell of block l's stage builds the merged block l from `block` and moves each stream it
+// holds through it. The callbacks are the pipeline's (they run the merge method's own kernel); the
+// engine only builds and runs blocks.
+struct MergedPath {
+  // The merged embedding's rows of `ids` (float32, ids.size() x hidden).
+  std::function<std::vector<float>(const std::vector<int64_t>& ids)> embedding_rows;
+  // Merged block `block`'s tensors by HF name, from every model's statistics of that block
+  // (called on every rank that owns a cell of the block's stage, after the files are written).
+  std::function<std::map<std::string, MergedTensor>(int64_t block)> block;
+  bool enabled() const { return static_cast<bool>(block); }
+};
+
 struct ExtractOptions {
   Device device = Device::Cpu;
   std::string compute_dtype = "float32";
@@ -76,6 +100,10 @@ struct ExtractOptions {
   std::vector<int64_t> hidden_states;
   bool pooled = true;  // false: no pooled hidden state is kept (a statistics-only pass)
   LinearStatisticsOptions statistics;
+  // Set: the statistics pass follows the merged path (RegMean++) instead of each model's own
+  // (statistics.gram required; block-major whatever stream_samples says, held states bounded by
+  // max_resident_bytes when it is set).
+  MergedPath merged_path;
   // Called on the rank that runs a model's last stage after each micro-batch has left it
   // (resident): the model, the samples and the tokens (unpadded) it held. Streaming: after each of
   // the stage's blocks, the share of samples (and their tokens) that block stands for (block k of

@@ -90,6 +90,12 @@ struct BlockObserver {
 class Model {
  public:
   static Model load(const ModelDir& dir, const LoadOptions& options = {});
+  // One block (`block` of `config`'s model) from in-memory tensors: `tensor` gives each of the
+  // block's tensors by HF name (any float dtype, any device), converted to dtype on device, q/k/v
+  // and gate/up fused as load() fuses them. RegMean++ runs its merged blocks so.
+  static Model from_tensors(const ModelConfig& config, int64_t block,
+                            const std::function<at::Tensor(const std::string&)>& tensor, at::ScalarType dtype,
+                            at::Device device);
 
   const ModelConfig& config() const { return config_; }
   at::ScalarType dtype() const { return dtype_; }

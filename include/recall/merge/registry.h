@@ -82,6 +82,7 @@ struct MergeTask {
 enum class Statistics {
   None,
   Gram,            // every model's Gram matrices of its linear layers' inputs (RegMean)
+  MergedPathGram,  // the same Gram matrices with block l's inputs from the merged blocks < l (RegMean++)
   Fisher,          // every model's diagonal Fisher (squared gradients of the log-likelihood)
 };
 

@@ -73,6 +73,17 @@ uint64_t stream_resident_bytes(const MergeConfig& config, const MergeInputs& inp
 uint64_t linear_statistics_bytes(const MergeConfig& config, const MergeInputs& inputs, const dist::Grid& grid,
                                  int rank, const engine::LinearStatisticsOptions& statistics);
 
+// RegMean++'s merged path on `rank` (engine/merged_path.h), beyond the candidate blocks and the
+// statistics that linear_statistics_bytes and the weights already count: the streams it holds
+// (resident: every calibration sample's hidden states at max_length, float32, of each model with a
+// cell here; streaming: the stream_resident_bytes bound they share, in the activations already),
+// one micro-batch's host copy for a hand-over, the merged block of the largest block of its stages
+// in float32 three times (the merged tensors, the block built from them, the fused q/k/v or
+// gate/up parts while it is built), the kernel's working memory for that block's largest tensor
+// (the RegMean solve), and a micro-batch's merged embedding rows. 0 for other methods or a rank
+// without cells.
+uint64_t merged_path_bytes(const MergeConfig& config, const MergeInputs& inputs, const dist::Grid& grid, int rank);
+
 // RECALL's data on every rank, in bytes, by part (recall_data() is their sum as the plan counts it).
 struct RecallDataPlan {
   uint64_t tokens = 0;           // the data's token table: 8 a sample + 4 a token, x2 for growth

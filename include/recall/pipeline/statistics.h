@@ -28,7 +28,8 @@ namespace recall {
 
 // What the statistics phase computes for this config.
 struct StatisticsNeeds {
-  bool gram = false;     // every model's Gram matrices (RegMean)
+  bool gram = false;     // every model's Gram matrices (RegMean, RegMean++)
+  bool merged_path = false;  // RegMean++: block l's Grams taken on the merged blocks < l (engine/extraction.h)
   bool abs_sum = false;  // |activation| sums (AIM: the base's)
   bool fisher = false;   // every model's diagonal Fisher
   bool any() const { return gram || abs_sum || fisher; }
