@@ -7,6 +7,7 @@
 #include <functional>
 #include <cstring>
 
+#include "testing_errors.h"
 #include "recall/dist/exchange.h"
 #include "recall/util/error.h"
 
@@ -14,15 +15,6 @@ using namespace recall;
 using namespace recall::dist;
 
 namespace {
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 }  // namespace
 
@@ -40,7 +32,7 @@ TEST(DistExchange, RowRangesTileTheRows) {
       EXPECT_EQ(next, rows);
     }
   }
-  EXPECT_EQ(error_of([] { row_range(10, 3, 3); }), "row_range: part 3 of 3 parts; expected 0 <= part < parts");
+  EXPECT_EQ(error_message([] { row_range(10, 3, 3); }), "row_range: part 3 of 3 parts; expected 0 <= part < parts");
 }
 
 TEST(DistExchange, F32InputsAccumulateInDouble) {
@@ -114,10 +106,10 @@ TEST(DistExchange, Errors) {
   const void* in[1] = {&a};
   const double w[1] = {1};
   float out;
-  EXPECT_EQ(error_of([&] { weighted_sum_rows(in, 1, DType::I32, w, 1, 1, DType::F32, &out); }),
+  EXPECT_EQ(error_message([&] { weighted_sum_rows(in, 1, DType::I32, w, 1, 1, DType::F32, &out); }),
             "weighted sum: input dtype I32 is not a float type");
-  EXPECT_EQ(error_of([&] { weighted_sum_rows(in, 1, DType::F32, w, 1, 1, DType::U8, &out); }),
+  EXPECT_EQ(error_message([&] { weighted_sum_rows(in, 1, DType::F32, w, 1, 1, DType::U8, &out); }),
             "weighted sum: output dtype U8; expected F16, BF16, F32 or F64");
-  EXPECT_EQ(error_of([&] { weighted_sum_rows(in, 0, DType::F32, w, 1, 1, DType::F32, &out); }),
+  EXPECT_EQ(error_message([&] { weighted_sum_rows(in, 0, DType::F32, w, 1, 1, DType::F32, &out); }),
             "weighted sum: 0 models; expected at least 1");
 }

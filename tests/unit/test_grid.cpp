@@ -6,6 +6,7 @@
 #include <functional>
 #include <random>
 
+#include "testing_errors.h"
 #include "recall/dist/grid.h"
 #include "recall/util/error.h"
 
@@ -72,15 +73,6 @@ GridSpec llama_like(int models, int stages, int blocks) {
   return spec;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const recall::Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 }  // namespace
 
 TEST(Grid, BalancedPartitionMatchesBruteForce) {
@@ -99,9 +91,9 @@ TEST(Grid, BalancedPartitionMatchesBruteForce) {
 }
 
 TEST(Grid, BalancedPartitionErrors) {
-  EXPECT_EQ(error_of([] { balanced_partition({1, 2, 3}, 4); }),
+  EXPECT_EQ(error_message([] { balanced_partition({1, 2, 3}, 4); }),
             "cannot split 3 items into 4 non-empty parts");
-  EXPECT_EQ(error_of([] { balanced_partition({1, 2, 3}, 0); }),
+  EXPECT_EQ(error_message([] { balanced_partition({1, 2, 3}, 0); }),
             "cannot split 3 items into 0 parts; expected at least 1 part");
 }
 
@@ -124,12 +116,12 @@ TEST(Grid, StagesAreContiguousBalancedAndCountExtras) {
 }
 
 TEST(Grid, StageErrorsNameTheNumbers) {
-  EXPECT_EQ(error_of([] { split_stages(llama_like(2, 9, 8)); }),
+  EXPECT_EQ(error_message([] { split_stages(llama_like(2, 9, 8)); }),
             "grid: stages = 9 but the model has only 8 blocks; every stage needs at least one "
             "block (use at most 8 stages)");
-  EXPECT_EQ(error_of([] { split_stages(llama_like(2, 0, 8)); }),
+  EXPECT_EQ(error_message([] { split_stages(llama_like(2, 0, 8)); }),
             "grid: stages = 0; expected at least 1");
-  EXPECT_EQ(error_of([] { split_stages(llama_like(2, 1, 0)); }),
+  EXPECT_EQ(error_message([] { split_stages(llama_like(2, 1, 0)); }),
             "grid: the model has no blocks; expected at least 1");
 }
 
@@ -192,20 +184,20 @@ TEST(Grid, SmallWorldKeepsAModelsStagesTogether) {
 }
 
 TEST(Grid, TooManyRanksNamesTheLargestUsefulSize) {
-  EXPECT_EQ(error_of([] { Grid(llama_like(2, 2, 8), 6); }),
+  EXPECT_EQ(error_message([] { Grid(llama_like(2, 2, 8), 6); }),
             "grid: 6 ranks but only 4 cells (2 models x 2 stages); the largest useful world size "
             "is 4; ---> HINT: use more stages (stages = 3 gives 6 cells; the model has 8 blocks)");
-  EXPECT_EQ(error_of([] { Grid(llama_like(2, 2, 2), 5); }),
+  EXPECT_EQ(error_message([] { Grid(llama_like(2, 2, 2), 5); }),
             "grid: 5 ranks but only 4 cells (2 models x 2 stages); the largest useful world size "
             "is 4; every block already is its own stage, so run with at most 4 ranks");
-  EXPECT_EQ(error_of([] { Grid(llama_like(2, 2, 2), 0); }), "grid: world size 0; expected at least 1");
+  EXPECT_EQ(error_message([] { Grid(llama_like(2, 2, 2), 0); }), "grid: world size 0; expected at least 1");
 }
 
 TEST(Grid, StageOfBlockAndPlan) {
   const Grid g(llama_like(2, 2, 4), 3);
   EXPECT_EQ(g.stage_of_block(0), 0);
   EXPECT_EQ(g.stage_of_block(3), 1);
-  EXPECT_EQ(error_of([&] { g.stage_of_block(4); }), "grid: block 4 out of range [0, 4)");
+  EXPECT_EQ(error_message([&] { g.stage_of_block(4); }), "grid: block 4 out of range [0, 4)");
   const std::string plan = g.plan();
   EXPECT_NE(plan.find("grid: 2 models x 2 stages = 4 cells on 3 ranks"), std::string::npos) << plan;
   EXPECT_NE(plan.find("stage 0: blocks [0, 2)"), std::string::npos) << plan;

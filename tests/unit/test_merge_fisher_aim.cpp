@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "testing_errors.h"
 #include "recall/merge/aim.h"
 #include "recall/merge/fisher.h"
 #include "recall/util/dtype.h"
@@ -53,15 +54,6 @@ double ulp(float x, DType t) {
   return (t == DType::BF16 ? bf16_to_float(next) : f16_to_float(next)) - a;
 }
 
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 }  // namespace
 
 TEST(FisherMerge, ScalesFollowFusionBenchNormalization) {
@@ -77,9 +69,9 @@ TEST(FisherMerge, ScalesFollowFusionBenchNormalization) {
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(c[i], lambda[i] * inv[i] / sum, 1e-15) << i;
   c = fisher_model_scales(4, {}, {});
   for (double v : c) EXPECT_EQ(v, 0.25);
-  EXPECT_NE(message_of([] { fisher_model_scales(2, {1.0}, {}); }).find("1 scaling coefficients for 2 models"),
+  EXPECT_NE(error_message([] { fisher_model_scales(2, {1.0}, {}); }).find("1 scaling coefficients for 2 models"),
             std::string::npos);
-  EXPECT_NE(message_of([] { fisher_model_scales(2, {}, {1.0, -1.0}); }).find("model 1's Fisher norm is -1"),
+  EXPECT_NE(error_message([] { fisher_model_scales(2, {}, {1.0, -1.0}); }).find("model 1's Fisher norm is -1"),
             std::string::npos);
 }
 
@@ -168,7 +160,7 @@ TEST(Aim, ChannelImportanceIsTheMeanOverItsLargest) {
   EXPECT_EQ(imp, (std::vector<double>{0.25, 1, 0.5, 0}));
   EXPECT_EQ(aim_channel_importance({2, 8}, 0), (std::vector<double>{0, 0}));
   EXPECT_EQ(aim_channel_importance({0, 0, 0}, 10), (std::vector<double>{0, 0, 0}));
-  EXPECT_NE(message_of([] { aim_channel_importance({1, NAN}, 3); }).find("input channel 1 is nan"), std::string::npos);
+  EXPECT_NE(error_message([] { aim_channel_importance({1, NAN}, 3); }).find("input channel 1 is nan"), std::string::npos);
 }
 
 TEST(Aim, RelaxesEachInputChannelsDeltaByItsImportance) {
@@ -209,10 +201,10 @@ TEST(Aim, RelaxesEachInputChannelsDeltaByItsImportance) {
     EXPECT_LE(std::fabs(got[e] - ref), ulp(static_cast<float>(ref), DType::BF16)) << e;
   }
   std::vector<float> out = merged;
-  EXPECT_NE(message_of([&] { apply_aim({DType::F32, base.data()}, DType::F32, out.data(), imp, 1.2, in, 0, 1); })
+  EXPECT_NE(error_message([&] { apply_aim({DType::F32, base.data()}, DType::F32, out.data(), imp, 1.2, in, 0, 1); })
                 .find("omega = 1.2"),
             std::string::npos);
-  EXPECT_NE(message_of([&] { apply_aim({DType::F32, base.data()}, DType::F32, out.data(), imp, 0.5, in + 1, 0, 1); })
+  EXPECT_NE(error_message([&] { apply_aim({DType::F32, base.data()}, DType::F32, out.data(), imp, 0.5, in + 1, 0, 1); })
                 .find("7 channel importances for rows of 8 elements"),
             std::string::npos);
 }

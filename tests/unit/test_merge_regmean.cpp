@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "testing_errors.h"
 #include "recall/merge/linalg.h"
 #include "recall/merge/regmean.h"
 #include "recall/util/dtype.h"
@@ -120,15 +121,6 @@ long double max_abs(const std::vector<long double>& v) {
   long double m = 0;
   for (long double x : v) m = std::max(m, std::fabs(x));
   return m;
-}
-
-std::string message_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
 }
 
 }  // namespace
@@ -275,7 +267,7 @@ TEST(RegMean, RankDeficientSumFailsWithItsLeadingMinorAndARidgeSolvesIt) {
     p.weights.push_back(std::vector<float>(p.out * p.in, 0.5f));
   }
   std::vector<double> x(p.out * p.in);
-  const std::string msg = message_of([&] { regmean_solve(inputs_of(p, 0.9, 0), x.data()); });
+  const std::string msg = error_message([&] { regmean_solve(inputs_of(p, 0.9, 0), x.data()); });
   EXPECT_NE(msg.find("RegMean (sum of 2 models' Gram matrices, 6 inputs)"), std::string::npos) << msg;
   EXPECT_NE(msg.find("leading minor of order 4 is not positive definite"), std::string::npos) << msg;
   EXPECT_NE(msg.find("with 0 added to the diagonal"), std::string::npos) << msg;
@@ -289,10 +281,10 @@ TEST(RegMean, RankDeficientSumFailsWithItsLeadingMinorAndARidgeSolvesIt) {
 TEST(RegMean, RejectsBadOptionsAndNonFiniteGrams) {
   Problem p = random_problem(2, 2, 3, 3, false);
   std::vector<double> x(p.out * p.in);
-  EXPECT_NE(message_of([&] { regmean_solve(inputs_of(p, 1.5, 0), x.data()); }).find("alpha = 1.5"), std::string::npos);
-  EXPECT_NE(message_of([&] { regmean_solve(inputs_of(p, 0.5, -1), x.data()); }).find("ridge = -1"), std::string::npos);
+  EXPECT_NE(error_message([&] { regmean_solve(inputs_of(p, 1.5, 0), x.data()); }).find("alpha = 1.5"), std::string::npos);
+  EXPECT_NE(error_message([&] { regmean_solve(inputs_of(p, 0.5, -1), x.data()); }).find("ridge = -1"), std::string::npos);
   p.grams[1][1 * p.in + 2] = NAN;
-  const std::string msg = message_of([&] { regmean_solve(inputs_of(p, 0.5, 0), x.data()); });
+  const std::string msg = error_message([&] { regmean_solve(inputs_of(p, 0.5, 0), x.data()); });
   EXPECT_NE(msg.find("model 1's Gram matrix has nan at [1, 2]"), std::string::npos) << msg;
   EXPECT_GE(regmean_work_bytes(8192, 28672, 3), uint64_t{8} * (28672ull * 28672 + 2ull * 8192 * 28672));
 }
@@ -316,7 +308,7 @@ TEST(Linalg, ReciprocalConditionOfKnownMatrices) {
   EXPECT_NEAR(b[3], -1, 1e-15);
   // The ridge is added before factoring and counted in the norm.
   std::vector<double> z = {0, 0, 0, 0};
-  EXPECT_NE(message_of([&] { linalg::cholesky_factor(z.data(), 2); }).find("leading minor of order 1"), std::string::npos);
+  EXPECT_NE(error_message([&] { linalg::cholesky_factor(z.data(), 2); }).find("leading minor of order 1"), std::string::npos);
   z = {0, 0, 0, 0};
   anorm = linalg::cholesky_factor(z.data(), 2, 0.5);
   EXPECT_DOUBLE_EQ(anorm, 0.5);
@@ -325,8 +317,8 @@ TEST(Linalg, ReciprocalConditionOfKnownMatrices) {
 
 TEST(Linalg, SizesBeyondLapacksIntFailClearly) {
   const uint64_t big = uint64_t{1} << 31;
-  const std::string msg = message_of([&] { linalg::cholesky_factor(nullptr, big); });
+  const std::string msg = error_message([&] { linalg::cholesky_factor(nullptr, big); });
   EXPECT_NE(msg.find("dpotrf n = 2147483648 exceeds LAPACK's 32-bit int"), std::string::npos) << msg;
-  EXPECT_NE(message_of([&] { linalg::cholesky_solve(nullptr, 4, nullptr, big); }).find("dpotrs nrhs = 2147483648"),
+  EXPECT_NE(error_message([&] { linalg::cholesky_solve(nullptr, 4, nullptr, big); }).find("dpotrs nrhs = 2147483648"),
             std::string::npos);
 }
