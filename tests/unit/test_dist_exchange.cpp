@@ -14,10 +14,6 @@
 using namespace recall;
 using namespace recall::dist;
 
-namespace {
-
-}  // namespace
-
 TEST(DistExchange, RowRangesTileTheRows) {
   for (int64_t rows : {0, 1, 7, 100}) {
     for (int parts = 1; parts <= 6; ++parts) {
