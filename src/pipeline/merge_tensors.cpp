@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <future>
 #include <memory>
@@ -143,6 +144,8 @@ class MergeLoop {
   const std::vector<TensorParams>& params_;
   HfShardWriter* hf_;
   const StatisticsStore* statistics_;
+  size_t stats_tensor_ = SIZE_MAX;  // the tensor tensor_stats_ belongs to
+  TensorStatistics tensor_stats_;
   const MethodSpec& method_;
   const DType out_dtype_;
   int rank_ = 0, world_ = 1;
@@ -200,7 +203,13 @@ void MergeLoop::merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& input
     views[j] = TensorView{e.info->dtype, inputs[j].data()};
   }
   const std::optional<size_t> base = in_.base_source(t);
-  const TensorStatistics stats = statistics_ ? statistics_->of(t) : TensorStatistics{};
+  // A tensor's statistics (files opened, AIM's importance computed) once for all its chunks, which
+  // come one after another on a rank.
+  if (statistics_ && stats_tensor_ != t) {
+    tensor_stats_ = statistics_->of(t);
+    stats_tensor_ = t;
+  }
+  const TensorStatistics& stats = tensor_stats_;
   const bool aim = c_.aim.enabled() && base && !stats.aim_importance.empty();
   const auto m0 = Clock::now();
   const uint64_t out_esize = dtype_size(out_dtype_);

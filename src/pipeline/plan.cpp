@@ -111,6 +111,18 @@ MergeBuffers merge_buffers(const MergeConfig& c, const MergeInputs& in, int rank
   return b;
 }
 
+namespace {
+
+// The token table of `samples` lines of the data file (load_samples): at most `limit` tokens a
+// sample, and at most one per byte of the file plus BOS and a leading-space piece a line (a token
+// id in input_ids takes >= 2 bytes of JSON; a tokenizer's token >= 1 byte of text). 8 bytes a
+// sample; the id vector grows by doubling: up to twice its 4 bytes a token.
+uint64_t token_table_bytes(const MergeInputs& in, uint64_t samples, uint64_t limit) {
+  return 8 * (samples + 1) + 2 * 4 * std::min(samples * limit, in.data_bytes + 2 * samples);
+}
+
+}  // namespace
+
 RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
   RecallDataPlan p;
   const ModelConfig& cfg = in.models[in.reference].config;
@@ -118,12 +130,8 @@ RecallDataPlan recall_data_plan(const MergeConfig& c, const MergeInputs& in) {
   if (c.typical.max_samples > 0) N = std::min(N, static_cast<uint64_t>(c.typical.max_samples));
   const uint64_t H = static_cast<uint64_t>(cfg.hidden_size), L = static_cast<uint64_t>(cfg.num_hidden_layers);
   const uint64_t K = static_cast<uint64_t>(c.typical.clusters), M = in.models.size();
-  // Tokens: at most max_length a sample, and at most one per byte of the file plus BOS and a
-  // leading-space piece a line (a token id in input_ids takes >= 2 bytes of JSON; a tokenizer's
-  // token >= 1 byte of text). The id vector grows by doubling: up to twice its size.
   const uint64_t limit = static_cast<uint64_t>(std::min(c.max_length, cfg.max_position_embeddings));
-  const uint64_t tokens = std::min(N * limit, in.data_bytes + 2 * N);
-  p.tokens = 8 * (N + 1) + 2 * 4 * tokens;
+  p.tokens = token_table_bytes(in, N, limit);
   p.pooled = N * H * 4;
   p.kmeans = kmeans_subsampled_work_bytes(static_cast<int64_t>(N), static_cast<int64_t>(H), static_cast<int64_t>(K),
                                           c.typical.kmeans_samples);
@@ -206,8 +214,7 @@ uint64_t statistics_plan(const MergeConfig& c, const MergeInputs& in, int rank, 
   const auto limit = static_cast<uint64_t>(std::min(c.max_length, ref.max_position_embeddings));
   uint64_t n = static_cast<uint64_t>(in.data_samples);
   if (c.calibration.samples > 0) n = std::min(n, static_cast<uint64_t>(c.calibration.samples));
-  // The calibration samples' token table (as the RECALL data's: ids grow by doubling).
-  const uint64_t tokens = 8 * (n + 1) + 2 * 4 * std::min(n * limit, in.data_bytes + 2 * n);
+  const uint64_t tokens = token_table_bytes(in, n, limit);  // the calibration samples
   uint64_t pass = 0;
   if (c.method->statistics == Statistics::Fisher)
     for (size_t m = 0; m < in.models.size(); ++m)

@@ -24,6 +24,10 @@ StatisticsNeeds statistics_needs(const MergeConfig& c) {
   return n;
 }
 
+std::string fisher_path(const std::string& dir, size_t model) {
+  return join_path(join_path(dir, std::to_string(model)), "fisher.safetensors");
+}
+
 namespace {
 
 std::string complete_marker(const std::string& dir) { return join_path(dir, "complete.json"); }
@@ -43,7 +47,7 @@ void fisher_pass(MPI_Comm comm, const MergeConfig& c, const MergeInputs& in, con
     fo.model = &in.models[m];
     fo.samples = &samples;
     fo.device = c.parallel.device;
-    fo.out_path = join_path(join_path(dir, std::to_string(m)), "fisher.safetensors");
+    fo.out_path = fisher_path(dir, m);
     const std::string what = "fisher of '" + c.models[m].name + "' (rank " + std::to_string(rank) + ")";
     fo.progress = [&](int64_t done, int64_t) {
       if (meter.advance(done - meter.done())) here(what, ": ", meter.line());

@@ -13,7 +13,7 @@ StatisticsStore::StatisticsStore(const MergeConfig& config, const MergeInputs& i
     : config_(config), inputs_(inputs), dir_(std::move(dir)), needs_(statistics_needs(config)) {
   if (!needs_.fisher) return;
   for (size_t m = 0; m < inputs_.models.size(); ++m) {
-    const SafetensorsFile& f = file(join_path(join_path(dir_, std::to_string(m)), "fisher.safetensors"));
+    const SafetensorsFile& f = file(fisher_path(dir_, m));
     const auto it = f.metadata().find("sum_squares");
     if (it == f.metadata().end()) fail(f.path(), ": no 'sum_squares' in its metadata (not a Fisher file of recall)");
     const double sum = std::strtod(it->second.c_str(), nullptr);
@@ -61,7 +61,7 @@ TensorStatistics StatisticsStore::of(size_t slot) const {
   if (needs_.fisher) {
     for (const TensorSource& src : sources) s.fisher_norm.push_back(fisher_norm_.at(src.model));
     s.fisher = [this, sources](size_t j, uint64_t first, uint64_t n, float* dst) {
-      const SafetensorsFile& f = file(join_path(join_path(dir_, std::to_string(sources[j].model)), "fisher.safetensors"));
+      const SafetensorsFile& f = file(fisher_path(dir_, sources[j].model));
       const TensorInfo& t = f.at(sources[j].name);
       if (t.dtype != DType::F32 || first + n > t.numel())
         fail(f.path(), ": '", sources[j].name, "' must be F32 with at least ", first + n, " elements");

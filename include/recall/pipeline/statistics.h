@@ -36,6 +36,9 @@ struct StatisticsNeeds {
 };
 StatisticsNeeds statistics_needs(const MergeConfig& config);
 
+// <dir>/<model>/fisher.safetensors, model `model`'s Fisher file.
+std::string fisher_path(const std::string& dir, size_t model);
+
 // Runs the phase (collective over `comm`; `grid`: the extraction grid, needed for the Gram matrices
 // and activation sums) unless `resume` finds
 // <dir>/complete.json. Returns the number of calibration samples.
