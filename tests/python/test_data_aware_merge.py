@@ -278,6 +278,17 @@ def fisher_reference(paths, data, weights, normalize=True, eps=1e-6):
     return out
 
 
+def fisher_config(tmp, tag, models, weights, extra=""):
+    """A fisher merge of `models` with per-model `weights`, writing to {tmp}/out-{tag}."""
+    cfg = f"{tmp}/{tag}.yaml"
+    with open(cfg, "w") as f:
+        f.write("models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}, params: {{weight: {w}}}}}\n"
+                                       for n, w in zip(models, weights)) +
+                f"method: fisher\ndata: {tmp}/data.jsonl\ncalibration: {{samples: 0}}\n{extra}"
+                f"output: {{dir: {tmp}/out-{tag}, dtype: float32}}\n")
+    return cfg
+
+
 def test_fisher(tmp, data):
     models = ["base", "a", "b"]
     paths = [f"{tmp}/{n}" for n in models]
@@ -285,13 +296,7 @@ def test_fisher(tmp, data):
     ref = fisher_reference(paths, data, weights)
     outs = {}
     for np_ in (1, 2):
-        cfg = f"{tmp}/fisher{np_}.yaml"
-        with open(cfg, "w") as f:
-            f.write("models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}, params: {{weight: {w}}}}}\n"
-                                           for n, w in zip(models, weights)) +
-                    f"method: fisher\ndata: {tmp}/data.jsonl\ncalibration: {{samples: 0}}\n"
-                    f"output: {{dir: {tmp}/out-fisher{np_}, dtype: float32}}\n")
-        run(["merge", "--config", cfg, "--quiet"], np=np_)
+        run(["merge", "--config", fisher_config(tmp, f"fisher{np_}", models, weights), "--quiet"], np=np_)
         outs[np_] = merged(f"{tmp}/out-fisher{np_}")
         err, where = rel_error(outs[np_], ref)
         check(err <= TOL, f"fisher on {np_} rank(s) equals the torch reference (per-sample gradients): max relative "
@@ -300,13 +305,8 @@ def test_fisher(tmp, data):
           "fisher: 1 and 2 ranks write the same bytes")
     # Without normalization the weights differ (each model's Fisher scale counts).
     plain = fisher_reference(paths, data, weights, normalize=False)
-    cfg = f"{tmp}/fisher-plain.yaml"
-    with open(cfg, "w") as f:
-        f.write("models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}, params: {{weight: {w}}}}}\n"
-                                       for n, w in zip(models, weights)) +
-                f"method: fisher\ndata: {tmp}/data.jsonl\ncalibration: {{samples: 0}}\nparams: {{normalize: false}}\n"
-                f"output: {{dir: {tmp}/out-fisher-plain, dtype: float32}}\n")
-    run(["merge", "--config", cfg, "--quiet"], np=2)
+    run(["merge", "--config", fisher_config(tmp, "fisher-plain", models, weights, "params: {normalize: false}\n"),
+         "--quiet"], np=2)
     ours = merged(f"{tmp}/out-fisher-plain")
     err, where = rel_error(ours, plain)
     check(err <= TOL, f"fisher with params.normalize false equals its reference ({err:.2e}, {where})")
