@@ -52,26 +52,64 @@ std::string content_hash(const std::string& path) {
   return path + "\t" + checksum_hex(xxh3_64(text.data(), text.size())) + "\n";
 }
 
-// True when `dir` is a committed recall output: its manifest.json parses and has recall's format.
-bool is_recall_output(const std::string& dir) {
-  const std::string m = join_path(dir, "manifest.json");
-  if (!path_exists(m)) return false;
+// What lies at a path recall may write or replace. Everything is read through one descriptor of the
+// directory, so a concurrent job renaming it (its .partial to the final name, the final name to
+// .old) between two looks cannot make a directory recall wrote pass for a user's.
+struct Found {
+  bool exists = false;
+  bool empty = false;         // an empty directory
+  bool recall_output = false;  // a directory holding recall's manifest.json
+  bool recall_partial = false;  // a directory holding recall's job.key
+};
+
+bool manifest_is_recall(int dir_fd) {
+  const int fd = ::openat(dir_fd, "manifest.json", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  std::string text;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) text.append(buf, static_cast<size_t>(n));
+  ::close(fd);
   try {
-    const auto j = nlohmann::json::parse(read_text_file(m));
+    const auto j = nlohmann::json::parse(text);
     return j.is_object() && j.value("format", "") == kManifestFormat;
   } catch (const std::exception&) {
     return false;
   }
 }
 
-bool is_empty_directory(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (!d) return false;
-  bool empty = true;
-  while (const dirent* e = ::readdir(d))
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) empty = false;
-  ::closedir(d);
-  return empty;
+Found inspect(const std::string& path) {
+  Found found;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    found.exists = errno != ENOENT;  // a file, or unreadable: exists and is not recall's
+    return found;
+  }
+  found.exists = true;
+  found.recall_output = manifest_is_recall(fd);
+  found.recall_partial = ::faccessat(fd, kKeyFile, F_OK, 0) == 0;
+  if (DIR* d = ::fdopendir(::dup(fd))) {
+    found.empty = true;
+    while (const dirent* e = ::readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) found.empty = false;
+    ::closedir(d);
+  }
+  ::close(fd);
+  return found;
+}
+
+// Removes a directory recall wrote with its marker (manifest.json or job.key) last and the emptied
+// directory after it: a job looking without the lock sees recall's directory or an empty one,
+// never one that lost its marker while still holding files.
+void remove_marked_tree(const std::string& dir, const char* marker) {
+  std::vector<std::string> entries;
+  if (DIR* d = ::opendir(dir.c_str())) {
+    while (const dirent* e = ::readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0 && std::strcmp(e->d_name, marker) != 0)
+        entries.push_back(e->d_name);
+    ::closedir(d);
+  }
+  for (const std::string& e : entries) remove_tree(join_path(dir, e));
+  remove_tree(dir);
 }
 
 // True when `inner` is `outer` or lies inside it (both resolved).
@@ -156,19 +194,22 @@ std::vector<std::string> OutputDir::problems(bool overwrite, const std::vector<s
   for (const std::string& m : model_dirs)
     if (within(m, final_) && !within(final_, m))
       out.push_back(dir + " lies inside the model directory '" + m + "'; refusing to write inside an input");
-  if (path_exists(final_)) {
+  const Found at_final = inspect(final_);
+  if (at_final.exists) {
     if (!overwrite)
       out.push_back(dir + " already exists; set output.overwrite: true (or --set output.overwrite=true) to "
                     "replace it");
-    else if (!is_directory(final_) || (!is_recall_output(final_) && !is_empty_directory(final_)))
+    else if (!at_final.recall_output && !at_final.empty)
       out.push_back(dir + " exists and is not a recall output (no recall manifest.json); output.overwrite "
                     "replaces only a directory recall committed, so move it away or choose another output.dir");
   }
-  if (path_exists(partial_) && !path_exists(join_path(partial_, kKeyFile)))
+  const Found at_partial = inspect(partial_);
+  if (at_partial.exists && !at_partial.recall_partial && !at_partial.empty)
     out.push_back("'" + partial_ + "' exists and was not written by recall (it has no " + kKeyFile +
                   "); move it away, recall will not delete it");
   const std::string old = final_ + ".old";
-  if (path_exists(old) && !is_recall_output(old))
+  const Found at_old = inspect(old);
+  if (at_old.exists && !at_old.recall_output && !at_old.empty)
     out.push_back("'" + old + "' exists and is not a recall output (no recall manifest.json); move it away, recall "
                   "will not delete it");
   return out;
@@ -176,18 +217,30 @@ std::vector<std::string> OutputDir::problems(bool overwrite, const std::vector<s
 
 bool OutputDir::prepare(const std::string& key, bool fresh, std::string* log) const {
   const std::string key_path = file(kKeyFile);
-  const bool ours = path_exists(key_path);
-  if (path_exists(partial_) && !ours)
+  const Found at_partial = inspect(partial_);
+  if (at_partial.exists && !at_partial.recall_partial && !at_partial.empty)
     fail("'", partial_, "' exists and was not written by recall (it has no ", kKeyFile, "); move it away");
-  if (!fresh && ours && read_text_file(key_path) == key) return true;
-  if (ours) {
-    remove_tree(partial_);
+  if (!fresh && at_partial.recall_partial && read_text_file(key_path) == key) return true;
+  remove_marked_tree(partial_, kKeyFile);  // ours, or empty
+  if (at_partial.recall_partial) {
     *log = "removed the unfinished '" + partial_ + "' of an earlier job (" +
            (fresh ? std::string("--fresh") : std::string("its config or inputs differ: job.key")) + ")";
   }
-  make_directories(partial_);
-  write_file_atomic(key_path, key);  // the marker first, so that a crash leaves a removable .partial
-  make_directories(hf());
+  // <dir>.partial appears whole, its job.key already inside: a job that checks it without the lock
+  // (another job's preflight) never sees a .partial recall is still creating and takes it for a
+  // user's. The staging name is ours alone while the lock is held; one left by a crash holds our key
+  // or nothing.
+  const std::string staging = partial_ + ".new";
+  if (path_exists(staging)) {
+    const Found at_staging = inspect(staging);
+    if (!at_staging.empty && !at_staging.recall_partial)
+      fail("'", staging, "' exists and was not written by recall (it has no ", kKeyFile, "); move it away");
+    remove_tree(staging);
+  }
+  make_directories(staging);
+  write_file_atomic(join_path(staging, kKeyFile), key);
+  make_directories(join_path(staging, "hf"));
+  rename_path(staging, partial_);
   return false;
 }
 
@@ -213,20 +266,22 @@ void OutputDir::record_merged(const std::vector<std::string>& names) const {
 void OutputDir::commit(bool overwrite) const {
   remove_stale_temporaries(partial_);
   const std::string old = final_ + ".old";
-  if (path_exists(final_)) {
+  const Found at_final = inspect(final_);
+  if (at_final.exists) {
     if (!overwrite)
       fail("output.dir '", final_, "' appeared during the job (another job committed it?); not replacing it "
            "without output.overwrite; this job's result stays in '", partial_, "'");
-    if (!is_recall_output(final_) && !is_empty_directory(final_))
+    if (!at_final.recall_output && !at_final.empty)
       fail("output.dir '", final_, "' changed during the job and is no longer a recall output; not replacing it");
     if (path_exists(old)) {
-      if (!is_recall_output(old)) fail("'", old, "' exists and is not a recall output; not replacing it");
-      remove_tree(old);
+      const Found at_old = inspect(old);
+      if (!at_old.recall_output && !at_old.empty) fail("'", old, "' exists and is not a recall output; not replacing it");
+      remove_marked_tree(old, "manifest.json");
     }
     rename_path(final_, old);
   }
   rename_path(partial_, final_);
-  remove_tree(old);
+  remove_marked_tree(old, "manifest.json");
 }
 
 OutputLock::OutputLock(const std::string& final_dir) {

@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
+#include <set>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "recall/config/merge_config.h"
@@ -354,11 +357,59 @@ TEST(OutputDir, RecallRemovesOnlyWhatItWrote) {
   make_directories(dir + ".partial");
   write_file_atomic(dir + ".partial/mine.txt", "mine");
   make_directories(dir + ".old");
+  EXPECT_EQ(problems(false).find(".old'"), std::string::npos) << "an empty .old holds nothing to lose";
+  write_file_atomic(dir + ".old/notes.txt", "mine");
   EXPECT_NE(problems(false).find("'" + dir + ".partial' exists and was not written by recall"), std::string::npos);
   EXPECT_NE(problems(false).find("'" + dir + ".old' exists and is not a recall output"), std::string::npos);
   std::string log;
   EXPECT_THROW(out.prepare("k\n", false, &log), Error);
   EXPECT_TRUE(path_exists(dir + ".partial/mine.txt"));
+}
+
+// Another job's preflight looks without the lock while a job creates <dir>.partial, commits it
+// and replaces the old output: it must never take what recall is writing for a user's directory
+// (CI saw "'<dir>.partial' exists and was not written by recall" from a job started beside
+// another).
+TEST(OutputDir, APreflightBesideARunningJobNeverSeesItsWorkAsAUsers) {
+  TempDir tmp;
+  const OutputDir out(tmp.file("out"));
+  std::atomic<bool> done{false};
+  std::thread job([&] {
+    std::string log;
+    for (int i = 0; i < 400; ++i) {
+      out.prepare("key-" + std::to_string(i) + "\n", false, &log);
+      write_file_atomic(out.file("manifest.json"), R"({"format": "recall-merge-1"})");
+      out.commit(true);
+    }
+    done = true;
+  });
+  std::set<std::string> seen;
+  int looks = 0;
+  while (!done) {
+    for (const std::string& p : out.problems(true, {}, {})) seen.insert(p);
+    ++looks;
+  }
+  job.join();
+  EXPECT_TRUE(seen.empty()) << *seen.begin() << " (" << seen.size() << " kinds in " << looks << " looks)";
+  EXPECT_GT(looks, 400);
+}
+
+TEST(OutputDir, AStagedPartialLeftByACrashIsClearedAUsersIsNot) {
+  TempDir tmp;
+  const OutputDir out(tmp.file("out"));
+  std::string log;
+  const std::string staging = out.partial() + ".new";
+  make_directories(staging + "/hf");
+  write_file_atomic(staging + "/job.key", "key-0\n");  // killed before its rename
+  EXPECT_FALSE(out.prepare("key-1\n", false, &log));
+  EXPECT_FALSE(path_exists(staging));
+  EXPECT_EQ(read_text_file(out.file("job.key")), "key-1\n");
+  remove_tree(out.partial());
+  make_directories(staging);
+  write_file_atomic(staging + "/mine.txt", "mine");
+  EXPECT_THROW(out.prepare("key-1\n", false, &log), Error);
+  EXPECT_TRUE(path_exists(staging + "/mine.txt"));
+  EXPECT_FALSE(path_exists(out.partial()));
 }
 
 TEST(OutputLock, OneHolderAtATimeAndStaleLocksOfDeadProcesses) {

@@ -1,5 +1,7 @@
 // The output directory of a merge job and what recall promises about it (docs/RELIABILITY.md):
 // - everything is written under <dir>.partial and renamed to <dir> only when every rank succeeded;
+//   <dir>.partial itself appears whole (staged as <dir>.partial.new with its job.key, then renamed),
+//   so another job looking without the lock never takes a .partial being created for a user's;
 // - recall deletes or replaces only what it wrote: a <dir>.partial holding its job.key, a <dir> or
 //   <dir>.old holding a recall manifest.json (with output.overwrite for <dir>), or an empty <dir>;
 //   never a directory that is or holds one of the job's inputs;
