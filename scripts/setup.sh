@@ -49,6 +49,14 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
 else
   log "Python environment present: $venv"
 fi
+nodeps="$RECALL_ROOT/scripts/requirements-nodeps.lock"
+nodeps_stamp="$venv/.recall-nodeps.sha256"
+want_nodeps=$(sha256sum "$nodeps" | cut -d' ' -f1)
+if [ "$(cat "$nodeps_stamp" 2>/dev/null)" != "$want_nodeps" ]; then
+  log "installing fusion-bench's merge functions into $venv (without its dependencies)"
+  "$venv/bin/python" -m pip install -q --no-deps -r "$nodeps"
+  echo "$want_nodeps" > "$nodeps_stamp"
+fi
 export RECALL_PYTHON="$venv/bin/python"
 
 # Open MPI refuses to run as root unless told; oversubscription lets tests use more ranks than cores.
