@@ -1,7 +1,8 @@
-"""RegMean's solve of one linear weight: recall's kernel (bench_regmean: Cholesky through LAPACK,
-one BLAS thread so that the bits do not depend on the rank's binding) beside fusion-bench's
-formula in torch float64 on the same shape (torch.inverse of the summed Gram matrix times the sum
-of G_m W_m^T, every core torch has), run one after the other here, and recall's kernel once more on
+"""RegMean's solve of one linear weight: recall's kernel (bench_regmean: a tiled Cholesky through
+LAPACK, on 1 thread and on as many threads as torch uses, each calling a one-thread BLAS on tiles
+and panels of fixed size so that the bits do not depend on the count) beside fusion-bench's formula
+in torch float64 on the same shape (torch.inverse of the summed Gram matrix times the sum of
+G_m W_m^T, every core torch has), run one after the other here, and recall's kernel once more on
 Debian's reference BLAS (LD_LIBRARY_PATH to its directories) when it is installed. Prints seconds
 and the ratio to torch.
 
@@ -18,8 +19,8 @@ BENCH = os.path.join(HERE, "..", "build", "bin", "bench_regmean")
 REFERENCE_BLAS = ["/usr/lib/x86_64-linux-gnu/blas", "/usr/lib/x86_64-linux-gnu/lapack"]
 
 
-def recall_seconds(out, inp, models, env=None):
-    p = subprocess.run([BENCH, str(out), str(inp), str(models)], capture_output=True, text=True, check=True,
+def recall_seconds(out, inp, models, threads, env=None):
+    p = subprocess.run([BENCH, str(out), str(inp), str(models), str(threads)], capture_output=True, text=True, check=True,
                        env=dict(os.environ, **(env or {})))
     line = p.stdout.strip()
     return float(re.search(r": ([0-9.]+) s,", line).group(1)), line
@@ -52,16 +53,20 @@ def main():
     ap.add_argument("--in", dest="inp", type=int, default=4096)
     ap.add_argument("--models", type=int, default=3)
     a = ap.parse_args()
-    ours, line = recall_seconds(a.out, a.inp, a.models)
+    import torch
+    threads = torch.get_num_threads()
+    one, line_one = recall_seconds(a.out, a.inp, a.models, 1)
+    ours, line = recall_seconds(a.out, a.inp, a.models, threads)
     theirs, threads = torch_seconds(a.out, a.inp, a.models)
+    print(line_one)
     print(line)
     print(f"torch float64 (fusion-bench's formula, {threads} threads): {theirs:.2f} s")
-    print(f"recall / torch: {ours / theirs:.2f}x the time")
+    print(f"recall on {threads} threads / torch: {ours / theirs:.2f}x the time; recall 1 thread / {threads} threads: "
+          f"{one / ours:.2f}x")
     if all(os.path.isdir(d) for d in REFERENCE_BLAS):
-        ref, line = recall_seconds(a.out, a.inp, a.models, {"LD_LIBRARY_PATH": ":".join(REFERENCE_BLAS)})
+        ref, line = recall_seconds(a.out, a.inp, a.models, threads, {"LD_LIBRARY_PATH": ":".join(REFERENCE_BLAS)})
         print(line)
         print(f"reference BLAS / OpenBLAS: {ref / ours:.1f}x the time")
-
 
 if __name__ == "__main__":
     main()

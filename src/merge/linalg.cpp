@@ -3,9 +3,14 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <cstddef>
+#include <exception>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "recall/util/error.h"
@@ -25,6 +30,10 @@ using Dpocon = void (*)(const char*, const int*, const double*, const int*, cons
 using Dlansy = double (*)(const char*, const char*, const int*, const double*, const int*, double*, size_t, size_t);
 using Dgemm = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
                        const int*, const double*, const int*, const double*, double*, const int*, size_t, size_t);
+using Dtrsm = void (*)(const char*, const char*, const char*, const char*, const int*, const int*, const double*,
+                       const double*, const int*, double*, const int*, size_t, size_t, size_t, size_t);
+using Dsyrk = void (*)(const char*, const char*, const int*, const int*, const double*, const double*, const int*,
+                       const double*, double*, const int*, size_t, size_t);
 
 // LAPACK (and the BLAS under it), loaded privately (RTLD_LOCAL) on first use: linked into the core,
 // its dgemm_/sgemm_ would be in the process's global scope and take the place of libtorch's own
@@ -37,7 +46,10 @@ struct Lapack {
   Dpocon dpocon = nullptr;
   Dlansy dlansy = nullptr;
   Dgemm dgemm = nullptr;
+  Dtrsm dtrsm = nullptr;
+  Dsyrk dsyrk = nullptr;
   int (*get_threads)() = nullptr;       // OpenBLAS only
+  char* (*core_name)() = nullptr;       // OpenBLAS only
   void (*set_threads)(int) = nullptr;   // OpenBLAS only
 };
 
@@ -48,9 +60,30 @@ F symbol(void* handle, const char* name, const std::string& library) {
   return reinterpret_cast<F>(f);
 }
 
+// OpenBLAS (built with DYNAMIC_ARCH, as Debian's is) picks its kernels from the CPU's family and
+// model; a CPU it does not know (a VM's "Intel(R) Xeon(R) Processor", a generation newer than the
+// library) gets its oldest x86-64 kernels ("Prescott": SSE3, 9.5 GFLOP/s in dgemm on this VM's
+// AVX-512 CPU against 49 with SkylakeX's). Unless the user chose (OPENBLAS_CORETYPE), name the
+// kernels by the instructions the CPU has, before the library is loaded; OpenBLAS reads the
+// variable once, at load.
+void choose_openblas_kernels() {
+  if (std::getenv("OPENBLAS_CORETYPE")) return;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  const char* core = nullptr;
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512cd"))
+    core = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    core = "Haswell";
+  if (core) ::setenv("OPENBLAS_CORETYPE", core, 0);
+#endif
+}
+
 const Lapack& lapack() {
   static const Lapack l = [] {
     Lapack r;
+    choose_openblas_kernels();
     std::string tried;
     for (const char* name : {"liblapack.so.3", "liblapack.so"}) {
       r.handle = dlopen(name, RTLD_NOW | RTLD_LOCAL);
@@ -60,8 +93,11 @@ const Lapack& lapack() {
         r.dpocon = symbol<Dpocon>(r.handle, "dpocon_", name);
         r.dlansy = symbol<Dlansy>(r.handle, "dlansy_", name);
         r.dgemm = symbol<Dgemm>(r.handle, "dgemm_", name);
+        r.dtrsm = symbol<Dtrsm>(r.handle, "dtrsm_", name);
+        r.dsyrk = symbol<Dsyrk>(r.handle, "dsyrk_", name);
         r.get_threads = reinterpret_cast<int (*)()>(dlsym(r.handle, "openblas_get_num_threads"));
         r.set_threads = reinterpret_cast<void (*)(int)>(dlsym(r.handle, "openblas_set_num_threads"));
+        r.core_name = reinterpret_cast<char* (*)()>(dlsym(r.handle, "openblas_get_corename"));
         return r;
       }
       const char* why = dlerror();
@@ -111,6 +147,42 @@ class OneBlasThread {
   int saved_ = 1;
 };
 
+// Runs f(i) for i in [0, count) on up to `threads` threads (the caller among them), in any order;
+// rethrows the first error. Every call f makes is its own BLAS call on one thread (the caller holds
+// a OneBlasThread), so which thread runs which i changes no bit.
+template <typename F>
+void parallel_for(uint64_t count, int threads, const F& f) {
+  const uint64_t workers = std::min<uint64_t>(count, static_cast<uint64_t>(threads > 1 ? threads : 1));
+  if (workers <= 1) {
+    for (uint64_t i = 0; i < count; ++i) f(i);
+    return;
+  }
+  std::atomic<uint64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::vector<std::exception_ptr> errors(workers);
+  auto work = [&](uint64_t w) {
+    try {
+      for (uint64_t i; !failed && (i = next++) < count;) f(i);
+    } catch (...) {
+      errors[w] = std::current_exception();
+      failed = true;
+    }
+  };
+  std::vector<std::thread> pool;
+  for (uint64_t w = 1; w < workers; ++w) pool.emplace_back(work, w);
+  work(0);
+  for (auto& t : pool) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+// [first, first + size) of the t-th piece of `step` elements out of n.
+struct Piece {
+  uint64_t first, size;
+};
+Piece piece(uint64_t t, uint64_t step, uint64_t n) { return {t * step, std::min(step, n - t * step)}; }
+uint64_t pieces(uint64_t n, uint64_t step) { return (n + step - 1) / step; }
+
 }  // namespace
 
 double symmetric_norm1(const double* a, uint64_t n) {
@@ -121,37 +193,63 @@ double symmetric_norm1(const double* a, uint64_t n) {
   return lapack().dlansy("1", "L", &ni, a, &lda, work.data(), 1, 1);
 }
 
-double cholesky_factor(double* a, uint64_t n, double ridge) {
+double cholesky_factor(double* a, uint64_t n, double ridge, int threads) {
   const int ni = lapack_int(n, "dpotrf", "n");
-  const int lda = at_least_one(ni);
+  const int ld = at_least_one(ni);
   if (ridge != 0)
     for (uint64_t i = 0; i < n; ++i) a[i * n + i] += ridge;
   const double anorm = symmetric_norm1(a, n);
-  int info = 0;
-  {
-    const OneBlasThread one;
-    lapack().dpotrf("L", &ni, a, &lda, &info, 1);
+  const Lapack& l = lapack();
+  const OneBlasThread one;
+  const double plus = 1, minus = -1;
+  auto tile = [&](uint64_t r, uint64_t c) { return a + r * kTile + c * kTile * n; };  // column-major tiles
+  const uint64_t nt = pieces(n, kTile);
+  for (uint64_t k = 0; k < nt; ++k) {
+    const int kb = static_cast<int>(piece(k, kTile, n).size);
+    int info = 0;
+    l.dpotrf("L", &kb, tile(k, k), &ld, &info, 1);
+    check_info(info, "dpotrf");
+    if (info > 0)
+      fail("linalg: Cholesky factorization of a ", n, " x ", n, " matrix failed: its leading minor of order ",
+           k * kTile + static_cast<uint64_t>(info), " is not positive definite (or not finite), with ", ridge,
+           " added to the diagonal\n---> HINT: the Gram matrices may be rank-deficient (too few tokens for the input "
+           "width, or dead input channels); a ridge (RegMean's `ridge`, relative to the mean diagonal, e.g. 1e-6) "
+           "makes it positive definite");
+    const uint64_t below = nt - k - 1;
+    // The tiles under the diagonal one: L_ik = A_ik L_kk^-T.
+    parallel_for(below, threads, [&](uint64_t t) {
+      const int ib = static_cast<int>(piece(k + 1 + t, kTile, n).size);
+      l.dtrsm("R", "L", "T", "N", &ib, &kb, &plus, tile(k, k), &ld, tile(k + 1 + t, k), &ld, 1, 1, 1, 1);
+    });
+    // The trailing lower triangle of tiles: A_ij -= L_ik L_jk^T (j <= i), tile (i, j) numbered
+    // i (i + 1) / 2 + j within it.
+    parallel_for(below * (below + 1) / 2, threads, [&](uint64_t t) {
+      uint64_t i = 0;
+      while ((i + 1) * (i + 2) / 2 <= t) ++i;
+      const uint64_t j = t - i * (i + 1) / 2;
+      const uint64_t ti = k + 1 + i, tj = k + 1 + j;
+      const int ib = static_cast<int>(piece(ti, kTile, n).size), jb = static_cast<int>(piece(tj, kTile, n).size);
+      if (ti == tj)
+        l.dsyrk("L", "N", &ib, &kb, &minus, tile(ti, k), &ld, &plus, tile(ti, ti), &ld, 1, 1);
+      else
+        l.dgemm("N", "T", &ib, &jb, &kb, &minus, tile(ti, k), &ld, tile(tj, k), &ld, &plus, tile(ti, tj), &ld, 1, 1);
+    });
   }
-  check_info(info, "dpotrf");
-  if (info > 0)
-    fail("linalg: Cholesky factorization of a ", n, " x ", n, " matrix failed: its leading minor of order ", info,
-         " is not positive definite (or not finite), with ", ridge,
-         " added to the diagonal\n---> HINT: the Gram matrices may be rank-deficient (too few tokens for the input "
-         "width, or dead input channels); a ridge (RegMean's `ridge`, relative to the mean diagonal, e.g. 1e-6) makes "
-         "it positive definite");
   return anorm;
 }
 
-void cholesky_solve(const double* factor, uint64_t n, double* b, uint64_t nrhs) {
+void cholesky_solve(const double* factor, uint64_t n, double* b, uint64_t nrhs, int threads) {
   const int ni = lapack_int(n, "dpotrs", "n");
-  const int nr = lapack_int(nrhs, "dpotrs", "nrhs");
+  lapack_int(nrhs, "dpotrs", "nrhs");
   const int ld = at_least_one(ni);
-  int info = 0;
-  {
-    const OneBlasThread one;
-    lapack().dpotrs("L", &ni, &nr, factor, &ld, b, &ld, &info, 1);
-  }
-  check_info(info, "dpotrs");
+  const OneBlasThread one;
+  parallel_for(pieces(nrhs, kPanel), threads, [&](uint64_t t) {
+    const Piece p = piece(t, kPanel, nrhs);
+    const int nr = static_cast<int>(p.size);
+    int info = 0;
+    lapack().dpotrs("L", &ni, &nr, factor, &ld, b + p.first * static_cast<uint64_t>(ld), &ld, &info, 1);
+    check_info(info, "dpotrs");
+  });
 }
 
 double cholesky_rcond(const double* factor, uint64_t n, double anorm) {
@@ -168,17 +266,29 @@ double cholesky_rcond(const double* factor, uint64_t n, double anorm) {
 }
 
 void add_transposed_product(uint64_t m, uint64_t n, uint64_t k, const double* a, uint64_t lda, const double* b,
-                            uint64_t ldb, double* c, uint64_t ldc) {
-  const int mi = lapack_int(m, "dgemm", "m"), ni = lapack_int(n, "dgemm", "n"), ki = lapack_int(k, "dgemm", "k");
+                            uint64_t ldb, double* c, uint64_t ldc, int threads) {
+  const int mi = lapack_int(m, "dgemm", "m"), ki = lapack_int(k, "dgemm", "k");
+  lapack_int(n, "dgemm", "n");
   const int la = at_least_one(lapack_int(lda, "dgemm", "lda")), lb = at_least_one(lapack_int(ldb, "dgemm", "ldb"));
   const int lc = at_least_one(lapack_int(ldc, "dgemm", "ldc"));
-  if (mi == 0 || ni == 0) return;
+  if (mi == 0 || n == 0) return;
   const double one = 1;
   const OneBlasThread single;
-  lapack().dgemm("T", "N", &mi, &ni, &ki, &one, a, &la, b, &lb, &one, c, &lc, 1, 1);
+  parallel_for(pieces(n, kPanel), threads, [&](uint64_t t) {
+    const Piece p = piece(t, kPanel, n);
+    const int ni = static_cast<int>(p.size);
+    lapack().dgemm("T", "N", &mi, &ni, &ki, &one, a, &la, b + p.first * ldb, &lb, &one, c + p.first * ldc, &lc, 1, 1);
+  });
 }
 
 std::string blas_library() { return lapack().set_threads ? "OpenBLAS" : "reference BLAS"; }
+
+std::string blas_kernels() {
+  const Lapack& l = lapack();
+  if (!l.core_name) return "";
+  const char* name = l.core_name();
+  return name ? name : "";
+}
 
 int blas_threads() { return lapack().get_threads ? lapack().get_threads() : 1; }
 

@@ -9,6 +9,7 @@
 #include "recall/merge/regmean.h"
 #include "recall/merge/sce.h"
 #include "recall/merge/spherical.h"
+#include "recall/util/cpus.h"
 #include "recall/util/error.h"
 
 namespace recall {
@@ -370,8 +371,9 @@ MethodSpec regmean_method(const char* name, const char* summary, const char* ref
   // A 2-D tensor may be a linear weight (solved); the others are averaged in the staging buffers.
   m.work_bytes = [](uint64_t, size_t models, DType, const TensorSlot& slot) {
     if (slot.shape.size() != 2 || !linear_group_of(slot.role)) return kStagingBytes;
+    // The merge solves on the rank's usable CPUs; the plan assumes every rank has as many as this one.
     return kStagingBytes + regmean_work_bytes(static_cast<uint64_t>(slot.shape[0]),
-                                              static_cast<uint64_t>(slot.shape[1]), models);
+                                              static_cast<uint64_t>(slot.shape[1]), models, 0, usable_cpus());
   };
   m.merge = [name](const MergeTask& t) {
     const TensorStatistics& s = statistics_of(t, name);
@@ -388,6 +390,7 @@ MethodSpec regmean_method(const char* name, const char* summary, const char* ref
     in.in = row_length(t.shape);
     in.alpha = t.params.shared("alpha");
     in.ridge = t.params.shared("ridge");
+    in.threads = t.threads;
     s.rcond = merge_regmean(in, t.out_dtype, t.out).rcond;
   };
   return m;

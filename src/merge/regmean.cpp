@@ -72,7 +72,7 @@ RegMeanResult regmean_solve(const RegMeanInputs& in, double* x) {
       double* a_rows = a.data() + r0 * n_in;
       for (uint64_t k = 0; k < n * n_in; ++k) a_rows[k] += blk[k];
       // blk column-major is in x n (= G~ rows transposed), w column-major is in x out (= W^T).
-      linalg::add_transposed_product(n, n_out, n_in, blk.data(), n_in, w.data(), n_in, x + r0, n_in);
+      linalg::add_transposed_product(n, n_out, n_in, blk.data(), n_in, w.data(), n_in, x + r0, n_in, in.threads);
     }
   }
   RegMeanResult result;
@@ -81,9 +81,9 @@ RegMeanResult regmean_solve(const RegMeanInputs& in, double* x) {
   result.ridge_added = in.ridge * (diag / static_cast<double>(n_in));
   const double anorm = with_context("RegMean (sum of " + std::to_string(in.weights.size()) + " models' Gram matrices, " +
                                         std::to_string(n_in) + " inputs)",
-                                    [&] { return linalg::cholesky_factor(a.data(), n_in, result.ridge_added); });
+                                    [&] { return linalg::cholesky_factor(a.data(), n_in, result.ridge_added, in.threads); });
   result.rcond = linalg::cholesky_rcond(a.data(), n_in, anorm);
-  linalg::cholesky_solve(a.data(), n_in, x, n_out);
+  linalg::cholesky_solve(a.data(), n_in, x, n_out, in.threads);
   return result;
 }
 
@@ -95,14 +95,15 @@ RegMeanResult merge_regmean(const RegMeanInputs& inputs, DType out_dtype, void* 
   return result;
 }
 
-uint64_t regmean_work_bytes(uint64_t out, uint64_t in, size_t models, uint64_t block_rows) {
+uint64_t regmean_work_bytes(uint64_t out, uint64_t in, size_t models, uint64_t block_rows, int threads) {
   const uint64_t d = sizeof(double);
   const uint64_t a = in * in * d, solution = out * in * d, weight = out * in * d;
   const uint64_t block = regmean_block_rows(in, block_rows) * in * d;
   const uint64_t lapack = in * (4 * d + sizeof(int));  // dlansy's n and dpocon's 3n doubles, n ints
   const uint64_t staging = kernel::kChunk * 2 * d;     // load/store convert kChunk values at a time
   // `models` does not enter: one model's weight is held at a time.
-  return a + solution + weight + block + lapack + staging;
+  const uint64_t extra_threads = threads > 1 ? static_cast<uint64_t>(threads - 1) : 0;
+  return a + solution + weight + block + lapack + staging + extra_threads * kRegMeanThreadBytes;
 }
 
 }  // namespace recall

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "recall/dist/failure.h"
+#include "recall/merge/linalg.h"
 #include "recall/pipeline/commit.h"
 #include "recall/pipeline/extract.h"
 #include "recall/pipeline/hf_shards.h"
@@ -17,6 +18,7 @@
 #include "recall/pipeline/report.h"
 #include "recall/pipeline/statistics.h"
 #include "recall/pipeline/tensor_params.h"
+#include "recall/util/cpus.h"
 #include "recall/util/format.h"
 #include "recall/util/fs.h"
 #include "recall/util/log.h"
@@ -99,8 +101,11 @@ void log_merge_diagnostics(const MergeReport& report, const Log& log) {
     auto worst = report.rcond.begin();
     for (auto it = report.rcond.begin(); it != report.rcond.end(); ++it)
       if (it->second < worst->second) worst = it;
-    log("regmean: ", report.rcond.size(), " linear weights solved; the worst-conditioned Gram sum is '", worst->first,
-        "'s (reciprocal condition ", worst->second, "; report.json \"regmean_rcond\" lists each)");
+    const std::string kernels = linalg::blas_kernels();
+    log("regmean: ", report.rcond.size(), " linear weights solved (rank 0: ", usable_cpus(), " thread(s) on ",
+        linalg::blas_library(), kernels.empty() ? "" : " " + kernels, kernels.empty() ? "" : " kernels",
+        "); the worst-conditioned Gram sum is '", worst->first, "'s (reciprocal condition ", worst->second,
+        "; report.json \"regmean_rcond\" lists each)");
   }
   for (size_t r = 0; r < report.memory.size(); ++r)
     if (report.memory[r].peak_anon > report.memory[r].planned)

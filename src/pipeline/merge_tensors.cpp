@@ -14,6 +14,7 @@
 #include "recall/merge/aim.h"
 #include "recall/pipeline/plan.h"
 #include "recall/util/checksum.h"
+#include "recall/util/cpus.h"
 #include "recall/util/error.h"
 
 namespace recall {
@@ -222,7 +223,7 @@ void MergeLoop::merge_chunk(const MergeChunk& ch, std::vector<ByteBuffer>& input
     uint8_t* dst = out_.data() + p0 * out_esize;
     with_context("merging '" + slot.name + "'", [&] {
       method_.merge(MergeTask{piece, base, params_[t], slot.name, slot.shape, r0 * elems + p0, n, out_dtype_, dst,
-                              statistics_ ? &stats : nullptr});
+                              statistics_ ? &stats : nullptr, usable_cpus()});
       if (aim)
         apply_aim(piece[*base], out_dtype_, dst, stats.aim_importance, c_.aim.omega, elems, r0 * elems + p0, n);
     });

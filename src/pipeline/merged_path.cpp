@@ -6,6 +6,7 @@
 
 #include "recall/pipeline/statistics.h"
 #include "recall/pipeline/tensor_params.h"
+#include "recall/util/cpus.h"
 #include "recall/util/error.h"
 
 namespace recall {
@@ -50,7 +51,7 @@ void merge_rows(const MergedPathState& st, size_t t, const TensorStatistics& sta
     views.push_back(TensorView{e.info->dtype, p});
   }
   st.config.method->merge(MergeTask{views, st.inputs.base_source(t), st.params[t], slot.name, slot.shape,
-                                    row0 * elems, rows * elems, DType::F32, out, &stats});
+                                    row0 * elems, rows * elems, DType::F32, out, &stats, usable_cpus()});
 }
 
 }  // namespace

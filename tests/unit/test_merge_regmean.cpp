@@ -256,6 +256,43 @@ TEST(RegMean, SameBitsWhateverTheBlasThreadCount) {
   EXPECT_EQ(0, std::memcmp(one.data(), four.data(), one.size() * sizeof(double)));
 }
 
+// Widths and row counts over several tiles and panels (in 520 = 256 + 256 + 8, out 270 = 256 + 14):
+// the tiled factorization, the panel products and solves against long-double elimination, and the
+// same bits on 1, 2, 3 and 7 threads (the tiles and panels are the same whatever the count).
+TEST(RegMean, TiledSolveMatchesLongDoubleAndItsBitsIgnoreTheThreadCount) {
+  ASSERT_EQ(linalg::kTile, 256u);
+  ASSERT_EQ(linalg::kPanel, 256u);
+  const Problem p = random_problem(2, 270, 520, 5, true);
+  const std::vector<long double> ref = reference(p, 0.9, 0);
+  std::vector<double> one(p.out * p.in);
+  RegMeanInputs in = inputs_of(p, 0.9, 0, 0);
+  regmean_solve(in, one.data());
+  const long double scale = max_abs(ref);
+  for (size_t k = 0; k < one.size(); ++k) ASSERT_LE(std::fabs(one[k] - ref[k]), 1e-9L * scale) << "element " << k;
+  for (int threads : {2, 3, 7}) {
+    std::vector<double> x(p.out * p.in);
+    in.threads = threads;
+    regmean_solve(in, x.data());
+    EXPECT_EQ(0, std::memcmp(one.data(), x.data(), x.size() * sizeof(double))) << threads << " threads";
+  }
+}
+
+TEST(RegMean, ALeadingMinorThatFailsInALaterTileIsNamed) {
+  PortableRng rng(3);
+  Problem p;
+  p.out = 2;
+  p.in = 300;
+  for (size_t m = 0; m < 2; ++m) {
+    p.grams.push_back(random_gram(p.in, p.in + 5, rng, {270}));
+    p.weights.push_back(std::vector<float>(p.out * p.in, 0.5f));
+  }
+  std::vector<double> x(p.out * p.in);
+  RegMeanInputs in = inputs_of(p, 1.0, 0);
+  in.threads = 2;
+  const std::string msg = error_message([&] { regmean_solve(in, x.data()); });
+  EXPECT_NE(msg.find("leading minor of order 271 "), std::string::npos) << msg;
+}
+
 TEST(RegMean, RankDeficientSumFailsWithItsLeadingMinorAndARidgeSolvesIt) {
   // Input channel 3 is dead in every model: row and column 3 of A are zero.
   PortableRng rng(7);

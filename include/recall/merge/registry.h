@@ -75,6 +75,8 @@ struct MergeTask {
   // The calibration statistics of this tensor's inputs, for methods with `statistics` (nullptr
   // for the others).
   const TensorStatistics* statistics = nullptr;
+  // CPU threads the kernel may use (the rank's usable CPUs); its bits must not depend on it.
+  int threads = 1;
 };
 
 // What a data-aware method needs from the calibration samples (`data`); the job's statistics

@@ -52,6 +52,7 @@ struct RegMeanInputs {
   double alpha = 0.9;        // off-diagonal scale of every Gram, in [0, 1] (1 = plain RegMean)
   double ridge = 0;          // >= 0; ridge * mean(diag A) is added to A's diagonal
   uint64_t block_rows = 0;   // Gram rows per read; 0 = kRegMeanBlockBytes worth (tests force 1, 2, ...)
+  int threads = 1;           // for the products, the factorization and the solve; the bits do not depend on it
 };
 
 struct RegMeanResult {
@@ -70,8 +71,13 @@ RegMeanResult regmean_solve(const RegMeanInputs& inputs, double* x);
 // W* rounded to out_dtype (BF16, F16, F32; float64 -> float -> 16-bit, round to nearest even).
 RegMeanResult merge_regmean(const RegMeanInputs& inputs, DType out_dtype, void* out);
 
+// What each thread beyond the first may add: the BLAS's packing buffers of one tile or panel call
+// (OpenBLAS touches ~1 MB of its per-thread buffer for a 256-column panel) and the thread's stack.
+constexpr uint64_t kRegMeanThreadBytes = 4ull << 20;
+
 // An upper bound of the bytes merge_regmean allocates (A, the solution, one model's weight in
-// double, one Gram block, LAPACK's work arrays): for the memory plan.
-uint64_t regmean_work_bytes(uint64_t out, uint64_t in, size_t models, uint64_t block_rows = 0);
+// double, one Gram block, LAPACK's work arrays, kRegMeanThreadBytes per extra thread): for the
+// memory plan.
+uint64_t regmean_work_bytes(uint64_t out, uint64_t in, size_t models, uint64_t block_rows = 0, int threads = 1);
 
 }  // namespace recall
