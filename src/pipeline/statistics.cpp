@@ -58,6 +58,20 @@ void fisher_pass(MPI_Comm comm, const MergeConfig& c, const MergeInputs& in, con
   }
 }
 
+// What is wrong with a finished phase's files (naming the file), "" when nothing.
+std::string saved_statistics_damage(const MergeConfig& c, const MergeInputs& in, const std::string& dir) {
+  try {
+    nlohmann::json::parse(read_text_file(complete_marker(dir))).at("samples").get<int64_t>();
+  } catch (const std::exception& e) {
+    return complete_marker(dir) + ": " + e.what();
+  }
+  try {
+    return StatisticsStore(c, in, dir).damage();
+  } catch (const std::exception& e) {  // the Fisher files are opened by the constructor
+    return e.what();
+  }
+}
+
 }  // namespace
 
 int64_t compute_statistics(const dist::Grid* grid, MPI_Comm comm, const MergeConfig& c, const MergeInputs& in,
@@ -66,19 +80,25 @@ int64_t compute_statistics(const dist::Grid* grid, MPI_Comm comm, const MergeCon
   MPI_Comm_rank(comm, &rank);
   const StatisticsNeeds needs = statistics_needs(c);
   bool done = false;
+  std::string damaged;
   dist::agreed(comm, [&] {
     if (rank != 0) return;
     done = resume && path_exists(complete_marker(dir));
+    if (done) {
+      damaged = saved_statistics_damage(c, in, dir);
+      done = damaged.empty();
+    }
     if (done) return;
     // An interrupted phase's files are recall's own: start them over.
     if (path_exists(dir)) remove_tree(dir);
     make_directories(dir);
     for (size_t m = 0; m < in.models.size(); ++m) make_directories(join_path(dir, std::to_string(m)));
   });
-  if (dist::broadcast_flag(comm, done, 0)) {
-    const auto j = nlohmann::json::parse(read_text_file(complete_marker(dir)));
-    log("resuming: calibration statistics from ", dir, " (", j.at("samples").get<int64_t>(), " samples)");
-    return j.at("samples").get<int64_t>();
+  if (!damaged.empty()) log("the saved calibration statistics are damaged (", damaged, "); computing them again");
+  if (dist::broadcast_flag(comm, done, 0)) {  // rank 0 checked complete.json; every rank reads it
+    const int64_t samples = nlohmann::json::parse(read_text_file(complete_marker(dir))).at("samples").get<int64_t>();
+    log("resuming: calibration statistics from ", dir, " (", samples, " samples)");
+    return samples;
   }
   const SampleTokens samples = load_samples(c, in, c.calibration.samples);
   log("calibration: ", samples.size(), " samples (", samples.tokens(), " tokens) from ", c.data);

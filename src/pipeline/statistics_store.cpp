@@ -55,11 +55,32 @@ std::vector<double> StatisticsStore::aim_importance(size_t model, int64_t block,
   return aim_channel_importance(a, tokens(model, block, g));
 }
 
+const TensorInfo& StatisticsStore::gram_info(size_t model, int64_t block, LinearGroup g, uint64_t in) const {
+  const SafetensorsFile& f = file(block_file(model, block));
+  const TensorInfo& t = f.at(std::string(linear_group_name(g)) + ".gram");
+  if (t.dtype != DType::F64 || t.shape != std::vector<int64_t>{static_cast<int64_t>(in), static_cast<int64_t>(in)})
+    fail(f.path(), ": '", linear_group_name(g), ".gram' must be F64 [", in, ", ", in, "]");
+  return t;
+}
+
+std::string StatisticsStore::damage() const {
+  try {
+    for (size_t slot = 0; slot < inputs_.slots.size(); ++slot) of(slot);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 TensorStatistics StatisticsStore::of(size_t slot) const {
   TensorStatistics s;
   const std::vector<TensorSource>& sources = inputs_.layout[slot].sources;
   if (needs_.fisher) {
     for (const TensorSource& src : sources) s.fisher_norm.push_back(fisher_norm_.at(src.model));
+    for (const TensorSource& src : sources) {  // checked here, so that a damaged file fails before any merge
+      const SafetensorsFile& f = file(fisher_path(dir_, src.model));
+      if (f.at(src.name).dtype != DType::F32) fail(f.path(), ": '", src.name, "' must be F32");
+    }
     s.fisher = [this, sources](size_t j, uint64_t first, uint64_t n, float* dst) {
       const SafetensorsFile& f = file(fisher_path(dir_, sources[j].model));
       const TensorInfo& t = f.at(sources[j].name);
@@ -74,16 +95,15 @@ TensorStatistics StatisticsStore::of(size_t slot) const {
   if (needs_.gram) {
     const TensorSlot& out = inputs_.slots[slot];
     s.gram_size = out.shape.size() == 2 ? out.shape[1] : 0;
-    for (const TensorSource& src : sources)
-      s.gram_tokens.push_back(static_cast<double>(tokens(src.model, parse_tensor_name(src.name)->second, *group)));
+    for (const TensorSource& src : sources) {
+      const int64_t block = parse_tensor_name(src.name)->second;
+      s.gram_tokens.push_back(static_cast<double>(tokens(src.model, block, *group)));
+      gram_info(src.model, block, *group, static_cast<uint64_t>(s.gram_size));
+    }
     s.gram_rows = [this, sources, g = *group, in = static_cast<uint64_t>(s.gram_size)](size_t j, uint64_t r0,
                                                                                        uint64_t n, double* dst) {
-      const auto p = parse_tensor_name(sources[j].name);
-      const SafetensorsFile& f = file(block_file(sources[j].model, p->second));
-      const TensorInfo& t = f.at(std::string(linear_group_name(g)) + ".gram");
-      if (t.dtype != DType::F64 || t.shape != std::vector<int64_t>{static_cast<int64_t>(in), static_cast<int64_t>(in)})
-        fail(f.path(), ": '", linear_group_name(g), ".gram' must be F64 [", in, ", ", in, "]");
-      f.read(t, r0 * in * 8, n * in * 8, dst);
+      const int64_t block = parse_tensor_name(sources[j].name)->second;
+      file(block_file(sources[j].model, block)).read(gram_info(sources[j].model, block, g, in), r0 * in * 8, n * in * 8, dst);
     };
   }
   if (needs_.abs_sum && inputs_.base) {

@@ -40,8 +40,9 @@ StatisticsNeeds statistics_needs(const MergeConfig& config);
 std::string fisher_path(const std::string& dir, size_t model);
 
 // Runs the phase (collective over `comm`; `grid`: the extraction grid, needed for the Gram matrices
-// and activation sums) unless `resume` finds
-// <dir>/complete.json. Returns the number of calibration samples.
+// and activation sums) unless `resume` finds <dir>/complete.json and every file the merge will read
+// whole (StatisticsStore::damage; a damaged one is logged and the phase runs again: the files are
+// recall's own). Returns the number of calibration samples.
 int64_t compute_statistics(const dist::Grid* grid, MPI_Comm comm, const MergeConfig& config, const MergeInputs& inputs,
                            const std::string& dir, bool resume, const Log& log);
 
@@ -52,12 +53,16 @@ class StatisticsStore {
   StatisticsStore(const MergeConfig& config, const MergeInputs& inputs, std::string dir);
   // The statistics of output tensor `slot`, its inputs in layout order (inputs.layout[slot]).
   TensorStatistics of(size_t slot) const;
+  // What is wrong with the files the merge would read (missing, truncated, another shape or dtype,
+  // no tokens), naming the file; "" when nothing is. Reads headers and the small tensors only.
+  std::string damage() const;
 
  private:
   const SafetensorsFile& file(const std::string& path) const;
   std::string block_file(size_t model, int64_t block) const;
   std::vector<double> aim_importance(size_t model, int64_t block, LinearGroup g) const;
   int64_t tokens(size_t model, int64_t block, LinearGroup g) const;
+  const TensorInfo& gram_info(size_t model, int64_t block, LinearGroup g, uint64_t in) const;
 
   const MergeConfig& config_;
   const MergeInputs& inputs_;
