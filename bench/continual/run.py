@@ -71,6 +71,7 @@ S1_BASELINES = [
 # the paper's setting) modifies a task-vector method and takes the base's activations.
 S1_DATA_AWARE = [
     ("regmean", {"method": "regmean"}),
+    ("regmean_plusplus", {"method": "regmean_plusplus"}),
     ("fisher", {"method": "fisher"}),
     ("task_arithmetic_aim", {"method": "task_arithmetic", "params.lambda": 1.0, "aim.omega": 0.4}),
     ("task_arithmetic_l0.3_aim", {"method": "task_arithmetic", "params.lambda": 0.3, "aim.omega": 0.4}),
@@ -109,6 +110,7 @@ S2_METHODS = [
     ("recall_pairwise", {"recall.similarity": "pairwise_mean"}),
     # issue 20: the data-aware methods, calibrated on task t's samples (the same data as RECALL's)
     ("regmean", {"method": "regmean"}),
+    ("regmean_plusplus", {"method": "regmean_plusplus"}),
     ("fisher", {"method": "fisher"}),
     ("ties_aim", {"method": "ties", "params.density": 0.5, "aim.omega": 0.4}),
 ]
@@ -565,7 +567,7 @@ S1_LABELS = {
     "s1_dare_ties": "DARE-TIES (density 0.5, mergekit defaults)",
     "s1_dare_linear": "DARE + average (dare_linear, density 0.5, weights 1/M)",
     "s1_recall": "**RECALL (defaults)**",
-    "s1_regmean": "RegMean (α=0.9)", "s1_fisher": "Fisher merging (defaults)",
+    "s1_regmean": "RegMean (α=0.9)", "s1_regmean_plusplus": "RegMean++ (α=0.9)", "s1_fisher": "Fisher merging (defaults)",
     "s1_task_arithmetic_aim": "task arithmetic (λ=1) + AIM (ω=0.4)",
     "s1_task_arithmetic_l0.3_aim": "task arithmetic (λ=0.3) + AIM (ω=0.4)",
     "s1_ties_aim": "TIES (density 0.5) + AIM (ω=0.4)",
