@@ -5,7 +5,9 @@ with transformers and numpy on the same tiny float32 models and calibration samp
   projections, one sample at a time, float64), off-diagonals scaled by alpha, solved in float64;
   the other tensors averaged. Merged on 1, 2 and 4 ranks: equal to the reference within 1e-5
   relative and bitwise equal to each other; alpha = 0.5 changes the result as the reference does;
-  `parallel.stream_samples` (block-major streaming) gives the same bytes as resident extraction.
+  `parallel.stream_samples` (block-major streaming) gives the same bytes as resident extraction;
+  inputs 288 and 544 wide (several tiles of the solve) on 1 rank (1 thread) and 4 (2 threads each)
+  equal the reference and each other's bytes.
 - RegMean++: the same solve with block l's Gram matrices taken on the merged model's path (as
   fusion-bench's regmean_plusplus: the embedding merged first, the hidden states of block l from the
   merged blocks < l, each model's own block l hooked on them), the reference built block by block
@@ -13,9 +15,9 @@ with transformers and numpy on the same tiny float32 models and calibration samp
   (2 stages) and streaming with spills: equal to it within 1e-5 relative and bitwise equal to each
   other; not plain RegMean.
 - Fisher: per-sample gradients of the mean next-token log-likelihood, squared and averaged
-  (the diagonal empirical Fisher), then the Fisher-weighted average.
+  (the diagonal empirical Fisher), then the Fisher-weighted average; 1, 2 and 4 ranks, bitwise equal.
 - AIM on task arithmetic: the base's mean |activation| per input channel, normalized, shrinks the
-  merged task vector per channel.
+  merged task vector per channel; 1, 2 and 4 ranks, bitwise equal.
 Prints each comparison with its figure."""
 import os
 import shutil
@@ -217,6 +219,29 @@ def test_regmean(tmp, data):
           "the calibration statistics are not left in the committed output")
 
 
+def test_regmean_wide(tmp, data):
+    """Input widths over one 256-wide tile (hidden 288, MLP 544: 2 and 3 tiles of linalg.h's tiled
+    Cholesky and its 256-column panels): equal to the reference on 1 rank (bound to one core: one
+    thread) and on 4 (oversubscribed, unbound: every core's thread), bitwise equal to each other."""
+    models = ["wbase", "wa", "wb"]
+    base = tiny_llama(f"{tmp}/wbase", seed=10, dtype="float32", layers=2, hidden=288, inter=544, heads=4, kv_heads=2)
+    for i, n in enumerate(models[1:]):
+        tiny_llama(f"{tmp}/{n}", seed=11 + i, dtype="float32", layers=2, hidden=288, inter=544, heads=4, kv_heads=2,
+                   base_state=base, noise=0.02)
+    ref = regmean_reference([f"{tmp}/{n}" for n in models], data, 0.9)
+    outs = {}
+    for np_ in (1, 4):
+        out = write_config(f"{tmp}/wide{np_}.yaml", tmp, models, "regmean", "parallel: {stages: 2}\n" if np_ == 4 else "")
+        p = run(["merge", "--config", f"{tmp}/wide{np_}.yaml"], np=np_)
+        threads = next((l for l in p.stdout.splitlines() if "linear weights solved" in l), "")
+        outs[np_] = merged(out)
+        err, where = rel_error(outs[np_], ref)
+        check(err <= TOL, f"regmean, inputs 288 and 544 wide, on {np_} rank(s) equals the numpy reference: max relative "
+                          f"error {err:.2e} ({where}); {threads.split('(')[1].split(')')[0] if '(' in threads else threads}")
+    check(all(np.array_equal(outs[1][k].view(np.uint32), outs[4][k].view(np.uint32)) for k in outs[1]),
+          "regmean over several tiles: 1 rank (1 thread) and 4 ranks (2 threads each) write the same bytes")
+
+
 def test_regmean_plusplus(tmp, data):
     models = ["base", "a", "b"]
     paths = [f"{tmp}/{n}" for n in models]
@@ -295,14 +320,16 @@ def test_fisher(tmp, data):
     weights = [1.0, 2.0, 0.5]
     ref = fisher_reference(paths, data, weights)
     outs = {}
-    for np_ in (1, 2):
-        run(["merge", "--config", fisher_config(tmp, f"fisher{np_}", models, weights), "--quiet"], np=np_)
+    for np_ in (1, 2, 4):  # 4 ranks: one without a model's Fisher to compute, 2 stages for the grid
+        run(["merge", "--config", fisher_config(tmp, f"fisher{np_}", models, weights,
+                                                "parallel: {stages: 2}\n" if np_ == 4 else ""), "--quiet"], np=np_)
         outs[np_] = merged(f"{tmp}/out-fisher{np_}")
         err, where = rel_error(outs[np_], ref)
         check(err <= TOL, f"fisher on {np_} rank(s) equals the torch reference (per-sample gradients): max relative "
                           f"error {err:.2e} ({where})")
-    check(all(np.array_equal(outs[1][k].view(np.uint32), outs[2][k].view(np.uint32)) for k in outs[1]),
-          "fisher: 1 and 2 ranks write the same bytes")
+    for np_ in (2, 4):
+        check(all(np.array_equal(outs[1][k].view(np.uint32), outs[np_][k].view(np.uint32)) for k in outs[1]),
+              f"fisher: 1 and {np_} ranks write the same bytes")
     # Without normalization the weights differ (each model's Fisher scale counts).
     plain = fisher_reference(paths, data, weights, normalize=False)
     run(["merge", "--config", fisher_config(tmp, "fisher-plain", models, weights, "params: {normalize: false}\n"),
@@ -335,14 +362,16 @@ def test_aim(tmp, data):
                 f"  - {{name: b, path: {tmp}/b, params: {{weight: 0.4}}}}\n"
                 f"base: base\nmethod: task_arithmetic\ndata: {tmp}/data.jsonl\ncalibration: {{samples: 0}}\n"
                 f"aim: {{omega: {omega}}}\noutput: {{dir: {tmp}/out-aim, dtype: float32}}\n")
-    for np_ in (1, 2):
-        run(["merge", "--config", cfg, "--quiet", "--set", f"output.dir={tmp}/out-aim{np_}"], np=np_)
+    for np_ in (1, 2, 4):  # 4 ranks: 2 stages, so that every rank has a cell
+        run(["merge", "--config", cfg, "--quiet", "--set", f"output.dir={tmp}/out-aim{np_}"] +
+            (["--set", "parallel.stages=2"] if np_ == 4 else []), np=np_)
     ours = merged(f"{tmp}/out-aim1")
     err, where = rel_error(ours, ref)
     check(err <= TOL, f"task_arithmetic + aim (omega {omega}) equals the reference: max relative error {err:.2e} ({where})")
-    two = merged(f"{tmp}/out-aim2")
-    check(all(np.array_equal(ours[k].view(np.uint32), two[k].view(np.uint32)) for k in ours),
-          "aim: 1 and 2 ranks write the same bytes")
+    for np_ in (2, 4):
+        other = merged(f"{tmp}/out-aim{np_}")
+        check(all(np.array_equal(ours[k].view(np.uint32), other[k].view(np.uint32)) for k in ours),
+              f"aim: 1 and {np_} ranks write the same bytes")
     plain = {k: base[k] + sum(w * (t[k] - base[k]) for w, t in zip(weights, tuned)) for k in base}
     moved, _ = rel_error(ours, plain)
     check(moved > 100 * TOL, f"aim changes the merge ({moved:.2e} from plain task arithmetic)")
@@ -359,6 +388,7 @@ def main():
         test_aim(tmp, data)
         test_fisher(tmp, data)
         test_regmean(tmp, data)
+        test_regmean_wide(tmp, data)
         test_regmean_plusplus(tmp, data)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
