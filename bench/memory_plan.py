@@ -102,7 +102,10 @@ def run_case(tmp, name, models, extra, ranks):
         print(f"| {name} | {ranks} | failed: {(p.stdout + p.stderr).strip().splitlines()[-1]} |||||", flush=True)
         return False
     ok = True
-    for m in json.load(open(os.path.join(out, "report.json")))["memory"]:
+    report = json.load(open(os.path.join(out, "report.json")))
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in report.get("timings", {}).items())
+    print(f"<!-- {name}: phases (rank 0): {phases} -->", flush=True)
+    for m in report["memory"]:
         within = m["peak_anon_bytes"] <= m["planned_bytes"]
         ok &= within
         print(f"| {name} | {ranks} | {m['rank']} | {m['planned_bytes'] / 1e9:.3f} | {m['peak_anon_bytes'] / 1e9:.3f} | "

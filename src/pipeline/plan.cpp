@@ -152,6 +152,18 @@ uint64_t stream_resident_bytes(const MergeConfig& c, const MergeInputs& in) {
   return samples * static_cast<uint64_t>(c.max_length) * in.models[in.reference].config.hidden_size * 4;
 }
 
+namespace {
+
+// Whether the extraction runs model m's cells: every model's, but AIM alone (no representations, no
+// Gram matrices) runs the base's only (pipeline/statistics.cpp).
+bool extracts_model(const MergeConfig& c, const MergeInputs& in, int m) {
+  if (c.uses_representations() || !in.base) return true;
+  const StatisticsNeeds needs = statistics_needs(c);
+  return needs.gram || !needs.abs_sum || m == static_cast<int>(*in.base);
+}
+
+}  // namespace
+
 uint64_t linear_statistics_bytes(const MergeConfig& c, const MergeInputs& in, const dist::Grid& grid, int rank,
                                  const engine::LinearStatisticsOptions& statistics) {
   if (!statistics.any()) return 0;
@@ -165,6 +177,7 @@ uint64_t linear_statistics_bytes(const MergeConfig& c, const MergeInputs& in, co
   // its blocks when resident, one when streaming.
   uint64_t blocks = 0;
   for (int m = 0; m < grid.models(); ++m) {
+    if (!extracts_model(c, in, m)) continue;
     uint64_t run = 0;
     for (int s = 0; s < grid.stages(); ++s)
       if (grid.owner({m, s}) == rank) run += static_cast<uint64_t>(grid.stage(s).num_blocks());
@@ -175,6 +188,30 @@ uint64_t linear_statistics_bytes(const MergeConfig& c, const MergeInputs& in, co
   if (c.parallel.device == Device::Cuda) blocks += 1;
   const uint64_t rows = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length * std::max({H, A, I}) * 20;
   return blocks * per_block + rows;
+}
+
+uint64_t statistics_disk_bytes(const MergeConfig& c, const MergeInputs& in) {
+  if (!c.needs_statistics()) return 0;
+  const StatisticsNeeds needs = statistics_needs(c);
+  const ModelConfig& cfg = in.models[in.reference].config;
+  const uint64_t H = cfg.hidden_size, A = static_cast<uint64_t>(cfg.num_attention_heads) * cfg.head_dim,
+                 I = cfg.intermediate_size, L = static_cast<uint64_t>(cfg.num_hidden_layers);
+  constexpr uint64_t kHeader = 4096;  // a safetensors header, generously
+  uint64_t per_block = kHeader;
+  for (uint64_t width : {H, A, H, I})
+    per_block += (needs.gram ? width * width * 8 : 0) + (needs.abs_sum ? width * 8 : 0) + 8;
+  uint64_t fisher = kHeader;
+  for (const TensorSlot& slot : in.slots) {
+    uint64_t n = 1;
+    for (int64_t d : slot.shape) n *= static_cast<uint64_t>(d);
+    fisher += n * 4 + 256;  // float32, and its header entry
+  }
+  uint64_t bytes = 0;
+  for (size_t m = 0; m < in.models.size(); ++m) {
+    if ((needs.gram || needs.abs_sum) && extracts_model(c, in, static_cast<int>(m))) bytes += L * per_block;
+    if (needs.fisher) bytes += fisher;
+  }
+  return bytes;
 }
 
 uint64_t merged_path_bytes(const MergeConfig& c, const MergeInputs& in, const dist::Grid& grid, int rank) {
@@ -228,17 +265,21 @@ MemoryPlan memory_plan(const MergeConfig& c, const MergeInputs& in, const dist::
   MemoryPlan p;
   p.process = kProcessBytes + (grid || c.needs_statistics() ? kEngineBytes : 0);
   const ModelConfig& cfg = in.models[in.reference].config;
-  if (grid) {
+  std::vector<dist::Cell> cells;  // the cells this rank runs
+  if (grid)
+    for (const dist::Cell& cell : grid->cells_of(rank))
+      if (extracts_model(c, in, cell.model)) cells.push_back(cell);
+  if (!cells.empty()) {
     // Extraction holds one model's cells at a time, converted to float32 compute.
     uint64_t widest = 0;
-    for (const dist::Cell& cell : grid->cells_of(rank)) widest = std::max(widest, grid->stage(cell.stage).bytes);
+    for (const dist::Cell& cell : cells) widest = std::max(widest, grid->stage(cell.stage).bytes);
     p.weights = widest * 2;  // bf16 on disk -> f32 in memory (f32 inputs: an upper bound)
     const uint64_t tokens = static_cast<uint64_t>(c.parallel.micro_batch) * c.max_length;
     uint64_t held = 0;  // streaming: the hidden states held in memory between blocks (the rest spill)
     if (c.parallel.stream_samples > 0) {
       // One block (or the embedding, at stage 0) resident at a time.
       uint64_t largest = 0;
-      for (const dist::Cell& cell : grid->cells_of(rank)) {
+      for (const dist::Cell& cell : cells) {
         const auto& st = grid->stage(cell.stage);
         for (int b = st.first_block; b < st.end_block; ++b) largest = std::max(largest, spec.block_bytes[b]);
         if (cell.stage == 0) largest = std::max(largest, spec.first_stage_extra_bytes);

@@ -7,6 +7,7 @@
 
 #include "recall/pipeline/layout.h"
 #include "recall/pipeline/output_dir.h"
+#include "recall/pipeline/plan.h"
 #include "recall/text/samples.h"
 #include "recall/util/dtype.h"
 #include "recall/util/error.h"
@@ -161,6 +162,19 @@ std::vector<std::string> preflight_problems(const MergeConfig& c, MergeInputs* i
   }
   for (std::string& p : OutputDir(c.output.dir).problems(c.output.overwrite, merge_input_paths(c), model_dirs))
     problems.push_back(std::move(p));
+
+  // Disk: the calibration statistics are written beside the output before anything is merged (at
+  // 70B, hours in); files an earlier run of the phase left there are replaced or reused.
+  if (c.needs_statistics() && !in->slots.empty()) {
+    const std::string dir = OutputDir(c.output.dir).statistics();
+    const uint64_t need = statistics_disk_bytes(c, *in), have = free_bytes(dir);
+    if (have != UINT64_MAX && need > have + tree_bytes(dir))
+      problems.push_back("the calibration statistics of method " + c.method->name + " need " + format_bytes(need) +
+                         " under '" + dir + "', but its file system has " + format_bytes(have) +
+                         " free\n---> HINT: free space there or choose an output.dir on a larger file system (the "
+                         "statistics are deleted at the commit; RegMean's are 8 x in^2 bytes per linear input, "
+                         "block and model)");
+  }
   return problems;
 }
 

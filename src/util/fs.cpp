@@ -6,9 +6,11 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -156,6 +158,31 @@ void copy_file(const std::string& from, const std::string& to) {
 
 void start_writeback(int fd, uint64_t offset, uint64_t n) {
   ::sync_file_range(fd, static_cast<off64_t>(offset), static_cast<off64_t>(n), SYNC_FILE_RANGE_WRITE);
+}
+
+uint64_t free_bytes(const std::string& path) {
+  std::string p = resolved_path(path);
+  while (!p.empty() && !path_exists(p)) {
+    const size_t slash = p.find_last_of('/');
+    p = slash == 0 ? "/" : (slash == std::string::npos ? "" : p.substr(0, slash));
+  }
+  struct statvfs st{};
+  if (p.empty() || ::statvfs(p.c_str(), &st) != 0) return UINT64_MAX;
+  return static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize);
+}
+
+namespace {
+thread_local uint64_t tree_sum = 0;
+int add_blocks(const char*, const struct stat* st, int type, struct FTW*) {
+  if (type == FTW_F) tree_sum += static_cast<uint64_t>(st->st_blocks) * 512;
+  return 0;
+}
+}  // namespace
+
+uint64_t tree_bytes(const std::string& path) {
+  tree_sum = 0;
+  if (path_exists(path)) ::nftw(path.c_str(), add_blocks, 64, FTW_PHYS);
+  return tree_sum;
 }
 
 bool reserve_space(int fd, uint64_t offset, uint64_t n, const std::string& path) {

@@ -377,14 +377,21 @@ def test_aim(tmp, data):
     check(moved > 100 * TOL, f"aim changes the merge ({moved:.2e} from plain task arithmetic)")
 
 
+def make_inputs(tmp):
+    """The tiny float32 models base, a, b (a and b fine-tuned-like variants of base) and 40
+    calibration samples in {tmp}/data.jsonl; returns the samples."""
+    base = tiny_llama(f"{tmp}/base", seed=0, dtype="float32", layers=2)
+    for i, n in enumerate(["a", "b"]):
+        tiny_llama(f"{tmp}/{n}", seed=i + 1, dtype="float32", layers=2, base_state=base, noise=0.02)
+    data = samples(40, seed=5)
+    write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": s} for s in data])
+    return data
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="recall-data-aware-")
     try:
-        base = tiny_llama(f"{tmp}/base", seed=0, dtype="float32", layers=2)
-        for i, n in enumerate(["a", "b"]):
-            tiny_llama(f"{tmp}/{n}", seed=i + 1, dtype="float32", layers=2, base_state=base, noise=0.02)
-        data = samples(40, seed=5)
-        write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": s} for s in data])
+        data = make_inputs(tmp)
         test_aim(tmp, data)
         test_fisher(tmp, data)
         test_regmean(tmp, data)

@@ -13,13 +13,12 @@ import shutil
 import sys
 import tempfile
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import Checks, run, tiny_llama, write_jsonl  # noqa: E402
+from recall_testlib import Checks, run  # noqa: E402
 from test_data_aware_merge import (LINEAR, fisher_config, fisher_of, linear_statistics,  # noqa: E402
-                                   merged, rel_error, samples, state, write_config)
+                                   make_inputs, merged, rel_error, state, write_config)
 
 from fusion_bench.method.fisher_merging.fisher_merging import merging_with_fisher_weights  # noqa: E402
 from fusion_bench.method.regmean.regmean import merging_with_regmean_weights  # noqa: E402
@@ -59,11 +58,7 @@ def fusion_bench_fisher(paths, data, weights, normalize):
 def main():
     tmp = tempfile.mkdtemp(prefix="recall-fusion-bench-")
     try:
-        base = tiny_llama(f"{tmp}/base", seed=0, dtype="float32", layers=2)
-        for i, n in enumerate(["a", "b"]):
-            tiny_llama(f"{tmp}/{n}", seed=i + 1, dtype="float32", layers=2, base_state=base, noise=0.02)
-        data = samples(40, seed=5)
-        write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": s} for s in data])
+        data = make_inputs(tmp)
         models = ["base", "a", "b"]
         paths = [f"{tmp}/{n}" for n in models]
 

@@ -166,6 +166,27 @@ def main():
     p = run(["merge", "--config", cfg70, "--shapes-only"], check=False)
     check(p.returncode != 0 and "shapes-only" in p.stderr, "`recall merge` does not take --shapes-only")
 
+    # Calibration statistics larger than any disk (issue 20): a RegMean of 4 models of hidden 65536,
+    # MLP 262144 and 64 blocks needs 4 x 64 x 8 x (3 x 65536^2 + 262144^2) bytes = 167 TB of Gram
+    # files. Refused at preflight with the size, the directory and its free space; the plan of a
+    # merge that fits says how much it writes.
+    huge = dict(json.load(open(arch70)), hidden_size=65536, intermediate_size=262144, num_hidden_layers=64,
+                num_attention_heads=64, num_key_value_heads=8)
+    huge_arch = os.path.join(tmp, "huge.json")
+    json.dump(huge, open(huge_arch, "w"))
+    for method, fits in (("regmean", False), ("linear", True)):
+        p = run(["preflight", "--config", cfg70, "--shapes-only", "--arch", huge_arch, "--world", "4",
+                 "--set", f"method={method}", "--set", f"output.dir={tmp}/huge-out"], check=False)
+        named = f"the calibration statistics of method regmean need "
+        where = f" under '{tmp}/huge-out.partial/statistics', but its file system has "
+        if fits:
+            check(p.returncode == 0 and "calibration statistics" not in p.stdout + p.stderr,
+                  "a method without calibration statistics is not checked for their disk space")
+        else:
+            check(p.returncode != 0 and named in p.stderr and where in p.stderr and "HINT" in p.stderr,
+                  f"statistics larger than the disk are refused at preflight, with their size and the free space "
+                  f"({p.stderr.strip().splitlines()[1][:150] if len(p.stderr.strip().splitlines()) > 1 else p.stderr[:150]!r})")
+
     shutil.rmtree(tmp, ignore_errors=True)
     check.finish()
 

@@ -63,6 +63,20 @@ Problem random_problem(size_t models, uint64_t out, uint64_t in, uint64_t seed, 
   return p;
 }
 
+// Two models, 2 output rows of 0.5, whose Gram matrices of `tokens` random rows share a dead input
+// channel `dead` (its row and column of A are zero).
+Problem dead_channel_problem(uint64_t in, uint64_t tokens, uint64_t dead, uint64_t seed) {
+  PortableRng rng(seed);
+  Problem p;
+  p.out = 2;
+  p.in = in;
+  for (int m = 0; m < 2; ++m) {
+    p.grams.push_back(random_gram(p.in, tokens, rng, {dead}));
+    p.weights.push_back(std::vector<float>(p.out * p.in, 0.5f));
+  }
+  return p;
+}
+
 RegMeanInputs inputs_of(const Problem& p, double alpha, double ridge, uint64_t block_rows = 0) {
   RegMeanInputs in;
   for (const auto& w : p.weights) in.weights.push_back(TensorView{DType::F32, w.data()});
@@ -278,14 +292,7 @@ TEST(RegMean, TiledSolveMatchesLongDoubleAndItsBitsIgnoreTheThreadCount) {
 }
 
 TEST(RegMean, ALeadingMinorThatFailsInALaterTileIsNamed) {
-  PortableRng rng(3);
-  Problem p;
-  p.out = 2;
-  p.in = 300;
-  for (size_t m = 0; m < 2; ++m) {
-    p.grams.push_back(random_gram(p.in, p.in + 5, rng, {270}));
-    p.weights.push_back(std::vector<float>(p.out * p.in, 0.5f));
-  }
+  const Problem p = dead_channel_problem(300, 305, 270, 3);
   std::vector<double> x(p.out * p.in);
   RegMeanInputs in = inputs_of(p, 1.0, 0);
   in.threads = 2;
@@ -295,14 +302,7 @@ TEST(RegMean, ALeadingMinorThatFailsInALaterTileIsNamed) {
 
 TEST(RegMean, RankDeficientSumFailsWithItsLeadingMinorAndARidgeSolvesIt) {
   // Input channel 3 is dead in every model: row and column 3 of A are zero.
-  PortableRng rng(7);
-  Problem p;
-  p.out = 2;
-  p.in = 6;
-  for (int m = 0; m < 2; ++m) {
-    p.grams.push_back(random_gram(p.in, 20, rng, {3}));
-    p.weights.push_back(std::vector<float>(p.out * p.in, 0.5f));
-  }
+  const Problem p = dead_channel_problem(6, 20, 3, 7);
   std::vector<double> x(p.out * p.in);
   const std::string msg = error_message([&] { regmean_solve(inputs_of(p, 0.9, 0), x.data()); });
   EXPECT_NE(msg.find("RegMean (sum of 2 models' Gram matrices, 6 inputs)"), std::string::npos) << msg;

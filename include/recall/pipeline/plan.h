@@ -73,6 +73,12 @@ uint64_t stream_resident_bytes(const MergeConfig& config, const MergeInputs& inp
 uint64_t linear_statistics_bytes(const MergeConfig& config, const MergeInputs& inputs, const dist::Grid& grid,
                                  int rank, const engine::LinearStatisticsOptions& statistics);
 
+// The bytes of the calibration statistics files (<dir>.partial/statistics, pipeline/statistics.h)
+// on disk: per model whose cells the extraction runs and per block, the four Gram matrices in
+// float64 (in^2 x 8 bytes each) and |x| sums; per model a float32 Fisher of every tensor. A 70B
+// RegMean of 3 models: 3 x 80 x 8.2 GB = 2.0 TB.
+uint64_t statistics_disk_bytes(const MergeConfig& config, const MergeInputs& inputs);
+
 // RegMean++'s merged path on `rank` (engine/merged_path.h), beyond the candidate blocks and the
 // statistics that linear_statistics_bytes and the weights already count: the streams it holds
 // (resident: every calibration sample's hidden states at max_length, float32, of each model with a

@@ -43,6 +43,11 @@ bool reserve_space(int fd, uint64_t offset, uint64_t n, const std::string& path)
 // Hands reserved blocks of [offset, offset + n) back without changing the file's size (fallocate
 // FALLOC_FL_PUNCH_HOLE); best effort, errors are ignored.
 void release_space(int fd, uint64_t offset, uint64_t n);
+// Bytes an unprivileged writer may still use on the file system that holds `path`, or would hold
+// it: the nearest existing ancestor's (statvfs f_bavail x f_frsize). UINT64_MAX when unknown.
+uint64_t free_bytes(const std::string& path);
+// Disk blocks used by the files below `path` (or by the file), in bytes; 0 when it does not exist.
+uint64_t tree_bytes(const std::string& path);
 // fsync(2) of an existing file (flushes its dirty pages written through any descriptor).
 void sync_file(const std::string& path);
 // Copies a regular file byte for byte (atomically at the destination), with the source's permission
