@@ -161,9 +161,6 @@ MergeConfig run_merge_job(dist::Context& ctx, const MergeJobOptions& opt) {
   std::vector<MemoryPlan> plans;
   for (int r = 0; r < plan_world; ++r) plans.push_back(memory_plan(cfg, in, spec, grid ? &*grid : nullptr, r, plan_world));
   log(memory_plan_text(plans, cfg.memory_budget, opt.verbose));
-  if (cfg.needs_statistics())
-    log("calibration statistics: ", format_bytes(statistics_disk_bytes(cfg, in)), " of files under ",
-        OutputDir(cfg.output.dir).statistics(), " (deleted at the commit)");
   steps.step("memory plan", [&] { check_memory_budget(plans, cfg.memory_budget); });
   if (opt.preflight_only) return cfg;
 

@@ -10,6 +10,7 @@
 #include "recall/pipeline/merged_path.h"
 #include "recall/pipeline/plan.h"
 #include "recall/util/error.h"
+#include "recall/util/format.h"
 #include "recall/util/fs.h"
 #include "recall/util/progress.h"
 
@@ -101,7 +102,8 @@ int64_t compute_statistics(const dist::Grid* grid, MPI_Comm comm, const MergeCon
     return samples;
   }
   const SampleTokens samples = load_samples(c, in, c.calibration.samples);
-  log("calibration: ", samples.size(), " samples (", samples.tokens(), " tokens) from ", c.data);
+  log("calibration: ", samples.size(), " samples (", samples.tokens(), " tokens) from ", c.data, "; ",
+      format_bytes(statistics_disk_bytes(c, in)), " of statistics files under ", dir, " (deleted at the commit)");
   if (needs.gram || needs.abs_sum) {
     ExtractOptions eo;
     eo.device = c.parallel.device;
