@@ -101,6 +101,12 @@ Found inspect(const std::string& path) {
 // directory after it: a job looking without the lock sees recall's directory or an empty one,
 // never one that lost its marker while still holding files.
 void remove_marked_tree(const std::string& dir, const char* marker) {
+  struct stat st{};
+  if (::lstat(dir.c_str(), &st) != 0) return;
+  if (S_ISLNK(st.st_mode)) {  // a link is removed, never followed (as remove_tree does)
+    remove_tree(dir);
+    return;
+  }
   std::vector<std::string> entries;
   if (DIR* d = ::opendir(dir.c_str())) {
     while (const dirent* e = ::readdir(d))

@@ -394,6 +394,28 @@ TEST(OutputDir, APreflightBesideARunningJobNeverSeesItsWorkAsAUsers) {
   EXPECT_GT(looks, 400);
 }
 
+// output.dir a link to a committed output elsewhere (a scratch file system): overwrite replaces the
+// link with the new output and leaves the directory it pointed to as it was; recall never follows
+// a link to delete.
+TEST(OutputDir, OverwritingALinkedOutputRemovesTheLinkNotItsTarget) {
+  TempDir tmp;
+  const std::string target = tmp.file("scratch-out");
+  make_directories(target);
+  write_file_atomic(target + "/manifest.json", R"({"format": "recall-merge-1"})");
+  write_file_atomic(target + "/merged.h5", "old result");
+  ASSERT_EQ(::symlink(target.c_str(), tmp.file("out").c_str()), 0);
+  const OutputDir out(tmp.file("out"));
+  EXPECT_TRUE(out.problems(true, {}, {}).empty());
+  std::string log;
+  out.prepare("k\n", false, &log);
+  write_file_atomic(out.file("manifest.json"), R"({"format": "recall-merge-1"})");
+  out.commit(true);
+  EXPECT_TRUE(is_directory(tmp.file("out")));
+  EXPECT_EQ(read_text_file(target + "/merged.h5"), "old result");
+  EXPECT_TRUE(path_exists(target + "/manifest.json"));
+  EXPECT_FALSE(path_exists(tmp.file("out.old")));
+}
+
 TEST(OutputDir, AStagedPartialLeftByACrashIsClearedAUsersIsNot) {
   TempDir tmp;
   const OutputDir out(tmp.file("out"));
