@@ -50,6 +50,18 @@ def tiny_llama(path, seed, vocab=128, hidden=64, layers=4, heads=4, kv_heads=2, 
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def tiny_family(tmp, names="abc"):
+    """{tmp}/base (seed 0, 4 blocks) and, for each of `names`, {tmp}/<name>: base + 0.02 noise (seed
+    1, 2, ...), the "fine-tuned experts" of the fault tests, and {tmp}/data.jsonl: 24 samples of 13
+    tokens (BOS + 12 random ids, numpy seed 1)."""
+    import numpy as np
+    base = tiny_llama(f"{tmp}/base", seed=0, layers=4)
+    for i, n in enumerate(names):
+        tiny_llama(f"{tmp}/{n}", seed=i + 1, base_state=base, noise=0.02)
+    rng = np.random.default_rng(1)
+    write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": [1] + rng.integers(3, 128, size=12).tolist()} for _ in range(24)])
+
+
 def write_jsonl(path, rows):
     with open(path, "w") as f:
         for r in rows:

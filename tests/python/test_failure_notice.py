@@ -23,10 +23,9 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import BIN, MPIRUN, Checks, tiny_llama, write_jsonl  # noqa: E402
+from recall_testlib import BIN, MPIRUN, Checks, tiny_family  # noqa: E402
 
 LIMIT_S = 20   # every rank must have exited by then (tiny models; a clean failure takes a few seconds)
 KILL_S = 60    # a run still going then hangs (the agreement's own deadline is 300 s): killed
@@ -110,13 +109,9 @@ def expect_stop(label, np_, cfg, rank, step):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="recall-notice-")
-    base = tiny_llama(f"{tmp}/base", seed=0, layers=4)
-    for i, n in enumerate(["a", "b", "c"]):
-        tiny_llama(f"{tmp}/{n}", seed=i + 1, base_state=base, noise=0.02)
-    rng = np.random.default_rng(1)
     # 24 samples of 13 tokens, micro-batches of 2: 12 hand-overs per pass; [2, 13, 64] float32
     # hidden states are 6.6 KB, above the shared-memory eager limit, so a send waits for its receive.
-    write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": [1] + rng.integers(3, 128, size=12).tolist()} for _ in range(24)])
+    tiny_family(tmp)
 
     cfg = write_config(f"{tmp}/recall3.yaml", tmp, "abc", "recall")
     expect_stop("recall, 2 ranks, first stage fails", 2, cfg, 0, "typical samples")

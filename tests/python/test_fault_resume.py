@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from recall_testlib import BIN, MPIRUN, run, tiny_llama, write_jsonl  # noqa: E402
+from recall_testlib import BIN, MPIRUN, run, tiny_family  # noqa: E402
 
 failures = []
 
@@ -65,11 +65,7 @@ def run_ranks(args, env, limit_s=60):
 
 def main():
     tmp = tempfile.mkdtemp(prefix="recall-fault-")
-    base = tiny_llama(f"{tmp}/base", seed=0, layers=4)
-    for i, n in enumerate(["a", "b", "c"]):
-        tiny_llama(f"{tmp}/{n}", seed=i + 1, base_state=base, noise=0.02)
-    rng = np.random.default_rng(1)
-    write_jsonl(f"{tmp}/data.jsonl", [{"input_ids": [1] + rng.integers(3, 128, size=12).tolist()} for _ in range(24)])
+    tiny_family(tmp)
     cfg = f"{tmp}/cfg.yaml"
     open(cfg, "w").write(
         "models:\n" + "".join(f"  - {{name: {n}, path: {tmp}/{n}}}\n" for n in "abc") +
